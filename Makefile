@@ -1,0 +1,44 @@
+# Two entry points, each self-contained on a fresh machine:
+#   make demo  - build a venv, generate a demo library, index it offline, serve it
+#   make test  - build a venv with the test tools, lint, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# PyTorch is installed first and pinned, so that resolving the rest never pulls
+# another (multi-GB) build. Override for your platform, e.g. a CPU wheel index.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEMO_DATA ?= demo-data
+HOST ?= 127.0.0.1
+PORT ?= 8765
+
+.PHONY: demo test lint format install clean bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/xmodal demo --data $(DEMO_DATA) --host $(HOST) --port $(PORT)
+
+lint: install
+	$(VENV)/bin/ruff check search indexer api tests bench
+	$(VENV)/bin/ruff format --check search indexer api tests bench
+
+format: install
+	$(VENV)/bin/ruff format search indexer api tests bench
+	$(VENV)/bin/ruff check --fix search indexer api tests bench
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/index_throughput.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DATA) .pytest_cache .ruff_cache

@@ -1,0 +1,114 @@
+"""Find media files under the given paths and diff them against the store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from search.errors import SourceError
+from search.images import IMAGE_EXTENSIONS, sniff_image_mime
+from search.store import INDEXED, Store
+
+SNIFF_BYTES = 262  # enough for every signature filetype knows
+
+
+@dataclass
+class Candidate:
+    path: Path
+    root: str
+    bytes: int
+    mtime_ns: int
+    previous_hash: str = ""  # content hash stored by an earlier run, if any
+    previously_indexed: bool = False
+    existed: bool = False  # the store has a row for it (indexed or failed)
+
+    @property
+    def uri(self) -> str:
+        return str(self.path)
+
+
+@dataclass
+class Plan:
+    """What a run has to do: index these, remove those; the rest is unchanged."""
+
+    roots: list[str]
+    to_index: list[Candidate] = field(default_factory=list)
+    unchanged_ids: list[str] = field(default_factory=list)
+    removed_ids: list[str] = field(default_factory=list)
+    ignored: int = 0  # files that are not media
+
+
+def is_media_file(path: Path) -> bool:
+    """An image by extension, or by its first bytes whatever its name."""
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as f:
+            header = f.read(SNIFF_BYTES)
+    except OSError:
+        return False
+    return sniff_image_mime(header) is not None
+
+
+def walk_files(root: Path) -> Iterator[Path]:
+    """Files under root, recursively, in a stable order; hidden entries skipped."""
+    for directory, subdirs, files in os.walk(root, followlinks=False):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(directory, name)
+
+
+def resolve_roots(paths: Iterable[str | Path]) -> list[Path]:
+    roots = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise SourceError(f"no such file or folder: {raw}")
+        roots.append(path.resolve())
+    if not roots:
+        raise SourceError("no paths to index")
+    return roots
+
+
+def plan_run(paths: Iterable[str | Path], store: Store) -> Plan:
+    roots = resolve_roots(paths)
+    plan = Plan(roots=[str(r) for r in roots])
+    seen: set[str] = set()
+    for root in roots:
+        known = {row["uri"]: row for row in store.items_under(str(root)).to_pylist()}
+        files = [root] if root.is_file() else walk_files(root)
+        found: set[str] = set()
+        for path in files:
+            uri = str(path)
+            if uri in seen:  # overlapping roots: the first one owns the file
+                continue
+            if not is_media_file(path):
+                plan.ignored += 1
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # vanished while walking
+            seen.add(uri)
+            found.add(uri)
+            row = known.get(uri)
+            indexed = row is not None and row["status"] == INDEXED
+            if indexed and row["bytes"] == stat.st_size and row["mtime_ns"] == stat.st_mtime_ns:
+                plan.unchanged_ids.append(row["id"])
+                continue
+            plan.to_index.append(
+                Candidate(
+                    path=path,
+                    root=str(root),
+                    bytes=stat.st_size,
+                    mtime_ns=stat.st_mtime_ns,
+                    previous_hash=(row["content_hash"] or "") if row else "",
+                    previously_indexed=indexed,
+                    existed=row is not None,
+                )
+            )
+        plan.removed_ids.extend(row["id"] for uri, row in known.items() if uri not in found)
+    return plan

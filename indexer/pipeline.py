@@ -1,0 +1,258 @@
+"""Bulk indexing on one machine: discover -> decode (thread pool) -> encode (batches) -> write.
+
+Decoding runs ahead of the encoder in a bounded window of worker threads
+(Pillow releases the GIL while decoding), the encoder works on full batches,
+and a background thread commits the results.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.encoders import IMAGE_TEXT
+from search.engine import Engine
+from search.errors import IndexingAborted
+from search.images import ImageLimits
+from search.store import FAILED, INDEXED, ItemRecord, SegmentRecord, item_id_for, segment_id_for
+
+from .decode import Decoded, decode_candidate
+from .discover import Candidate, plan_run
+from .progress import NoProgress, Progress
+from .report import IndexReport
+from .writer import BatchWriter
+
+RECENT_VECTORS = 50_000  # content hash -> vector kept in memory to embed duplicates once
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    batch_size: int = 32  # images per forward pass
+    decode_workers: int = 2  # threads reading and decoding ahead of the encoder
+    write_batch_size: int = 256  # items per store commit
+    fail_fast: bool = False  # stop at the first unreadable file
+    limits: ImageLimits = ImageLimits()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> IndexOptions:
+        return cls(
+            batch_size=settings.batch_size,
+            decode_workers=settings.decode_workers,
+            write_batch_size=settings.write_batch_size,
+            fail_fast=settings.fail_fast,
+            limits=ImageLimits(settings.max_image_pixels, settings.min_image_side),
+        )
+
+
+class Indexer:
+    def __init__(
+        self,
+        engine: Engine,
+        options: IndexOptions = IndexOptions(),
+        progress: Progress | None = None,
+    ):
+        self.engine = engine
+        self.store = engine.store
+        self.encoder = engine.encoder
+        self.options = options
+        self.progress = progress or NoProgress()
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def run(
+        self,
+        paths: Iterable[str | Path],
+        metadata: Mapping[str, dict[str, Any]] | None = None,
+    ) -> IndexReport:
+        """Index files and folders; re-runs only do what changed.
+
+        `metadata` maps a file path to user metadata stored with its item.
+        """
+        started = time.perf_counter()
+        report = IndexReport()
+        metadata = {str(Path(k).expanduser().resolve()): v for k, v in (metadata or {}).items()}
+        self.encoder.load()  # fail on a bad model before touching the store
+        self.engine.ensure_space()
+        self.store.remove_orphan_segments(IMAGE_TEXT)
+
+        plan = plan_run(paths, self.store)
+        for root in plan.roots:
+            self.store.add_root(root)
+        report.times.discover = time.perf_counter() - started
+        report.ignored = plan.ignored
+        report.unchanged = len(plan.unchanged_ids)
+        if plan.removed_ids:
+            self.store.delete_items(plan.removed_ids)
+            report.removed = len(plan.removed_ids)
+        self._update_metadata(plan.unchanged_ids, metadata)
+
+        writer = BatchWriter(self.store, IMAGE_TEXT, self.options.write_batch_size)
+        self.progress.start(len(plan.to_index))
+        try:
+            pending: list[Decoded] = []
+            for decoded in self._decoded(plan.to_index, report):
+                if decoded.error:
+                    self._record_failure(decoded, metadata, writer, report)
+                elif decoded.same_content:
+                    self._record_touched(decoded, metadata, writer, report)
+                else:
+                    pending.append(decoded)
+                    if len(pending) >= self.options.batch_size:
+                        self._encode_and_write(pending, metadata, writer, report)
+                        pending = []
+            self._encode_and_write(pending, metadata, writer, report)
+        finally:
+            writer.close()
+            self.progress.finish()
+        report.times.write = writer.seconds
+        if report.embedded or report.removed or report.failed:
+            self.store.compact()
+        report.times.wall = time.perf_counter() - started
+        return report
+
+    # -- stages ----------------------------------------------------------
+    def _decoded(self, candidates: list[Candidate], report: IndexReport) -> Iterator[Decoded]:
+        """Decode in worker threads, in order, at most a window of files ahead."""
+        window_size = max(2 * self.options.batch_size, 2 * self.options.decode_workers)
+        limits, encoder = self.options.limits, self.encoder
+        with ThreadPoolExecutor(self.options.decode_workers, "xmodal-decode") as pool:
+            todo = iter(candidates)
+            window: deque[Future[Decoded]] = deque(
+                pool.submit(decode_candidate, c, encoder, limits)
+                for _, c in zip(range(window_size), todo, strict=False)
+            )
+            while window:
+                decoded = window.popleft().result()
+                following = next(todo, None)
+                if following is not None:
+                    window.append(pool.submit(decode_candidate, following, encoder, limits))
+                report.times.decode += decoded.seconds
+                yield decoded
+
+    def _encode_and_write(
+        self,
+        batch: list[Decoded],
+        metadata: Mapping[str, dict[str, Any]],
+        writer: BatchWriter,
+        report: IndexReport,
+    ) -> None:
+        if not batch:
+            return
+        started = time.perf_counter()
+        vectors = self._vectors_for(batch, report)
+        report.times.encode += time.perf_counter() - started
+        for decoded in batch:
+            c = decoded.candidate
+            item = self._item_record(decoded, metadata, INDEXED)
+            segment = SegmentRecord(segment_id_for(item.id, 0), item.id, vectors[decoded.content_hash])
+            writer.add(item, [segment], replaces=c.existed)
+            if c.existed:
+                report.updated += 1
+            else:
+                report.indexed += 1
+        self.progress.advance(len(batch))
+
+    def _vectors_for(self, batch: list[Decoded], report: IndexReport) -> dict[str, np.ndarray]:
+        """One vector per distinct content hash; known contents are not embedded again."""
+        hashes = {d.content_hash for d in batch}
+        known = {h: self._recent[h] for h in hashes if h in self._recent}
+        missing = hashes - known.keys()
+        if missing:
+            known.update(self.store.vectors_by_hash(IMAGE_TEXT, missing))
+        first_of_hash: dict[str, Decoded] = {}
+        for d in batch:
+            if d.content_hash in known or d.content_hash in first_of_hash:
+                report.duplicates += 1
+            else:
+                first_of_hash[d.content_hash] = d
+        if first_of_hash:
+            prepared = [d.prepared for d in first_of_hash.values()]
+            encoded = self.encoder.encode_prepared(prepared)  # type: ignore[arg-type]
+            known.update(zip(first_of_hash, encoded, strict=True))
+        for h, vector in known.items():
+            self._recent[h] = vector
+            self._recent.move_to_end(h)
+        while len(self._recent) > RECENT_VECTORS:
+            self._recent.popitem(last=False)
+        return known
+
+    # -- records ---------------------------------------------------------
+    def _item_record(
+        self, decoded: Decoded, metadata: Mapping[str, dict[str, Any]], status: str
+    ) -> ItemRecord:
+        c = decoded.candidate
+        return ItemRecord(
+            id=item_id_for(c.uri),
+            uri=c.uri,
+            kind="image",
+            root=c.root,
+            content_hash=decoded.content_hash,
+            bytes=c.bytes,
+            mtime_ns=c.mtime_ns,
+            width=decoded.width,
+            height=decoded.height,
+            metadata=dict(metadata.get(c.uri, {})),
+            status=status,
+            error=decoded.error,
+        )
+
+    def _record_failure(
+        self,
+        decoded: Decoded,
+        metadata: Mapping[str, dict[str, Any]],
+        writer: BatchWriter,
+        report: IndexReport,
+    ) -> None:
+        report.failed.append((decoded.candidate.uri, decoded.error))
+        item = self._item_record(decoded, metadata, FAILED)
+        # A file that used to be indexed and is now unreadable loses its vectors.
+        writer.add(item, [], replaces=decoded.candidate.previously_indexed)
+        self.progress.advance(1)
+        if self.options.fail_fast:
+            writer.close()
+            raise IndexingAborted(f"{decoded.candidate.uri}: {decoded.error}")
+
+    def _record_touched(
+        self,
+        decoded: Decoded,
+        metadata: Mapping[str, dict[str, Any]],
+        writer: BatchWriter,
+        report: IndexReport,
+    ) -> None:
+        """Same bytes, new mtime: refresh the item row, keep its vectors."""
+        c = decoded.candidate
+        previous = self.store.item(item_id_for(c.uri))
+        refreshed = replace(previous, bytes=c.bytes, mtime_ns=c.mtime_ns)
+        if c.uri in metadata:
+            refreshed.metadata = dict(metadata[c.uri])
+        writer.add(refreshed, [], replaces=False)
+        report.unchanged += 1
+        self.progress.advance(1)
+
+    def _update_metadata(self, item_ids: list[str], metadata: Mapping[str, dict[str, Any]]) -> None:
+        if not metadata or not item_ids:
+            return
+        records = self.store.items(item_ids)
+        changed = [
+            replace(r, metadata=dict(metadata[r.uri]))
+            for r in records.values()
+            if r.uri in metadata and metadata[r.uri] != r.metadata
+        ]
+        self.store.upsert_items(changed)
+
+
+def index_paths(
+    engine: Engine,
+    paths: Iterable[str | Path],
+    options: IndexOptions = IndexOptions(),
+    metadata: Mapping[str, dict[str, Any]] | None = None,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Index files and folders into the engine's store (see Indexer.run)."""
+    return Indexer(engine, options, progress).run(paths, metadata)

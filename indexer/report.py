@@ -1,0 +1,44 @@
+"""What an indexing run did, for the end summary and for callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage. Decode is summed over workers, so it can exceed wall time."""
+
+    discover: float = 0.0
+    decode: float = 0.0
+    encode: float = 0.0
+    write: float = 0.0
+    wall: float = 0.0
+
+
+@dataclass
+class IndexReport:
+    indexed: int = 0  # new items embedded
+    updated: int = 0  # items whose content changed, re-embedded
+    unchanged: int = 0  # skipped (same size and mtime, or same content hash)
+    removed: int = 0  # items whose files are gone
+    duplicates: int = 0  # items whose bytes equal an already embedded item: vector reused
+    ignored: int = 0  # files that are not media
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    times: StageTimes = field(default_factory=StageTimes)
+
+    @property
+    def embedded(self) -> int:
+        return self.indexed + self.updated
+
+    @property
+    def items_per_second(self) -> float:
+        done = self.indexed + self.updated + len(self.failed)
+        return done / self.times.wall if self.times.wall > 0 else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"indexed {self.indexed}, updated {self.updated}, unchanged {self.unchanged}, "
+            f"removed {self.removed}, failed {len(self.failed)}"
+            + (f", duplicates {self.duplicates}" if self.duplicates else "")
+        )

@@ -1,0 +1,330 @@
+"""open_clip image-text encoders.
+
+Specs (after the `open_clip:` prefix):
+  ARCH/TAG            a pretrained tag, e.g. ViT-B-32/laion2b_s34b_b79k
+  ARCH//abs/path.pt   a local checkpoint for ARCH (clip-retrieval's convention);
+  ARCH/rel/path.pt    a relative checkpoint path works as well
+  hf-hub:ORG/NAME     config and weights from a Hugging Face Hub repository
+  local-dir:/dir      a folder with open_clip_config.json and weights
+A spec that names no weights is refused: xmodal never embeds with random weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from search.errors import ModelLoadError, ModelSpecError
+
+from .base import ImageTextEncoder
+from .registry import register_encoder
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+_configs_registered = False
+_configs_lock = threading.Lock()
+
+
+def register_builtin_configs() -> None:
+    """Make the architectures in search/model_configs known to open_clip (once)."""
+    global _configs_registered
+    with _configs_lock:
+        if _configs_registered:
+            return
+        import open_clip
+
+        open_clip.add_model_config(Path(str(resources.files("search") / "model_configs")))
+        _configs_registered = True
+
+
+@dataclass(frozen=True)
+class OpenClipSpec:
+    """A parsed `open_clip:` spec: exactly one of tag, checkpoint, hub_id, local_dir is set."""
+
+    arch: str | None = None
+    tag: str | None = None
+    checkpoint: Path | None = None
+    hub_id: str | None = None
+    local_dir: Path | None = None
+
+    @classmethod
+    def parse(cls, rest: str) -> OpenClipSpec:
+        if rest.startswith("hf-hub:"):
+            hub_id = rest.removeprefix("hf-hub:")
+            if hub_id.count("/") != 1:
+                raise ModelSpecError(f"'open_clip:{rest}': write open_clip:hf-hub:ORG/NAME")
+            return cls(hub_id=hub_id)
+        if rest.startswith("local-dir:"):
+            return cls(local_dir=Path(rest.removeprefix("local-dir:")).expanduser())
+        arch, sep, weights = rest.partition("/")
+        if not sep or not weights:
+            raise ModelSpecError(
+                f"'open_clip:{rest}' names an architecture but no weights; xmodal never uses "
+                f"random weights. Write open_clip:{arch}/TAG (a pretrained tag) or "
+                f"open_clip:{arch}//path/to/checkpoint.pt"
+            )
+        looks_like_path = (
+            "/" in weights or weights.endswith(CHECKPOINT_SUFFIXES) or weights.startswith(("~", "."))
+        )
+        if looks_like_path:
+            return cls(arch=arch, checkpoint=Path(weights).expanduser())
+        return cls(arch=arch, tag=weights)
+
+    @property
+    def model_name(self) -> str:
+        """The first argument of open_clip.create_model."""
+        if self.hub_id:
+            return f"hf-hub:{self.hub_id}"
+        if self.local_dir:
+            return f"local-dir:{self.local_dir}"
+        assert self.arch
+        return self.arch
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _offline_hint(spec: str, arch: str | None) -> str:
+    arch = arch or "ARCH"
+    return (
+        f"The weights for {spec} are not in the local model cache and could not be "
+        "downloaded (is the network reachable?). Alternatives: a local checkpoint "
+        f"(--model open_clip:{arch}//path/to/checkpoint.pt), a model already in the "
+        "Hugging Face cache (set HF_HOME to it), or a built-in offline model (see `xmodal models`)."
+    )
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class OpenClipEncoder(ImageTextEncoder):
+    """An open_clip model, loaded lazily on first use."""
+
+    def __init__(self, rest: str, device: str = "auto"):
+        self._spec = f"open_clip:{rest}"
+        self.parsed = OpenClipSpec.parse(rest)
+        self._device_request = device
+        self._identity: str | None = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._preprocess: Any = None
+        self._preprocess_cfg: dict[str, Any] = {}
+        self._load_lock = threading.Lock()
+        self._embed_dim = 0
+        self.device = "cpu"
+
+    # -- identity, cheap -------------------------------------------------
+    @property
+    def spec(self) -> str:
+        return self._spec
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            p = self.parsed
+            if p.checkpoint is not None:
+                if not p.checkpoint.is_file():
+                    raise ModelLoadError(f"checkpoint file not found: {p.checkpoint}")
+                # By content, so that a moved checkpoint is still the same model.
+                self._identity = f"open_clip:{p.arch}/sha256:{file_digest(p.checkpoint)[:16]}"
+            else:
+                self._identity = self._spec
+        return self._identity
+
+    @property
+    def dim(self) -> int:
+        if self._model is None and self.parsed.arch:
+            register_builtin_configs()
+            import open_clip
+
+            config = open_clip.get_model_config(self.parsed.arch)
+            if config:
+                return int(config["embed_dim"])
+        self.load()
+        return self._embed_dim
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        self.load()
+        size = self._preprocess_cfg.get("size", 224)
+        if isinstance(size, int):
+            return (size, size)
+        return (int(size[0]), int(size[1]))
+
+    # -- loading ---------------------------------------------------------
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        with self._load_lock:
+            if self._model is None:
+                self._load()
+
+    def _load(self) -> None:
+        register_builtin_configs()
+        import open_clip
+        import torch
+
+        p = self.parsed
+        if p.arch and open_clip.get_model_config(p.arch) is None:
+            raise ModelSpecError(
+                f"unknown open_clip architecture {p.arch!r} in {self._spec}; "
+                "`python -c 'import open_clip; print(open_clip.list_models())'` lists them"
+            )
+        if p.checkpoint is not None and not p.checkpoint.is_file():
+            raise ModelLoadError(f"checkpoint file not found: {p.checkpoint}")
+        if p.tag is not None and p.arch and p.tag not in open_clip.list_pretrained_tags_by_model(p.arch):
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(p.arch)) or "none"
+            raise ModelSpecError(
+                f"{p.arch!r} has no pretrained tag {p.tag!r}; known tags: {tags}. "
+                f"For a checkpoint file write open_clip:{p.arch}//path/to/checkpoint.pt"
+            )
+        device = pick_device(self._device_request)
+        pretrained = p.tag or (str(p.checkpoint) if p.checkpoint else None)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                p.model_name,
+                pretrained=pretrained,
+                device=device,
+                require_pretrained=True,
+            )
+        except (ModelSpecError, ModelLoadError):
+            raise
+        except Exception as error:  # open_clip raises RuntimeError/FileNotFoundError/OSError
+            message = str(error)
+            downloading = p.tag is not None or p.hub_id is not None
+            if downloading and _looks_like_download_failure(message):
+                raise ModelLoadError(
+                    f"{_offline_hint(self._spec, p.arch)} Cause: {message[:300]}"
+                ) from error
+            raise ModelLoadError(f"could not load {self._spec}: {message[:500]}") from error
+        model.eval()
+        self._tokenizer = open_clip.get_tokenizer(p.model_name)
+        self._preprocess = preprocess
+        self._preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
+        with torch.inference_mode():
+            probe = self._tokenizer(["probe"]).to(device)
+            self._embed_dim = int(model.encode_text(probe).shape[-1])
+        self.device = device
+        self._model = model
+
+    # -- images ----------------------------------------------------------
+    def prepare_image(self, image: Image.Image) -> np.ndarray:
+        """Replicates open_clip's PIL preprocessing geometry, stopping before normalisation.
+
+        Returns uint8 HxWxC for the 'shortest' and 'squash' resize modes (normalised
+        later, batched, on the device) and open_clip's own float CHW tensor otherwise.
+        """
+        self.load()
+        cfg = self._preprocess_cfg
+        height, width = self.input_size
+        mode = cfg.get("resize_mode", "shortest")
+        resample = _PIL_RESAMPLE.get(cfg.get("interpolation", "bicubic"), Image.Resampling.BICUBIC)
+        if mode == "squash":
+            return np.asarray(image.resize((width, height), resample))
+        if mode != "shortest" or height != width:
+            return self._preprocess(image).numpy()
+        # torchvision Resize(int): the short side becomes `height`, the long side is truncated.
+        w, h = image.size
+        if w <= h:
+            new_w, new_h = height, int(height * h / w)
+        else:
+            new_w, new_h = int(height * w / h), height
+        if (new_w, new_h) != (w, h):
+            image = image.resize((new_w, new_h), resample)
+        # torchvision CenterCrop rounds the offsets.
+        top = int(round((new_h - height) / 2.0))
+        left = int(round((new_w - width) / 2.0))
+        return np.asarray(image.crop((left, top, left + width, top + height)))
+
+    def encode_prepared(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+
+        self.load()
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        stacked = np.stack(batch)
+        with torch.inference_mode():
+            tensor = torch.from_numpy(stacked).to(self.device, non_blocking=True)
+            if stacked.dtype == np.uint8:
+                mean = torch.tensor(self._preprocess_cfg["mean"], device=self.device) * 255.0
+                std = torch.tensor(self._preprocess_cfg["std"], device=self.device) * 255.0
+                tensor = ((tensor.float() - mean) / std).permute(0, 3, 1, 2).contiguous()
+            with self._autocast():
+                features = self._model.encode_image(tensor)
+            return _normalise(features)
+
+    # -- texts -----------------------------------------------------------
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        self.load()
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            tokens = self._tokenizer(list(texts)).to(self.device)
+            with self._autocast():
+                features = self._model.encode_text(tokens)
+            return _normalise(features)
+
+    def _autocast(self) -> Any:
+        import contextlib
+
+        import torch
+
+        if self.device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+
+_PIL_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+_DOWNLOAD_MARKERS = (
+    "download",
+    "offline",
+    "connect",
+    "network",
+    "resolve",
+    "cannot find the requested files",
+    "localentrynotfound",
+    "max retries",
+)
+
+
+def _looks_like_download_failure(message: str) -> bool:
+    lowered = message.lower()
+    return any(marker in lowered for marker in _DOWNLOAD_MARKERS)
+
+
+def _normalise(features: Any) -> np.ndarray:
+    import torch
+
+    features = torch.nn.functional.normalize(features.float(), dim=-1)
+    return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+@register_encoder("open_clip")
+def create_open_clip_encoder(rest: str, device: str = "auto") -> OpenClipEncoder:
+    return OpenClipEncoder(rest, device=device)

@@ -1,0 +1,68 @@
+"""Model spec -> encoder.
+
+A spec is `FAMILY:REST`, e.g. `open_clip:ViT-B-32/laion2b_s34b_b79k`. Each
+family registers one factory with `@register_encoder("family")`; built-in
+names (`xmodal-...`) are aliases for full specs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from search.errors import ModelSpecError
+
+from .base import ImageTextEncoder
+
+EncoderFactory = Callable[..., ImageTextEncoder]
+
+_FACTORIES: dict[str, EncoderFactory] = {}
+_ALIASES: dict[str, Callable[[], str]] = {}
+
+
+def register_encoder(family: str) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Register the factory for specs `family:...`; it is called as factory(rest, **overrides)."""
+
+    def decorator(factory: EncoderFactory) -> EncoderFactory:
+        if family in _FACTORIES:
+            raise ValueError(f"encoder family {family!r} is already registered")
+        _FACTORIES[family] = factory
+        return factory
+
+    return decorator
+
+
+def register_alias(name: str, resolve: Callable[[], str]) -> None:
+    """Register a built-in model name; `resolve` returns the full spec when it is used."""
+    if name in _ALIASES:
+        raise ValueError(f"model alias {name!r} is already registered")
+    _ALIASES[name] = resolve
+
+
+def list_encoders() -> list[str]:
+    """Registered encoder families and built-in model names."""
+    return sorted([f"{family}:" for family in _FACTORIES] + list(_ALIASES))
+
+
+def resolve_spec(spec: str) -> str:
+    """Expand a built-in name to its full spec; validate the family."""
+    spec = spec.strip()
+    if spec in _ALIASES:
+        return _ALIASES[spec]()
+    family, sep, rest = spec.partition(":")
+    if not sep or family not in _FACTORIES:
+        hint = ""
+        if not sep and "/" in spec or spec.startswith(("ViT", "RN", "convnext", "EVA")):
+            hint = f" Did you mean 'open_clip:{spec}'?"
+        known = ", ".join(list_encoders())
+        raise ModelSpecError(f"unknown model spec {spec!r}.{hint} Known: {known}")
+    if not rest:
+        raise ModelSpecError(f"model spec {spec!r} names a family but no model")
+    return spec
+
+
+def create_encoder(spec: str, **overrides: Any) -> ImageTextEncoder:
+    """Build (but do not load) the encoder for a spec; `overrides` go to its factory."""
+    full = resolve_spec(spec)
+    family, _, rest = full.partition(":")
+    return _FACTORIES[family](rest, **overrides)

@@ -1,0 +1,202 @@
+"""The query engine: a store plus the encoder of its image-text space.
+
+    engine = Engine.open("~/xmodal-data")
+    result = engine.search_text("a red bicycle", k=5)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from search.encoders import IMAGE_TEXT, ImageTextEncoder, create_encoder
+from search.errors import InvalidQueryError, UnknownItemError
+from search.exact_index import ExactIndex, RankedItem, SpaceSnapshot
+from search.filters import validate_filter
+from search.hits import Hit, SearchResult, SegmentHit
+from search.images import ImageLimits, decode_image
+from search.settings import DEFAULT_MODEL
+from search.store import INDEXED, SpaceRecord, Store
+
+MAX_TEXT_CHARS = 2000
+
+
+class Engine:
+    """Answers queries over one store. The encoder is injected (tests pass tiny models)."""
+
+    def __init__(
+        self,
+        store: Store,
+        encoder: ImageTextEncoder,
+        limits: ImageLimits = ImageLimits(),
+        max_k: int = 1000,
+    ):
+        self.store = store
+        self.encoder = encoder
+        self.limits = limits
+        self.max_k = max_k
+        self._index = ExactIndex(store, IMAGE_TEXT)
+        existing = store.space(IMAGE_TEXT)
+        if existing is not None:
+            # Refuse a different model before any work is done with it.
+            self._check_model(existing)
+
+    @classmethod
+    def open(
+        cls,
+        data: str | Path,
+        model: str | None = None,
+        device: str = "auto",
+        **options: Any,
+    ) -> Engine:
+        """Open (or create) a store; the model defaults to the one the store was built with."""
+        store = Store(data)
+        encoder = create_encoder(model_for_store(store, model), device=device)
+        return cls(store, encoder, **options)
+
+    # -- space binding ---------------------------------------------------
+    def _check_model(self, space: SpaceRecord) -> None:
+        self.store.bind_space(space.name, self.encoder.spec, self.encoder.identity, self.encoder.dim)
+
+    def ensure_space(self) -> SpaceRecord:
+        """Create the image-text space for this encoder, or check it matches."""
+        return self.store.bind_space(
+            IMAGE_TEXT, self.encoder.spec, self.encoder.identity, self.encoder.dim
+        )
+
+    # -- queries ---------------------------------------------------------
+    def search_text(
+        self, text: str, k: int = 10, offset: int = 0, filter: dict[str, Any] | None = None
+    ) -> SearchResult:
+        started = time.perf_counter()
+        text = (text or "").strip()
+        if not text:
+            raise InvalidQueryError("empty text query")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidQueryError(f"text query longer than {MAX_TEXT_CHARS} characters")
+        self._check_page(k, offset)
+        vector = self.encoder.encode_texts([text])[0]
+        return self._search(vector, k, offset, filter, started)
+
+    def search_image(
+        self,
+        image: bytes | Path | Image.Image,
+        k: int = 10,
+        offset: int = 0,
+        filter: dict[str, Any] | None = None,
+    ) -> SearchResult:
+        """Query by an image: file path, encoded bytes, or a PIL image."""
+        started = time.perf_counter()
+        self._check_page(k, offset)
+        if isinstance(image, Image.Image):
+            pil = image.convert("RGB")
+        else:
+            pil = decode_image(image, self.limits, draft_to=self.encoder.input_size).image
+        vector = self.encoder.encode_images([pil])[0]
+        return self._search(vector, k, offset, filter, started)
+
+    def search_similar(
+        self,
+        item_id: str,
+        k: int = 10,
+        offset: int = 0,
+        filter: dict[str, Any] | None = None,
+    ) -> SearchResult:
+        """Items similar to an indexed item, the item itself excluded."""
+        started = time.perf_counter()
+        self._check_page(k, offset)
+        item = self.store.item(item_id)
+        if item.status != INDEXED:
+            raise InvalidQueryError(f"item {item_id!r} could not be indexed: {item.error}")
+        vectors = self.store.item_vectors(IMAGE_TEXT, item_id)
+        if len(vectors) == 0:
+            raise UnknownItemError(item_id)
+        query = vectors.mean(axis=0)
+        query /= np.linalg.norm(query) or 1.0
+        return self._search(query, k, offset, filter, started, exclude=item_id)
+
+    def search_vector(
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        offset: int = 0,
+        filter: dict[str, Any] | None = None,
+    ) -> SearchResult:
+        """Query by a precomputed unit vector of the image-text space."""
+        self._check_page(k, offset)
+        return self._search(np.asarray(vector, np.float32), k, offset, filter, time.perf_counter())
+
+    def item(self, item_id: str):
+        return self.store.item(item_id)
+
+    # -- internals -------------------------------------------------------
+    def _check_page(self, k: int, offset: int) -> None:
+        if not 1 <= k <= self.max_k:
+            raise InvalidQueryError(f"k must be between 1 and {self.max_k}")
+        if offset < 0:
+            raise InvalidQueryError("offset must be >= 0")
+
+    def _search(
+        self,
+        query: np.ndarray,
+        k: int,
+        offset: int,
+        filter: dict[str, Any] | None,
+        started: float,
+        exclude: str | None = None,
+    ) -> SearchResult:
+        spec = validate_filter(filter)
+        if self.store.space(IMAGE_TEXT) is None:
+            return SearchResult([], _ms_since(started))
+        snapshot = self._index.snapshot()
+        mask = snapshot.items.matching(spec) if spec else None
+        exclude_code = None
+        if exclude is not None and exclude in snapshot.code_of:
+            exclude_code = int(snapshot.code_of.get_loc(exclude))
+        ranked = snapshot.rank(query, k, offset, mask, exclude_code)
+        return SearchResult(self._hits(snapshot, ranked), _ms_since(started))
+
+    def _hits(self, snapshot: SpaceSnapshot, ranked: list[RankedItem]) -> list[Hit]:
+        ids = [str(snapshot.items.ids[r.item_code]) for r in ranked]
+        records = self.store.items(ids)
+        hits = []
+        for item_id, r in zip(ids, ranked, strict=True):
+            record = records.get(item_id)
+            if record is None:  # deleted between snapshot and fetch
+                continue
+            segments = [
+                SegmentHit(
+                    id=str(snapshot.segment_ids[row]),
+                    score=score,
+                    start=_optional(snapshot.starts[row]),
+                    end=_optional(snapshot.ends[row]),
+                )
+                for row, score in zip(r.segment_rows, r.segment_scores, strict=True)
+            ]
+            hits.append(Hit(record, r.score, segments))
+        return hits
+
+
+def model_for_store(store: Store, requested: str | None) -> str:
+    """The model to use: the one asked for, else the store's, else the default."""
+    if requested:
+        return requested
+    space = store.space(IMAGE_TEXT)
+    return space.model_spec if space is not None else DEFAULT_MODEL
+
+
+def _optional(value: Any) -> float | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return float(value)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)
+
+
+__all__ = ["Engine", "model_for_store"]

@@ -1,0 +1,52 @@
+"""Typed errors raised by the library.
+
+The CLI turns them into one-line messages and exit codes, the API into 4xx
+responses; library code never prints or exits.
+"""
+
+
+class XmodalError(Exception):
+    """Base class of every error xmodal raises on purpose."""
+
+
+class ModelSpecError(XmodalError, ValueError):
+    """A model spec string that names no encoder, or names one ambiguously."""
+
+
+class ModelLoadError(XmodalError):
+    """Model weights could not be loaded; the run stops rather than use random weights."""
+
+
+class ModelMismatchError(XmodalError):
+    """A store's space was built with another model than the one asked for."""
+
+
+class StoreError(XmodalError):
+    """The data directory cannot be opened or is in a state xmodal cannot use."""
+
+
+class UnknownItemError(XmodalError, KeyError):
+    """No media item with that id exists in the store."""
+
+    def __init__(self, item_id: str):
+        super().__init__(item_id)
+        self.item_id = item_id
+
+    def __str__(self) -> str:
+        return f"no item with id {self.item_id!r}"
+
+
+class InvalidQueryError(XmodalError, ValueError):
+    """A query that cannot be answered as asked (no query, bad filter, bad k)."""
+
+
+class MediaDecodeError(XmodalError):
+    """A file or upload that is not a readable image (or other media) within the limits."""
+
+
+class SourceError(XmodalError):
+    """A path given to index does not exist or cannot be read."""
+
+
+class IndexingAborted(XmodalError):
+    """A run stopped at a failed file because failures were made fatal (--fail-fast)."""

@@ -1,0 +1,115 @@
+"""Exact (brute-force) search over one space, as of one store version.
+
+The vectors are read from the store once per store version into one float32
+matrix; a query is then a single matrix-vector product. Deleted or updated
+items cannot be returned: any write changes the version and the next query
+rebuilds the snapshot first.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from search.filters import ItemTable
+from search.store import INDEXED, Store
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    item_code: int
+    score: float
+    segment_rows: list[int]  # rows of the snapshot, best first
+    segment_scores: list[float]
+
+
+class SpaceSnapshot:
+    def __init__(self, store: Store, space: str, version: tuple[int, int]):
+        self.version = version
+        items = store.items_table(["id", "uri", "kind", "width", "height", "bytes", "mtime_ns"])
+        items_meta = store.items_table(["status", "metadata"])
+        indexed = np.asarray(items_meta.column("status").to_pylist(), dtype=object) == INDEXED
+        fields = items.to_pandas()[indexed].reset_index(drop=True)
+        fields["mtime"] = fields.pop("mtime_ns") / 1e9
+        metadata = [m for m, keep in zip(items_meta.column("metadata").to_pylist(), indexed, strict=True) if keep]
+        self.items = ItemTable(fields["id"].tolist(), fields, metadata)
+        self.code_of = pd.Index(self.items.ids)
+
+        segments = store.segments_table(space)
+        codes = self.code_of.get_indexer(segments.column("item_id").to_pandas())
+        keep = codes >= 0  # orphans of an interrupted run have no item row
+        self.item_codes = codes[keep].astype(np.int64)
+        self.segment_ids = segments.column("id").to_numpy(zero_copy_only=False)[keep]
+        self.starts = segments.column("start").to_numpy(zero_copy_only=False)[keep]
+        self.ends = segments.column("end").to_numpy(zero_copy_only=False)[keep]
+        vector_column = segments.column("vector").combine_chunks()
+        dim = vector_column.type.list_size
+        matrix = vector_column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        self.vectors = np.ascontiguousarray(matrix[keep], dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.item_codes)
+
+    def rank(
+        self,
+        query: np.ndarray,
+        k: int,
+        offset: int = 0,
+        item_mask: np.ndarray | None = None,
+        exclude_code: int | None = None,
+        segments_per_item: int = 3,
+    ) -> list[RankedItem]:
+        """Items ranked by their best segment; returns ranks offset..offset+k."""
+        n = len(self)
+        if n == 0 or k <= 0:
+            return []
+        scores = self.vectors @ query.astype(np.float32, copy=False)
+        if item_mask is not None:
+            scores[~item_mask[self.item_codes]] = -np.inf
+        if exclude_code is not None:
+            scores[self.item_codes == exclude_code] = -np.inf
+        needed = offset + k
+        take = min(n, max(needed * 4, 64))
+        while True:
+            if take < n:
+                top = np.argpartition(-scores, take - 1)[:take]
+            else:
+                top = np.arange(n)
+            top = top[np.argsort(-scores[top], kind="stable")]
+            top = top[np.isfinite(scores[top])]
+            ranked: dict[int, list[int]] = {}
+            for row in top:
+                ranked.setdefault(int(self.item_codes[row]), []).append(int(row))
+            if len(ranked) >= needed or take >= n or len(top) < take:
+                break
+            take = min(n, take * 4)
+        result = []
+        for code, rows in list(ranked.items())[offset:needed]:
+            best = rows[:segments_per_item]
+            result.append(
+                RankedItem(code, float(scores[rows[0]]), best, [float(scores[r]) for r in best])
+            )
+        return result
+
+
+class ExactIndex:
+    """Keeps a SpaceSnapshot in step with the store."""
+
+    def __init__(self, store: Store, space: str):
+        self.store = store
+        self.space = space
+        self._snapshot: SpaceSnapshot | None = None
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> SpaceSnapshot:
+        version = self.store.version(self.space)
+        current = self._snapshot
+        if current is not None and current.version == version:
+            return current
+        with self._lock:
+            if self._snapshot is None or self._snapshot.version != version:
+                self._snapshot = SpaceSnapshot(self.store, self.space, version)
+            return self._snapshot

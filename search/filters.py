@@ -1,0 +1,110 @@
+"""Metadata filters: a JSON object evaluated over the items table.
+
+    {"category": "shoes"}                     equality
+    {"price": {"$lt": 50}, "kind": "image"}   operators: $eq $ne $gt $gte $lt $lte $in $nin $exists
+    {"metadata.kind": "poster"}               a metadata key that shadows an item field
+
+Keys `kind`, `uri`, `width`, `height`, `bytes` and `mtime` (unix seconds) address
+the item itself; every other key addresses its user metadata (dots reach into
+nested objects). Conditions on several keys must all hold.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from search.errors import InvalidQueryError
+
+ITEM_FIELDS = {"kind", "uri", "width", "height", "bytes", "mtime"}
+_OPERATORS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"}
+
+
+def validate_filter(spec: Any) -> dict[str, Any]:
+    """Check a filter's shape; raise InvalidQueryError with what is wrong."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise InvalidQueryError("filter must be a JSON object of field: condition")
+    for key, condition in spec.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidQueryError("filter keys must be non-empty strings")
+        if isinstance(condition, dict):
+            unknown = set(condition) - _OPERATORS
+            if unknown or not condition:
+                raise InvalidQueryError(
+                    f"filter on {key!r}: unknown operator(s) {sorted(unknown)}; "
+                    f"use {sorted(_OPERATORS)}"
+                )
+            for op in ("$in", "$nin"):
+                if op in condition and not isinstance(condition[op], list):
+                    raise InvalidQueryError(f"filter on {key!r}: {op} takes a list")
+        elif isinstance(condition, list):
+            raise InvalidQueryError(f"filter on {key!r}: write {{'$in': [...]}} to match a list")
+    return spec
+
+
+class ItemTable:
+    """Items flattened for filtering: one row per item, metadata keys as columns."""
+
+    def __init__(self, ids: list[str], fields: pd.DataFrame, metadata_json: list[str]):
+        self.ids = np.asarray(ids, dtype=object)
+        self.fields = fields.reset_index(drop=True)
+        records = [json.loads(m or "{}") for m in metadata_json]
+        self.metadata = pd.json_normalize(records) if records else pd.DataFrame()
+        self.metadata.index = self.fields.index
+
+    def matching(self, spec: dict[str, Any]) -> np.ndarray:
+        """Boolean mask over items for a validated filter."""
+        mask = np.ones(len(self.ids), dtype=bool)
+        for key, condition in spec.items():
+            column = self._column(key)
+            if column is None:
+                mask &= _holds_when_absent(condition)
+            else:
+                mask &= _evaluate(column, condition, key)
+        return mask
+
+    def _column(self, key: str) -> pd.Series | None:
+        if key in ITEM_FIELDS:
+            return self.fields[key]
+        name = key.removeprefix("metadata.")
+        return self.metadata[name] if name in self.metadata.columns else None
+
+
+def _holds_when_absent(condition: Any) -> bool:
+    """No item has the key: only `$exists: false`, `$ne` and `$nin` can hold."""
+    ops = condition if isinstance(condition, dict) else {"$eq": condition}
+    return all((op == "$exists" and not value) or op in ("$ne", "$nin") for op, value in ops.items())
+
+
+def _evaluate(column: pd.Series, condition: Any, key: str) -> np.ndarray:
+    ops = condition if isinstance(condition, dict) else {"$eq": condition}
+    present = column.notna().to_numpy()
+    mask = np.ones(len(column), dtype=bool)
+    for op, value in ops.items():
+        try:
+            if op == "$exists":
+                mask &= present if value else ~present
+            elif op == "$eq":
+                mask &= (column == value).to_numpy() & present
+            elif op == "$ne":
+                mask &= ~((column == value).to_numpy() & present)
+            elif op == "$in":
+                mask &= column.isin(value).to_numpy() & present
+            elif op == "$nin":
+                mask &= ~(column.isin(value).to_numpy() & present)
+            else:
+                numeric = pd.to_numeric(column, errors="coerce") if _is_number(value) else column
+                compare = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le"}[op]
+                mask &= getattr(numeric, compare)(value).fillna(False).to_numpy(dtype=bool)
+        except TypeError as error:
+            raise InvalidQueryError(f"filter on {key!r}: {op} {value!r} cannot compare") from error
+    return mask
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

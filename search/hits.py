@@ -1,0 +1,28 @@
+"""What a query returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from search.store import ItemRecord
+
+
+@dataclass(frozen=True)
+class SegmentHit:
+    id: str
+    score: float  # cosine similarity in the space, -1..1
+    start: float | None = None  # seconds, for time-based media
+    end: float | None = None
+
+
+@dataclass
+class Hit:
+    item: ItemRecord
+    score: float  # the item's best segment score
+    segments: list[SegmentHit] = field(default_factory=list)
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    took_ms: float

@@ -1,0 +1,155 @@
+"""Decoding images from files or bytes into oriented RGB, within explicit limits.
+
+Used by the indexer's decode workers and by image queries, so that an upload
+and an indexed file of the same picture produce the same pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import filetype
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from search.errors import MediaDecodeError
+
+IMAGE_MIME_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/gif",
+        "image/bmp",
+        "image/tiff",
+        "image/heic",
+        "image/heif",
+        "image/avif",
+        "image/x-icon",
+        "image/jp2",
+    }
+)
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+    | {".avif", ".jp2", ".ico"}
+)
+_EXIF_ORIENTATION = 0x0112
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})  # orientations that rotate by 90 degrees
+_heif_registered: bool | None = None
+
+
+def sniff_image_mime(header: bytes) -> str | None:
+    """The image MIME type that a file's first bytes announce, or None."""
+    kind = filetype.guess(header)
+    if kind is not None and kind.mime in IMAGE_MIME_TYPES:
+        return kind.mime
+    return None
+
+
+def register_optional_plugins() -> bool:
+    """Enable HEIC/AVIF decoding when pillow-heif is installed (the `heif` extra)."""
+    global _heif_registered
+    if _heif_registered is None:
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+            _heif_registered = True
+        except ImportError:
+            _heif_registered = False
+    return _heif_registered
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_pixels: int = 128_000_000  # refuse larger images (decompression bombs)
+    min_side: int = 8  # refuse images with a shorter side, in pixels
+
+
+@dataclass
+class DecodedImage:
+    image: Image.Image  # RGB, EXIF orientation applied; possibly drafted to a smaller size
+    width: int  # of the full, oriented image, in pixels
+    height: int
+    format: str
+
+
+def decode_image(
+    source: bytes | Path,
+    limits: ImageLimits = ImageLimits(),
+    draft_to: tuple[int, int] | None = None,
+) -> DecodedImage:
+    """Decode `source` to an oriented RGB image.
+
+    `draft_to` (height, width) lets JPEG decoding skip detail it would throw away:
+    libjpeg scales by 1/2, 1/4 or 1/8 while decoding, never below the given size.
+    Raises MediaDecodeError with a reason a user can act on.
+    """
+    register_optional_plugins()
+    if isinstance(source, Path):
+        try:
+            data = source.read_bytes()
+        except OSError as error:
+            raise MediaDecodeError(f"cannot read file: {error.strerror or error}") from error
+    else:
+        data = source
+    if not data:
+        raise MediaDecodeError("empty file (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise MediaDecodeError(f"image too large: {error}") from error
+    except UnidentifiedImageError as error:
+        mime = filetype.guess(data[:262])
+        what = f"a {mime.mime} file" if mime else "an unrecognised format"
+        raise MediaDecodeError(f"not a readable image ({what})") from error
+    except OSError as error:
+        raise MediaDecodeError(f"unreadable image header: {error}") from error
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise MediaDecodeError(
+            f"image is {width}×{height} = {width * height:,} pixels, over the limit of "
+            f"{limits.max_pixels:,} (setting max_image_pixels)"
+        )
+    if min(width, height) < limits.min_side:
+        raise MediaDecodeError(
+            f"image is {width}×{height}, smaller than {limits.min_side} px on a side "
+            "(setting min_image_side)"
+        )
+    image_format = image.format or "unknown"
+    try:
+        if image_format == "PNG":
+            # Pillow does not check the CRCs of image data chunks while decoding.
+            Image.open(io.BytesIO(data)).verify()
+        if draft_to is not None and image_format == "JPEG":
+            # draft() wants (width, height); a rotated EXIF orientation swaps them later,
+            # so ask for the larger side in both directions.
+            side = max(draft_to)
+            image.draft("RGB", (side, side))
+        image.load()
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        image = ImageOps.exif_transpose(image) or image
+        if orientation in _SWAPS_SIDES:
+            width, height = height, width
+        rgb = _to_rgb(image)
+    except Image.DecompressionBombError as error:
+        raise MediaDecodeError(f"image too large: {error}") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise MediaDecodeError(f"corrupt image data: {error}") from error
+    return DecodedImage(rgb, width, height, image_format)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, compositing any transparency onto white (as a catalogue page shows it)."""
+    if image.mode == "RGB":
+        return image
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+

@@ -1,0 +1,74 @@
+"""One settings class for every entry point (CLI, API, Python).
+
+Values come, highest priority first, from constructor arguments, `XMODAL_*`
+environment variables, a TOML file (`XMODAL_CONFIG`, else `./xmodal.toml` when
+present) and the defaults below. Built by the caller, never at import.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "open_clip:ViT-B-32/laion2b_s34b_b79k"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("xmodal", appauthor=False))
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("XMODAL_CONFIG", "xmodal.toml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="XMODAL_", extra="ignore")
+
+    # Where the LanceDB tables, thumbnails and run logs live.
+    data: Path = Field(default_factory=default_data_dir)
+    # Image-text model spec for a new store; an existing store keeps the model it was built with.
+    model: str | None = None
+    # "auto" picks CUDA when available, else CPU; or name a torch device ("cpu", "cuda:1").
+    device: str = "auto"
+    # Images per forward pass; larger batches pay off on GPU.
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    # Threads that read, hash and decode files while the model encodes.
+    decode_workers: int = Field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)), ge=1)
+    # Rows buffered before one write to the store (a crash loses at most these, never corrupts).
+    write_batch_size: int = Field(default=256, ge=1)
+    # Decoding limits: images larger than this many pixels are refused as likely decompression bombs.
+    max_image_pixels: int = Field(default=128_000_000, ge=1)
+    # Images with a side shorter than this (tracking pixels, spacers) are recorded, not indexed.
+    min_image_side: int = Field(default=8, ge=1)
+    # Stop the run at the first unreadable file instead of recording it and going on.
+    fail_fast: bool = False
+    # HTTP server.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # Largest accepted upload for image queries, in bytes.
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    # Longest side of generated thumbnails, in pixels.
+    thumbnail_size: int = Field(default=256, ge=16, le=2048)
+    # Largest k (results per page) a query may ask for.
+    max_k: int = Field(default=1000, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return (init_settings, env_settings, toml)
