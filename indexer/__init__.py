@@ -1,7 +1,7 @@
 """Bulk ingestion: discover files, diff against the store, decode, encode, write."""
 
 from .discover import Plan, plan_run
-from .pipeline import IndexOptions, Indexer, index_paths
+from .pipeline import Indexer, IndexOptions, index_paths
 from .progress import NoProgress, Progress
 from .report import IndexReport
 

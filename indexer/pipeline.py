@@ -150,7 +150,9 @@ class Indexer:
         for decoded in batch:
             c = decoded.candidate
             item = self._item_record(decoded, metadata, INDEXED)
-            segment = SegmentRecord(segment_id_for(item.id, 0), item.id, vectors[decoded.content_hash])
+            segment = SegmentRecord(
+                segment_id_for(item.id, 0), item.id, vectors[decoded.content_hash]
+            )
             writer.add(item, [segment], replaces=c.existed)
             if c.existed:
                 report.updated += 1

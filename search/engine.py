@@ -1,7 +1,7 @@
 """The query engine: a store plus the encoder of its image-text space.
 
-    engine = Engine.open("~/xmodal-data")
-    result = engine.search_text("a red bicycle", k=5)
+engine = Engine.open("~/xmodal-data")
+result = engine.search_text("a red bicycle", k=5)
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ class Engine:
 
     # -- space binding ---------------------------------------------------
     def _check_model(self, space: SpaceRecord) -> None:
-        self.store.bind_space(space.name, self.encoder.spec, self.encoder.identity, self.encoder.dim)
+        self.store.bind_space(
+            space.name, self.encoder.spec, self.encoder.identity, self.encoder.dim
+        )
 
     def ensure_space(self) -> SpaceRecord:
         """Create the image-text space for this encoder, or check it matches."""

@@ -34,7 +34,11 @@ class SpaceSnapshot:
         indexed = np.asarray(items_meta.column("status").to_pylist(), dtype=object) == INDEXED
         fields = items.to_pandas()[indexed].reset_index(drop=True)
         fields["mtime"] = fields.pop("mtime_ns") / 1e9
-        metadata = [m for m, keep in zip(items_meta.column("metadata").to_pylist(), indexed, strict=True) if keep]
+        metadata = [
+            m
+            for m, keep in zip(items_meta.column("metadata").to_pylist(), indexed, strict=True)
+            if keep
+        ]
         self.items = ItemTable(fields["id"].tolist(), fields, metadata)
         self.code_of = pd.Index(self.items.ids)
 

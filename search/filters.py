@@ -78,7 +78,9 @@ class ItemTable:
 def _holds_when_absent(condition: Any) -> bool:
     """No item has the key: only `$exists: false`, `$ne` and `$nin` can hold."""
     ops = condition if isinstance(condition, dict) else {"$eq": condition}
-    return all((op == "$exists" and not value) or op in ("$ne", "$nin") for op, value in ops.items())
+    return all(
+        (op == "$exists" and not value) or op in ("$ne", "$nin") for op, value in ops.items()
+    )
 
 
 def _evaluate(column: pd.Series, condition: Any, key: str) -> np.ndarray:

@@ -71,7 +71,9 @@ class OpenClipSpec:
                 f"open_clip:{arch}//path/to/checkpoint.pt"
             )
         looks_like_path = (
-            "/" in weights or weights.endswith(CHECKPOINT_SUFFIXES) or weights.startswith(("~", "."))
+            "/" in weights
+            or weights.endswith(CHECKPOINT_SUFFIXES)
+            or weights.startswith(("~", "."))
         )
         if looks_like_path:
             return cls(arch=arch, checkpoint=Path(weights).expanduser())
@@ -189,7 +191,11 @@ class OpenClipEncoder(ImageTextEncoder):
             )
         if p.checkpoint is not None and not p.checkpoint.is_file():
             raise ModelLoadError(f"checkpoint file not found: {p.checkpoint}")
-        if p.tag is not None and p.arch and p.tag not in open_clip.list_pretrained_tags_by_model(p.arch):
+        if (
+            p.tag is not None
+            and p.arch
+            and p.tag not in open_clip.list_pretrained_tags_by_model(p.arch)
+        ):
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(p.arch)) or "none"
             raise ModelSpecError(
                 f"{p.arch!r} has no pretrained tag {p.tag!r}; known tags: {tags}. "

@@ -52,7 +52,7 @@ def resolve_spec(spec: str) -> str:
     family, sep, rest = spec.partition(":")
     if not sep or family not in _FACTORIES:
         hint = ""
-        if not sep and "/" in spec or spec.startswith(("ViT", "RN", "convnext", "EVA")):
+        if (not sep and "/" in spec) or spec.startswith(("ViT", "RN", "convnext", "EVA")):
             hint = f" Did you mean 'open_clip:{spec}'?"
         known = ", ".join(list_encoders())
         raise ModelSpecError(f"unknown model spec {spec!r}.{hint} Known: {known}")

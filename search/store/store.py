@@ -184,9 +184,9 @@ class Store:
             for r in records
         ]
         data = pa.Table.from_pylist(rows, schema=ITEMS_SCHEMA)
-        self._items.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
-            data
-        )
+        self._items.merge_insert(
+            "id"
+        ).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
     def delete_items(self, item_ids: Sequence[str]) -> None:
         """Remove items and their segments in every space (segments first)."""
@@ -215,7 +215,9 @@ class Store:
             schema=segments_schema(dim),
         )
         table = self._segments(space)
-        table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
+            data
+        )
 
     def delete_segments(self, space: str, item_ids: Sequence[str]) -> None:
         table = self._segments(space)
@@ -266,7 +268,9 @@ class Store:
                 .to_arrow()
             )
             vectors = _vectors(segments.column("vector"))
-            for item_id, vector in zip(segments.column("item_id").to_pylist(), vectors, strict=True):
+            for item_id, vector in zip(
+                segments.column("item_id").to_pylist(), vectors, strict=True
+            ):
                 found.setdefault(by_item[item_id], vector)
         return found
 

@@ -1,0 +1,48 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from search import Engine, Settings
+from search.images import ImageLimits
+
+from . import __version__
+from .errors import install_error_handlers
+from .routes import health, items, search
+from .thumbnails import ThumbnailCache
+
+
+def open_engine(settings: Settings) -> Engine:
+    return Engine.open(
+        settings.data,
+        model=settings.model,
+        device=settings.device,
+        limits=image_limits(settings),
+        max_k=settings.max_k,
+    )
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    return ImageLimits(settings.max_image_pixels, settings.min_image_side)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """Build the API over a store. Tests inject settings and an engine with a tiny model."""
+    settings = settings or Settings()
+    engine = engine or open_engine(settings)
+    app = FastAPI(
+        title="xmodal",
+        version=__version__,
+        description="Cross-modal semantic search over indexed media.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.thumbnails = ThumbnailCache(
+        settings.data / "thumbnails", settings.thumbnail_size, image_limits(settings)
+    )
+    install_error_handlers(app)
+    app.include_router(search.router)
+    app.include_router(items.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,272 @@
+"""The `xmodal` command line: index, search, serve, info, demo.
+
+User errors print one line to stderr and exit with status 2 (3 when model weights
+cannot be loaded, 1 when --fail-fast stopped a run).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from search import Engine, Settings, XmodalError
+from search.errors import IndexingAborted, InvalidQueryError, ModelLoadError
+
+app = typer.Typer(
+    name="xmodal",
+    help="Cross-modal semantic search: index media folders, search them by text or by example.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="Data directory (env XMODAL_DATA).", show_default=False),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="Model spec; default: the store's model, else ViT-B-32 LAION-2B."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def build_settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def exit_code_for(error: XmodalError) -> int:
+    if isinstance(error, IndexingAborted):
+        return 1
+    if isinstance(error, ModelLoadError):
+        return 3
+    return 2
+
+
+def open_engine(settings: Settings) -> Engine:
+    from api.app import open_engine as open_for_settings
+
+    return open_for_settings(settings)
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index (recursively).")],
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    metadata: Annotated[
+        Path | None, typer.Option(help="CSV or JSONL with a `file` column and metadata fields.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decode threads.")] = None,
+    fail_fast: Annotated[bool, typer.Option(help="Stop at the first unreadable file.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index images under PATHS; re-runs only process what changed."""
+    from indexer import IndexOptions, index_paths
+    from indexer.metadata_file import read_metadata_file
+
+    from .progress_bar import RichProgress
+
+    settings = build_settings(
+        data=data, model=model, batch_size=batch_size, decode_workers=workers, fail_fast=fail_fast
+    )
+    metadata_map = read_metadata_file(metadata) if metadata else None
+    engine = open_engine(settings)
+    progress = None if as_json else RichProgress(errors)
+    report = index_paths(
+        engine, paths, IndexOptions.from_settings(settings), metadata_map, progress
+    )
+    if as_json:
+        print(json.dumps(_report_json(report), indent=2))
+        return
+    console.print(f"[bold]{report.summary()}[/bold] in {report.times.wall:.1f} s")
+    t = report.times
+    console.print(
+        f"stages: discover {t.discover:.1f} s, decode {t.decode:.1f} s (summed over workers), "
+        f"encode {t.encode:.1f} s, write {t.write:.1f} s"
+    )
+    if report.failed:
+        table = Table("file", "reason", title=f"{len(report.failed)} file(s) not indexed")
+        for path, reason in report.failed:
+            table.add_row(path, reason)
+        console.print(table)
+
+
+def _report_json(report: Any) -> dict[str, Any]:
+    return {
+        "indexed": report.indexed,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "removed": report.removed,
+        "duplicates": report.duplicates,
+        "ignored": report.ignored,
+        "failed": [{"path": p, "reason": r} for p, r in report.failed],
+        "seconds": report.times.__dict__,
+    }
+
+
+@app.command()
+def search(
+    text: Annotated[str | None, typer.Argument(help="What to look for.")] = None,
+    image: Annotated[Path | None, typer.Option(help="Query by this image file.")] = None,
+    similar: Annotated[str | None, typer.Option(help="Query by an indexed item id.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
+    offset: Annotated[int, typer.Option(help="Skip this many results.")] = 0,
+    filter: Annotated[
+        str | None, typer.Option(help='Metadata filter as JSON, e.g. {"colour": "red"}.')
+    ] = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search by TEXT, by --image FILE, or by --similar ITEM_ID."""
+    given = [q for q in (text, image, similar) if q]
+    if len(given) != 1:
+        raise InvalidQueryError("give exactly one of TEXT, --image FILE or --similar ID")
+    filter_spec = _parse_json_option(filter, "--filter")
+    engine = open_engine(build_settings(data=data, model=model))
+    if text:
+        result = engine.search_text(text, k, offset, filter_spec)
+    elif image:
+        if not image.is_file():
+            raise InvalidQueryError(f"no such image file: {image}")
+        result = engine.search_image(image, k, offset, filter_spec)
+    else:
+        result = engine.search_similar(str(similar), k, offset, filter_spec)
+    if as_json:
+        from api.schemas import SearchResponse
+
+        print(SearchResponse.of(result).model_dump_json(indent=2))
+        return
+    if not result.hits:
+        console.print("no results")
+        return
+    table = Table("rank", "score", "file", "id")
+    for rank, hit in enumerate(result.hits, offset + 1):
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.item.uri, hit.item.id)
+    console.print(table)
+    console.print(f"{len(result.hits)} result(s) in {result.took_ms:.1f} ms")
+
+
+def _parse_json_option(raw: str | None, name: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise InvalidQueryError(f"{name} is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise InvalidQueryError(f"{name} must be a JSON object")
+    return value
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = build_settings(host=host, port=port, data=data, model=model)
+    application = create_app(settings)
+    console.print(
+        f"serving {settings.data} on http://{settings.host}:{settings.port} (docs: /docs)"
+    )
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
+
+
+@app.command()
+def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """What the store holds: items per kind and status, spaces and models, versions."""
+    from search import Store
+
+    settings = build_settings(data=data)
+    store = Store(settings.data)
+    items = store.items_table(["kind", "status"]).to_pandas()
+    counts = items.groupby(["kind", "status"]).size().to_dict() if len(items) else {}
+    summary = {
+        "data": str(settings.data),
+        "store_format": store.format_version,
+        "table_versions": store.table_versions(),
+        "items": {f"{kind}/{status}": int(n) for (kind, status), n in counts.items()},
+        "roots": store.roots(),
+        "spaces": [s.__dict__ for s in store.spaces()],
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    console.print(f"data directory: {summary['data']} (store format {store.format_version})")
+    table = Table("kind", "status", "items")
+    for (kind, status), n in sorted(counts.items()):
+        table.add_row(kind, status, str(n))
+    console.print(table)
+    for space in store.spaces():
+        console.print(
+            f"space {space.name}: {space.model_spec} ({space.model_identity}, {space.dim}-d)"
+        )
+    for root in store.roots():
+        console.print(f"root: {root}")
+
+
+@app.command()
+def models() -> None:
+    """List encoder families and built-in model names."""
+    from search import list_encoders
+
+    for name in list_encoders():
+        console.print(name)
+
+
+@app.command()
+def demo(
+    data: Annotated[Path, typer.Option(help="Where the demo library and store go.")] = Path(
+        "demo-data"
+    ),
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8765,
+    serve_it: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve after indexing.")
+    ] = True,
+) -> None:
+    """Generate a demo library, index it with an offline model, and serve it."""
+    from .demo import run_demo
+
+    run_demo(data, host, port, serve_it, console)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except XmodalError as error:
+        errors.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exit_code_for(error))
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        errors.print("aborted")
+        sys.exit(130)
+    except Exception as error:
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

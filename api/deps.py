@@ -1,0 +1,28 @@
+"""Dependencies shared by the routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from search import Engine, Settings
+
+from .thumbnails import ThumbnailCache
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_thumbnails(request: Request) -> ThumbnailCache:
+    return request.app.state.thumbnails
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ThumbnailsDep = Annotated[ThumbnailCache, Depends(get_thumbnails)]

@@ -1,0 +1,55 @@
+"""Library errors -> HTTP responses with a JSON message (never a stack trace)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from search.errors import (
+    InvalidQueryError,
+    MediaDecodeError,
+    ModelLoadError,
+    ModelMismatchError,
+    StoreError,
+    UnknownItemError,
+    XmodalError,
+)
+
+log = logging.getLogger("xmodal.api")
+
+
+class PayloadTooLarge(XmodalError):
+    """An upload over the configured size limit."""
+
+
+class OriginalMissing(XmodalError):
+    """An indexed item whose file is gone or lies outside the indexed roots."""
+
+
+STATUS_BY_ERROR: list[tuple[type[XmodalError], int]] = [
+    (UnknownItemError, 404),
+    (OriginalMissing, 404),
+    (InvalidQueryError, 400),
+    (MediaDecodeError, 415),
+    (PayloadTooLarge, 413),
+    (ModelMismatchError, 409),
+    (ModelLoadError, 503),
+    (StoreError, 503),
+]
+
+
+def status_for(error: XmodalError) -> int:
+    return next((code for kind, code in STATUS_BY_ERROR if isinstance(error, kind)), 400)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(XmodalError)
+    async def xmodal_error(request: Request, error: XmodalError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=status_for(error))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)

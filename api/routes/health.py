@@ -1,0 +1,24 @@
+"""Liveness and what the store holds."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ..deps import EngineDep
+from ..schemas import HealthResponse, SpaceOut
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", operation_id="health", response_model=HealthResponse)
+def health(engine: EngineDep) -> HealthResponse:
+    store = engine.store
+    return HealthResponse(
+        status="ok",
+        items=store.count_items(),
+        spaces=[
+            SpaceOut(name=s.name, model=s.model_spec, model_identity=s.model_identity, dim=s.dim)
+            for s in store.spaces()
+        ],
+        store_format=store.format_version,
+    )

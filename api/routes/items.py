@@ -1,0 +1,57 @@
+"""Items: metadata, thumbnails, and the original media."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from search.errors import UnknownItemError
+
+from ..deps import EngineDep, ThumbnailsDep
+from ..errors import OriginalMissing
+from ..schemas import ErrorResponse, ItemOut
+
+router = APIRouter(prefix="/items", tags=["items"])
+NOT_FOUND = {404: {"model": ErrorResponse}}
+
+
+@router.get("/{item_id}", operation_id="get_item", response_model=ItemOut, responses=NOT_FOUND)
+def get_item(item_id: str, engine: EngineDep) -> ItemOut:
+    return ItemOut.of(engine.item(item_id))
+
+
+@router.get(
+    "/{item_id}/thumbnail",
+    operation_id="get_thumbnail",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}, **NOT_FOUND},
+)
+async def get_thumbnail(item_id: str, engine: EngineDep, thumbnails: ThumbnailsDep) -> FileResponse:
+    item = await run_in_threadpool(engine.item, item_id)
+    path = await run_in_threadpool(thumbnails.path_for, item)
+    return FileResponse(
+        path,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "public, max-age=86400, immutable"},
+    )
+
+
+@router.get(
+    "/{item_id}/media",
+    operation_id="get_media",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **NOT_FOUND},
+)
+def get_media(item_id: str, engine: EngineDep) -> FileResponse:
+    """The original file (Range requests supported), only from inside an indexed root."""
+    item = engine.item(item_id)
+    path = Path(item.uri).resolve()
+    roots = [Path(r) for r in engine.store.roots()]
+    if not any(path == root or path.is_relative_to(root) for root in roots):
+        raise UnknownItemError(item_id)
+    if not path.is_file():
+        raise OriginalMissing(f"the original of item {item_id} is missing: {item.uri}")
+    return FileResponse(path, filename=path.name, content_disposition_type="inline")

@@ -1,0 +1,69 @@
+"""Search: by text, by indexed item, by uploaded image."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from search.errors import InvalidQueryError
+
+from ..deps import EngineDep, SettingsDep
+from ..errors import PayloadTooLarge
+from ..schemas import ErrorResponse, SearchRequest, SearchResponse
+
+router = APIRouter(tags=["search"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 503)
+}
+
+
+@router.post("/search", operation_id="search", response_model=SearchResponse, responses=ERRORS)
+def search(body: SearchRequest, engine: EngineDep) -> SearchResponse:
+    """Text -> media, or indexed item -> similar media (the item itself excluded)."""
+    if body.text:
+        result = engine.search_text(body.text, body.k, body.offset, body.filter)
+    else:
+        assert body.item_id is not None
+        result = engine.search_similar(body.item_id, body.k, body.offset, body.filter)
+    return SearchResponse.of(result)
+
+
+@router.post(
+    "/search/image", operation_id="search_image", response_model=SearchResponse, responses=ERRORS
+)
+async def search_image(
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="The query image (JPEG, PNG, WebP, ...).")],
+    k: Annotated[int, Form(ge=1, le=1000)] = 10,
+    offset: Annotated[int, Form(ge=0)] = 0,
+    filter: Annotated[str | None, Form(description="Metadata filter as JSON.")] = None,
+) -> SearchResponse:
+    """Uploaded image -> similar media."""
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise PayloadTooLarge(f"upload larger than {limit:,} bytes (setting max_upload_bytes)")
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"upload larger than {limit:,} bytes (setting max_upload_bytes)")
+    filter_spec = _parse_filter(filter)
+    result = await run_in_threadpool(engine.search_image, data, k, offset, filter_spec)
+    return SearchResponse.of(result)
+
+
+def _parse_filter(raw: str | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise InvalidQueryError(f"filter is not valid JSON: {error}") from error
+    if not isinstance(parsed, dict):
+        raise InvalidQueryError("filter must be a JSON object")
+    return parsed

@@ -1,0 +1,43 @@
+"""JPEG thumbnails, generated on first request and cached under the data directory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from search.errors import UnknownItemError
+from search.images import ImageLimits, decode_image
+from search.store import INDEXED, ItemRecord
+
+from .errors import OriginalMissing
+
+
+class ThumbnailCache:
+    def __init__(self, directory: Path, size: int, limits: ImageLimits):
+        self.directory = directory
+        self.size = size
+        self.limits = limits
+        self._lock = threading.Lock()
+
+    def path_for(self, item: ItemRecord) -> Path:
+        """The cached JPEG for an item (keyed by content, so an edited file gets a new one)."""
+        if item.status != INDEXED:
+            raise UnknownItemError(item.id)
+        name = f"{item.id}-{item.content_hash[:16]}-{self.size}.jpg"
+        target = self.directory / name[:2] / name
+        if target.exists():
+            return target
+        source = Path(item.uri)
+        if not source.is_file():
+            raise OriginalMissing(f"the original of item {item.id} is missing: {item.uri}")
+        decoded = decode_image(source, self.limits, draft_to=(self.size, self.size))
+        image = decoded.image
+        image.thumbnail((self.size, self.size))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write to a temporary file and rename, so a concurrent reader never sees half a JPEG.
+        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as tmp:
+            image.save(tmp, "JPEG", quality=85, optimize=True)
+        os.replace(tmp.name, target)
+        return target
