@@ -34,6 +34,7 @@ __all__ = [
     "SegmentHit",
     "Settings",
     "Store",
+    "StoreError",
     "UnknownItemError",
     "XmodalError",
     "create_encoder",

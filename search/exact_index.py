@@ -78,10 +78,7 @@ class SpaceSnapshot:
         needed = offset + k
         take = min(n, max(needed * 4, 64))
         while True:
-            if take < n:
-                top = np.argpartition(-scores, take - 1)[:take]
-            else:
-                top = np.arange(n)
+            top = np.argpartition(-scores, take - 1)[:take] if take < n else np.arange(n)
             top = top[np.argsort(-scores[top], kind="stable")]
             top = top[np.isfinite(scores[top])]
             ranked: dict[int, list[int]] = {}

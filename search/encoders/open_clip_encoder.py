@@ -255,8 +255,8 @@ class OpenClipEncoder(ImageTextEncoder):
         if (new_w, new_h) != (w, h):
             image = image.resize((new_w, new_h), resample)
         # torchvision CenterCrop rounds the offsets.
-        top = int(round((new_h - height) / 2.0))
-        left = int(round((new_w - width) / 2.0))
+        top = round((new_h - height) / 2.0)
+        left = round((new_w - width) / 2.0)
         return np.asarray(image.crop((left, top, left + width, top + height)))
 
     def encode_prepared(self, batch: Sequence[np.ndarray]) -> np.ndarray:
