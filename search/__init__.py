@@ -3,11 +3,13 @@
 from search.encoders import IMAGE_TEXT, ImageTextEncoder, create_encoder, list_encoders
 from search.engine import Engine, model_for_store
 from search.errors import (
+    IndexingAborted,
     InvalidQueryError,
     MediaDecodeError,
     ModelLoadError,
     ModelMismatchError,
     ModelSpecError,
+    SourceError,
     StoreError,
     UnknownItemError,
     XmodalError,
@@ -24,6 +26,7 @@ __all__ = [
     "Hit",
     "ImageLimits",
     "ImageTextEncoder",
+    "IndexingAborted",
     "InvalidQueryError",
     "ItemRecord",
     "MediaDecodeError",
@@ -33,6 +36,7 @@ __all__ = [
     "SearchResult",
     "SegmentHit",
     "Settings",
+    "SourceError",
     "Store",
     "StoreError",
     "UnknownItemError",

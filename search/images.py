@@ -99,7 +99,9 @@ def decode_image(
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
-        raise MediaDecodeError(f"image too large: {error}") from error
+        raise MediaDecodeError(
+            f"image over the pixel limit (setting max_image_pixels): {error}"
+        ) from error
     except UnidentifiedImageError as error:
         mime = filetype.guess(data[:262])
         what = f"a {mime.mime} file" if mime else "an unrecognised format"
@@ -134,7 +136,9 @@ def decode_image(
             width, height = height, width
         rgb = _to_rgb(image)
     except Image.DecompressionBombError as error:
-        raise MediaDecodeError(f"image too large: {error}") from error
+        raise MediaDecodeError(
+            f"image over the pixel limit (setting max_image_pixels): {error}"
+        ) from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise MediaDecodeError(f"corrupt image data: {error}") from error
     return DecodedImage(rgb, width, height, image_format)

@@ -70,7 +70,14 @@ class Store:
 
     # -- tables ----------------------------------------------------------
     def _table_names(self) -> list[str]:
-        return list(self._db.table_names(limit=10_000))
+        names: list[str] = []
+        page_token = None
+        while True:
+            page = self._db.list_tables(page_token=page_token)
+            names.extend(page.tables)
+            page_token = page.page_token
+            if not page_token:
+                return names
 
     def _open_or_create(self, name: str, schema: pa.Schema, names: set[str]) -> Any:
         if name in names:

@@ -1,0 +1,165 @@
+"""Shared fixtures: a tiny open_clip model with seeded weights, and generated images.
+
+Nothing here touches the network: the model's weights are written by the tests.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY_ARCH = "xmodal-tiny"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Any hub lookup must fail at once instead of waiting on the network.
+    # huggingface_hub reads its environment at import, so patch its constants too.
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache that the hub client (and open_clip) will look in."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(cache.parent))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import open_clip
+    import torch
+
+    from search.encoders.open_clip_encoder import register_builtin_configs
+
+    register_builtin_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_ARCH)
+    path = tmp_path_factory.mktemp("models") / "tiny.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_checkpoint: Path) -> str:
+    return f"open_clip:{TINY_ARCH}/{tiny_checkpoint}"
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_spec: str):
+    from search import create_encoder
+
+    encoder = create_encoder(tiny_spec, device="cpu")
+    encoder.load()
+    return encoder
+
+
+@pytest.fixture
+def engine(tmp_path: Path, tiny_encoder):
+    from search import Engine, Store
+
+    return Engine(Store(tmp_path / "data"), tiny_encoder)
+
+
+def photo(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """A smooth, photo-like picture that differs visibly from one seed to the next."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    channels = []
+    for _ in range(3):
+        fx, fy, phase = rng.uniform(0.5, 4.0), rng.uniform(0.5, 4.0), rng.uniform(0, 6.28)
+        wave = np.sin(x / width * fx * 6.28 + phase) * np.cos(y / height * fy * 6.28)
+        channels.append(127 + 100 * wave + rng.normal(0, 8, (height, width)))
+    pixels = np.clip(np.stack(channels, axis=-1), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture
+def make_image(tmp_path: Path) -> Callable[..., Path]:
+    counter = iter(range(10_000))
+
+    def make(
+        path: Path | str | None = None,
+        seed: int | None = None,
+        size: tuple[int, int] = (160, 120),
+        format: str = "JPEG",
+    ) -> Path:
+        seed = next(counter) if seed is None else seed
+        target = Path(path) if path is not None else tmp_path / "lib" / f"img{seed}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        photo(seed, size).save(target, format)
+        return target
+
+    return make
+
+
+def png_with_bad_crc() -> bytes:
+    buffer = io.BytesIO()
+    photo(99).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    at = data.find(b"IDAT")
+    (length,) = struct.unpack(">I", data[at - 4 : at])
+    data[at + 4 + length] ^= 0xFF  # first byte of the IDAT CRC
+    return bytes(data)
+
+
+def png_with_huge_header(width: int = 100_000, height: int = 100_000) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def truncated_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    photo(98, (320, 240)).save(buffer, "JPEG")
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+@pytest.fixture
+def corrupt_files(tmp_path: Path) -> Callable[[Path], dict[str, Path]]:
+    """Write one file of each kind of bad input into a folder; returns name -> path."""
+
+    def write(folder: Path) -> dict[str, Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {
+            "zero_bytes": folder / "zero.jpg",
+            "truncated_jpeg": folder / "truncated.jpg",
+            "text_as_jpeg": folder / "text.jpg",
+            "bad_crc_png": folder / "badcrc.png",
+            "one_pixel": folder / "pixel.png",
+            "huge_header": folder / "huge.png",
+        }
+        files["zero_bytes"].write_bytes(b"")
+        files["truncated_jpeg"].write_bytes(truncated_jpeg())
+        files["text_as_jpeg"].write_text("this is not a picture\n" * 20)
+        files["bad_crc_png"].write_bytes(png_with_bad_crc())
+        Image.new("RGB", (1, 1), (255, 0, 0)).save(files["one_pixel"])
+        files["huge_header"].write_bytes(png_with_huge_header())
+        return files
+
+    return write

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search import ModelLoadError, ModelSpecError, create_encoder, list_encoders
+from search.encoders import register_encoder
+from search.encoders.open_clip_encoder import OpenClipSpec
+from tests.conftest import TINY_ARCH, photo
+
+
+def test_spec_forms_parse():
+    assert OpenClipSpec.parse("ViT-B-32/laion2b_s34b_b79k") == OpenClipSpec(
+        arch="ViT-B-32", tag="laion2b_s34b_b79k"
+    )
+    assert OpenClipSpec.parse("ViT-B-32//ckpt/model.pt").checkpoint == Path("/ckpt/model.pt")
+    assert OpenClipSpec.parse("ViT-B-32/weights.safetensors").checkpoint == Path(
+        "weights.safetensors"
+    )
+    assert OpenClipSpec.parse("hf-hub:org/name").hub_id == "org/name"
+
+
+def test_architecture_without_weights_is_refused():
+    with pytest.raises(ModelSpecError, match="random weights"):
+        create_encoder("open_clip:ViT-B-32")
+
+
+@pytest.mark.parametrize(
+    ("spec", "hint"),
+    [
+        ("ViT-B-32/laion2b_s34b_b79k", "open_clip:ViT-B-32/laion2b_s34b_b79k"),
+        ("nonsense:x", "Known"),
+    ],
+)
+def test_unknown_or_ambiguous_spec_says_what_to_write(spec, hint):
+    with pytest.raises(ModelSpecError, match=hint):
+        create_encoder(spec)
+
+
+def test_registry_lists_families_and_refuses_duplicates():
+    assert "open_clip:" in list_encoders()
+    with pytest.raises(ValueError, match="already registered"):
+        register_encoder("open_clip")(lambda rest: None)
+
+
+def test_local_checkpoint_loads_and_returns_unit_vectors(tiny_encoder):
+    images = tiny_encoder.encode_images([photo(1), photo(2, (90, 200))])
+    texts = tiny_encoder.encode_texts(["a red circle", "two objects"])
+    assert images.shape == (2, 32) and texts.shape == (2, 32)
+    assert images.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
+
+
+def test_identity_follows_checkpoint_content_not_path(tiny_checkpoint, tmp_path):
+    moved = tmp_path / "elsewhere.pt"
+    moved.write_bytes(tiny_checkpoint.read_bytes())
+    a = create_encoder(f"open_clip:{TINY_ARCH}/{tiny_checkpoint}")
+    b = create_encoder(f"open_clip:{TINY_ARCH}/{moved}")
+    assert a.identity == b.identity and a.identity.startswith(f"open_clip:{TINY_ARCH}/sha256:")
+
+
+def test_missing_checkpoint_stops_with_clear_error(tmp_path):
+    encoder = create_encoder(f"open_clip:{TINY_ARCH}/{tmp_path / 'absent.pt'}")
+    with pytest.raises(ModelLoadError, match="not found"):
+        encoder.load()
+
+
+def test_checkpoint_of_another_architecture_is_refused(tiny_checkpoint):
+    encoder = create_encoder(f"open_clip:RN50/{tiny_checkpoint}")
+    with pytest.raises(ModelLoadError, match="could not load"):
+        encoder.load()
+
+
+def test_unknown_pretrained_tag_lists_known_tags():
+    with pytest.raises(ModelSpecError, match="laion2b_s34b_b79k"):
+        create_encoder("open_clip:ViT-B-32/no_such_tag").load()
+
+
+def test_offline_download_failure_names_alternatives(hf_cache):
+    encoder = create_encoder("open_clip:ViT-B-32/laion2b_s34b_b79k")
+    with pytest.raises(ModelLoadError) as caught:
+        encoder.load()
+    message = str(caught.value)
+    assert "could not be downloaded" in message
+    assert "local checkpoint" in message and "Hugging Face cache" in message
+
+
+def _fake_hub_repo(cache: Path, repo_id: str, files: dict[str, Path | bytes]) -> None:
+    """Lay out a Hugging Face cache entry as a real download leaves it."""
+    org, name = repo_id.split("/")
+    repo = cache / f"models--{org}--{name}"
+    revision = "0" * 40
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    for filename, content in files.items():
+        target = snapshot / filename
+        if isinstance(content, Path):
+            target.symlink_to(content)
+        else:
+            target.write_bytes(content)
+
+
+def test_hf_hub_spec_loads_from_local_cache(hf_cache, tiny_checkpoint):
+    import open_clip
+
+    from search.encoders.open_clip_encoder import register_builtin_configs
+
+    register_builtin_configs()
+    config = {"model_cfg": open_clip.get_model_config(TINY_ARCH), "preprocess_cfg": {}}
+    _fake_hub_repo(
+        hf_cache,
+        "xmodal-test/tiny-clip",
+        {
+            "open_clip_config.json": json.dumps(config).encode(),
+            "open_clip_pytorch_model.bin": tiny_checkpoint,
+        },
+    )
+    encoder = create_encoder("open_clip:hf-hub:xmodal-test/tiny-clip")
+    assert encoder.identity == "open_clip:hf-hub:xmodal-test/tiny-clip"
+    reference = create_encoder(f"open_clip:{TINY_ARCH}/{tiny_checkpoint}")
+    np.testing.assert_allclose(
+        encoder.encode_texts(["a cat"]), reference.encode_texts(["a cat"]), atol=1e-5
+    )
+
+
+@pytest.mark.slow
+def test_pretrained_tag_resolves_from_hugging_face_cache(tmp_path, hf_cache):
+    """`open_clip:ViT-B-32/laion2b_s34b_b79k` loads exactly as after a real download."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    model = open_clip.create_model("ViT-B-32")
+    weights = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
+    _fake_hub_repo(
+        hf_cache, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", {"open_clip_model.safetensors": weights}
+    )
+    encoder = create_encoder("open_clip:ViT-B-32/laion2b_s34b_b79k", device="cpu")
+    assert encoder.dim == 512
+    vector = encoder.encode_texts(["a photo of a dog"])
+    with torch.inference_mode():
+        expected = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(["a photo of a dog"]))
+    expected = torch.nn.functional.normalize(expected, dim=-1).numpy()
+    np.testing.assert_allclose(vector, expected, atol=1e-4)

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import duckdb
+import lancedb
+import numpy as np
+import pytest
+
+from search import Engine, ModelMismatchError, Store, create_encoder
+from search.store import ItemRecord, SegmentRecord
+from tests.conftest import TINY_ARCH
+
+
+def test_space_records_model_identity_and_dimension(engine):
+    space = engine.ensure_space()
+    assert space.dim == 32 and space.model_identity == engine.encoder.identity
+    reopened = Store(engine.store.path)
+    assert reopened.space("image-text") == space
+
+
+def test_other_model_on_existing_store_is_refused(engine, tmp_path):
+    engine.ensure_space()
+    import open_clip
+    import torch
+
+    torch.manual_seed(123)  # same architecture, other weights: another model
+    other = tmp_path / "other.pt"
+    torch.save(open_clip.create_model(TINY_ARCH).state_dict(), other)
+    with pytest.raises(ModelMismatchError) as caught:
+        Engine(Store(engine.store.path), create_encoder(f"open_clip:{TINY_ARCH}/{other}"))
+    message = str(caught.value)
+    assert engine.encoder.spec in message and "--data" in message
+
+
+def test_store_without_model_opens_with_the_model_it_was_built_with(engine):
+    engine.ensure_space()
+    reopened = Engine.open(engine.store.path)
+    assert reopened.encoder.identity == engine.encoder.identity
+
+
+def test_tables_are_readable_with_pandas_and_duckdb(engine):
+    engine.ensure_space()
+    vector = np.ones(32, np.float32) / np.sqrt(32)
+    engine.store.upsert_segments("image-text", [SegmentRecord("a:0", "a", vector)])
+    engine.store.upsert_items(
+        [ItemRecord("a", "/x/a.jpg", "image", "/x", content_hash="h", metadata={"k": 1})]
+    )
+    db = lancedb.connect(engine.store.path / "lance")
+    items = db.open_table("items").to_pandas()
+    assert items.loc[0, "uri"] == "/x/a.jpg"
+    segments = db.open_table("segments_image_text").to_arrow()
+    joined = duckdb.sql(
+        "select i.uri, len(s.vector) from segments s join items i on i.id = s.item_id"
+    ).fetchall()
+    assert joined == [("/x/a.jpg", 32)]
+
+
+def test_upserts_are_idempotent(engine):
+    engine.ensure_space()
+    record = ItemRecord("a", "/x/a.jpg", "image", "/x")
+    segment = SegmentRecord("a:0", "a", np.ones(32, np.float32))
+    for _ in range(3):
+        engine.store.upsert_segments("image-text", [segment])
+        engine.store.upsert_items([record])
+    assert engine.store.count_items() == 1
+    assert engine.store.segments_table("image-text").num_rows == 1
