@@ -110,7 +110,7 @@ def test_fail_fast_stops_at_the_first_bad_file(engine, make_image, tmp_path):
     lib = tmp_path / "lib"
     make_image(lib / "a.jpg")
     (lib / "b.jpg").write_bytes(b"")
-    with pytest.raises(IndexingAborted, match="b.jpg"):
+    with pytest.raises(IndexingAborted, match=r"b\.jpg"):
         index_paths(engine, [lib], IndexOptions(fail_fast=True))
 
 

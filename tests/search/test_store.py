@@ -47,7 +47,7 @@ def test_tables_are_readable_with_pandas_and_duckdb(engine):
     db = lancedb.connect(engine.store.path / "lance")
     items = db.open_table("items").to_pandas()
     assert items.loc[0, "uri"] == "/x/a.jpg"
-    segments = db.open_table("segments_image_text").to_arrow()
+    segments = db.open_table("segments_image_text").to_arrow()  # noqa: F841 (duckdb reads it by name)
     joined = duckdb.sql(
         "select i.uri, len(s.vector) from segments s join items i on i.id = s.item_id"
     ).fetchall()
