@@ -249,23 +249,13 @@ def demo(
 
 
 def main() -> None:
+    # Click's standalone mode handles usage errors (exit 2 with usage text) and --help;
+    # xmodal's own errors come out as one line each.
     try:
-        app(standalone_mode=False)
+        app()
     except XmodalError as error:
         errors.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exit_code_for(error))
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        errors.print("aborted")
-        sys.exit(130)
-    except Exception as error:
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
 
 
 if __name__ == "__main__":
