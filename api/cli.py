@@ -17,6 +17,7 @@ from rich.table import Table
 
 from search import Engine, Settings, XmodalError
 from search.errors import IndexingAborted, InvalidQueryError, ModelLoadError
+from search.filters import parse_filter_json
 
 app = typer.Typer(
     name="xmodal",
@@ -132,7 +133,7 @@ def search(
     given = [q for q in (text, image, similar) if q]
     if len(given) != 1:
         raise InvalidQueryError("give exactly one of TEXT, --image FILE or --similar ID")
-    filter_spec = _parse_json_option(filter, "--filter")
+    filter_spec = parse_filter_json(filter)
     engine = open_engine(build_settings(data=data, model=model))
     if text:
         result = engine.search_text(text, k, offset, filter_spec)
@@ -155,18 +156,6 @@ def search(
         table.add_row(str(rank), f"{hit.score:.4f}", hit.item.uri, hit.item.id)
     console.print(table)
     console.print(f"{len(result.hits)} result(s) in {result.took_ms:.1f} ms")
-
-
-def _parse_json_option(raw: str | None, name: str) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise InvalidQueryError(f"{name} is not valid JSON: {error}") from error
-    if not isinstance(value, dict):
-        raise InvalidQueryError(f"{name} must be a JSON object")
-    return value
 
 
 @app.command()

@@ -110,3 +110,14 @@ def _evaluate(column: pd.Series, condition: Any, key: str) -> np.ndarray:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def parse_filter_json(raw: str | None) -> dict[str, Any] | None:
+    """A filter given as JSON text (CLI option, form field); None when absent."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise InvalidQueryError(f"filter is not valid JSON: {error}") from error
+    return validate_filter(parsed)

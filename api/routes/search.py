@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from search.errors import InvalidQueryError
+from search.filters import parse_filter_json
 
 from ..deps import EngineDep, SettingsDep
 from ..errors import PayloadTooLarge
@@ -52,18 +51,6 @@ async def search_image(
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"upload larger than {limit:,} bytes (setting max_upload_bytes)")
-    filter_spec = _parse_filter(filter)
+    filter_spec = parse_filter_json(filter)
     result = await run_in_threadpool(engine.search_image, data, k, offset, filter_spec)
     return SearchResponse.of(result)
-
-
-def _parse_filter(raw: str | None) -> dict[str, Any] | None:
-    if not raw:
-        return None
-    try:
-        parsed = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise InvalidQueryError(f"filter is not valid JSON: {error}") from error
-    if not isinstance(parsed, dict):
-        raise InvalidQueryError("filter must be a JSON object")
-    return parsed
