@@ -29,6 +29,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check search indexer api tests bench
 	$(VENV)/bin/ruff format --check search indexer api tests bench
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format search indexer api tests bench

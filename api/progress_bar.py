@@ -7,19 +7,22 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    Task,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 
 class ItemsPerSecond(TextColumn):
     def __init__(self) -> None:
         super().__init__("")
 
-    def render(self, task):  # type: ignore[override]
+    def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return f"{speed:6.1f} items/s" if speed else "   ... items/s"
+        return Text(f"{speed:6.1f} items/s" if speed else "   ... items/s")
 
 
 class RichProgress:
@@ -34,7 +37,7 @@ class RichProgress:
             console=console,
             transient=False,
         )
-        self._task = None
+        self._task: TaskID | None = None
 
     def start(self, total: int) -> None:
         self._progress.start()

@@ -131,10 +131,10 @@ def decode_image(
             image.draft("RGB", (side, side))
         image.load()
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-        image = ImageOps.exif_transpose(image) or image
+        oriented: Image.Image = ImageOps.exif_transpose(image) or image
         if orientation in _SWAPS_SIDES:
             width, height = height, width
-        rgb = _to_rgb(image)
+        rgb = _to_rgb(oriented)
     except Image.DecompressionBombError as error:
         raise MediaDecodeError(
             f"image over the pixel limit (setting max_image_pixels): {error}"

@@ -121,6 +121,10 @@ def test_indexed_vectors_match_open_clip_reference(tmp_path: Path) -> None:
             reference_model.encode_image(batch).float(), dim=-1
         ).numpy()
 
+    # The check discriminates: different photos are far below the threshold.
+    across = reference @ reference.T
+    assert across[~np.eye(len(paths), dtype=bool)].max() < 0.97
+
     cosines = {p.name: float(np.dot(stored[p.name], reference[i])) for i, p in enumerate(paths)}
     norms = {name: float(np.linalg.norm(v)) for name, v in stored.items()}
     assert all(abs(n - 1.0) < 1e-3 for n in norms.values()), norms

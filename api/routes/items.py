@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -15,7 +16,7 @@ from ..errors import OriginalMissing
 from ..schemas import ErrorResponse, ItemOut
 
 router = APIRouter(prefix="/items", tags=["items"])
-NOT_FOUND = {404: {"model": ErrorResponse}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
 
 
 @router.get("/{item_id}", operation_id="get_item", response_model=ItemOut, responses=NOT_FOUND)
