@@ -425,9 +425,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_results(args, baselines: list[ModelOnly], runs: list[RunResult]) -> None:
     n, bs = args.images, args.batch_size
-    all_seconds = [s for b in baselines for s in b.seconds]
-    model_rate = bs * len(all_seconds) / sum(all_seconds)
-    model_median = bs / statistics.median(all_seconds)
+    # The faster of the two measurements: the conservative choice for the ratios.
+    model_rate = max(b.rate for b in baselines)
+    model_median = max(b.median_rate for b in baselines)
     line = "=" * 86
     print()
     print(line)
@@ -439,7 +439,10 @@ def print_results(args, baselines: list[ModelOnly], runs: list[RunResult]) -> No
             f"  {b.label + f' ({len(b.seconds)} batches)':<24}{b.rate:8.2f}{b.median_rate:9.2f}"
             f"{min(rates):8.2f}{max(rates):8.2f}{b.cpu['foreign_share']:13.0%}"
         )
-    print(f"  {'both':<24}{model_rate:8.2f}{model_median:9.2f}   = {1000 / model_rate:.1f} ms/img")
+    print(
+        f"  {'model-only (the faster)':<24}{model_rate:8.2f}{model_median:9.2f}"
+        f"   = {1000 / model_rate:.1f} ms/img"
+    )
     print()
     print(f"end to end: index_paths over {n} photos into a fresh store")
     print(f"  {'':<34}{'img/s':>8}{'x model-only':>14}{'other procs':>14}")

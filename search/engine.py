@@ -40,6 +40,7 @@ class Engine:
         self.limits = limits
         self.max_k = max_k
         self._index = ExactIndex(store, IMAGE_TEXT)
+        self._space_known = False
         existing = store.space(IMAGE_TEXT)
         if existing is not None:
             # Refuse a different model before any work is done with it.
@@ -111,15 +112,19 @@ class Engine:
         """Items similar to an indexed item, the item itself excluded."""
         started = time.perf_counter()
         self._check_page(k, offset)
-        item = self.store.item(item_id)
-        if item.status != INDEXED:
-            raise InvalidQueryError(f"item {item_id!r} could not be indexed: {item.error}")
-        vectors = self.store.item_vectors(IMAGE_TEXT, item_id)
+        snapshot = self._snapshot()
+        if snapshot is None or item_id not in snapshot.code_of:
+            item = self.store.item(item_id)  # raises UnknownItemError
+            if item.status != INDEXED:
+                raise InvalidQueryError(f"item {item_id!r} could not be indexed: {item.error}")
+            raise UnknownItemError(item_id)
+        code = int(snapshot.code_of.get_loc(item_id))
+        vectors = snapshot.item_vectors(code)
         if len(vectors) == 0:
             raise UnknownItemError(item_id)
         query = vectors.mean(axis=0)
         query /= np.linalg.norm(query) or 1.0
-        return self._search(query, k, offset, filter, started, exclude=item_id)
+        return self._rank(snapshot, query, k, offset, filter, started, exclude_code=code)
 
     def search_vector(
         self,
@@ -129,8 +134,9 @@ class Engine:
         filter: dict[str, Any] | None = None,
     ) -> SearchResult:
         """Query by a precomputed unit vector of the image-text space."""
+        started = time.perf_counter()
         self._check_page(k, offset)
-        return self._search(np.asarray(vector, np.float32), k, offset, filter, time.perf_counter())
+        return self._search(np.asarray(vector, np.float32), k, offset, filter, started)
 
     def item(self, item_id: str):
         return self.store.item(item_id)
@@ -142,6 +148,14 @@ class Engine:
         if offset < 0:
             raise InvalidQueryError("offset must be >= 0")
 
+    def _snapshot(self) -> SpaceSnapshot | None:
+        """The space's vectors as of the store's current version; None before any indexing."""
+        if not self._space_known:
+            if self.store.space(IMAGE_TEXT) is None:
+                return None
+            self._space_known = True  # spaces are never removed
+        return self._index.snapshot()
+
     def _search(
         self,
         query: np.ndarray,
@@ -149,38 +163,44 @@ class Engine:
         offset: int,
         filter: dict[str, Any] | None,
         started: float,
-        exclude: str | None = None,
+    ) -> SearchResult:
+        snapshot = self._snapshot()
+        if snapshot is None:
+            validate_filter(filter)
+            return SearchResult([], _ms_since(started))
+        return self._rank(snapshot, query, k, offset, filter, started)
+
+    def _rank(
+        self,
+        snapshot: SpaceSnapshot,
+        query: np.ndarray,
+        k: int,
+        offset: int,
+        filter: dict[str, Any] | None,
+        started: float,
+        exclude_code: int | None = None,
     ) -> SearchResult:
         spec = validate_filter(filter)
-        if self.store.space(IMAGE_TEXT) is None:
-            return SearchResult([], _ms_since(started))
-        snapshot = self._index.snapshot()
         mask = snapshot.items.matching(spec) if spec else None
-        exclude_code = None
-        if exclude is not None and exclude in snapshot.code_of:
-            exclude_code = int(snapshot.code_of.get_loc(exclude))
         ranked = snapshot.rank(query, k, offset, mask, exclude_code)
-        return SearchResult(self._hits(snapshot, ranked), _ms_since(started))
+        records = snapshot.records([r.item_code for r in ranked])
+        hits = [
+            Hit(record, r.score, self._segment_hits(snapshot, r))
+            for record, r in zip(records, ranked, strict=True)
+        ]
+        return SearchResult(hits, _ms_since(started))
 
-    def _hits(self, snapshot: SpaceSnapshot, ranked: list[RankedItem]) -> list[Hit]:
-        ids = [str(snapshot.items.ids[r.item_code]) for r in ranked]
-        records = self.store.items(ids)
-        hits = []
-        for item_id, r in zip(ids, ranked, strict=True):
-            record = records.get(item_id)
-            if record is None:  # deleted between snapshot and fetch
-                continue
-            segments = [
-                SegmentHit(
-                    id=str(snapshot.segment_ids[row]),
-                    score=score,
-                    start=_optional(snapshot.starts[row]),
-                    end=_optional(snapshot.ends[row]),
-                )
-                for row, score in zip(r.segment_rows, r.segment_scores, strict=True)
-            ]
-            hits.append(Hit(record, r.score, segments))
-        return hits
+    @staticmethod
+    def _segment_hits(snapshot: SpaceSnapshot, ranked: RankedItem) -> list[SegmentHit]:
+        return [
+            SegmentHit(
+                id=str(snapshot.segment_ids[row]),
+                score=score,
+                start=_optional(snapshot.starts[row]),
+                end=_optional(snapshot.ends[row]),
+            )
+            for row, score in zip(ranked.segment_rows, ranked.segment_scores, strict=True)
+        ]
 
 
 def model_for_store(store: Store, requested: str | None) -> str:

@@ -13,9 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from search.filters import ItemTable
-from search.store import INDEXED, Store
+from search.store import INDEXED, ItemRecord, Store
+from search.store.store import item_from_row
+
+_FILTER_FIELDS = ("id", "uri", "kind", "width", "height", "bytes", "mtime_ns")
 
 
 @dataclass(frozen=True)
@@ -29,16 +34,13 @@ class RankedItem:
 class SpaceSnapshot:
     def __init__(self, store: Store, space: str, version: tuple[int, int]):
         self.version = version
-        items = store.items_table(["id", "uri", "kind", "width", "height", "bytes", "mtime_ns"])
-        items_meta = store.items_table(["status", "metadata"])
-        indexed = np.asarray(items_meta.column("status").to_pylist(), dtype=object) == INDEXED
-        fields = items.to_pandas()[indexed].reset_index(drop=True)
+        # Items are read once per version too, so that building hits needs no store query.
+        items = store.items_table()
+        indexed = pc.equal(items.column("status"), INDEXED)
+        self.item_rows = items.filter(indexed)
+        fields = self.item_rows.select(list(_FILTER_FIELDS)).to_pandas()
         fields["mtime"] = fields.pop("mtime_ns") / 1e9
-        metadata = [
-            m
-            for m, keep in zip(items_meta.column("metadata").to_pylist(), indexed, strict=True)
-            if keep
-        ]
+        metadata = self.item_rows.column("metadata").to_pylist()
         self.items = ItemTable(fields["id"].tolist(), fields, metadata)
         self.code_of = pd.Index(self.items.ids)
 
@@ -56,6 +58,15 @@ class SpaceSnapshot:
 
     def __len__(self) -> int:
         return len(self.item_codes)
+
+    def records(self, codes: list[int]) -> list[ItemRecord]:
+        """Item records by code, as of this snapshot's version."""
+        rows = self.item_rows.take(pa.array(codes, type=pa.int64())).to_pylist()
+        return [item_from_row(row) for row in rows]
+
+    def item_vectors(self, code: int) -> np.ndarray:
+        """(n, dim) vectors of one item's segments."""
+        return self.vectors[self.item_codes == code]
 
     def rank(
         self,

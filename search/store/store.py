@@ -150,7 +150,7 @@ class Store:
         rows = self._items.search().where(f"id = {sql_quote(item_id)}").limit(1).to_list()
         if not rows:
             raise UnknownItemError(item_id)
-        return _item_from_row(rows[0])
+        return item_from_row(rows[0])
 
     def items(self, item_ids: Sequence[str]) -> dict[str, ItemRecord]:
         found: dict[str, ItemRecord] = {}
@@ -159,7 +159,7 @@ class Store:
             rows = (
                 self._items.search().where(f"id IN {_in_list(chunk)}").limit(len(chunk)).to_list()
             )
-            found.update((row["id"], _item_from_row(row)) for row in rows)
+            found.update((row["id"], item_from_row(row)) for row in rows)
         return found
 
     def items_table(self, columns: Sequence[str] | None = None) -> pa.Table:
@@ -315,7 +315,7 @@ def _vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 
-def _item_from_row(row: dict[str, Any]) -> ItemRecord:
+def item_from_row(row: dict[str, Any]) -> ItemRecord:
     fields = {k: row[k] for k in ItemRecord.__dataclass_fields__ if k in row}
     fields["metadata"] = json.loads(row.get("metadata") or "{}")
     for key in ("bytes", "mtime_ns", "width", "height"):
