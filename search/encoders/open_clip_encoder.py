@@ -25,6 +25,7 @@ from PIL import Image
 from search.errors import ModelLoadError, ModelSpecError
 
 from .base import ImageTextEncoder
+from .preprocess import PIL_RESAMPLE, resize_center_crop
 from .registry import register_encoder
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
@@ -241,23 +242,12 @@ class OpenClipEncoder(ImageTextEncoder):
         cfg = self._preprocess_cfg
         height, width = self.input_size
         mode = cfg.get("resize_mode", "shortest")
-        resample = _PIL_RESAMPLE.get(cfg.get("interpolation", "bicubic"), Image.Resampling.BICUBIC)
+        resample = PIL_RESAMPLE.get(cfg.get("interpolation", "bicubic"), Image.Resampling.BICUBIC)
         if mode == "squash":
             return np.asarray(image.resize((width, height), resample))
         if mode != "shortest" or height != width:
             return self._preprocess(image).numpy()
-        # torchvision Resize(int): the short side becomes `height`, the long side is truncated.
-        w, h = image.size
-        if w <= h:
-            new_w, new_h = height, int(height * h / w)
-        else:
-            new_w, new_h = int(height * w / h), height
-        if (new_w, new_h) != (w, h):
-            image = image.resize((new_w, new_h), resample)
-        # torchvision CenterCrop rounds the offsets.
-        top = round((new_h - height) / 2.0)
-        left = round((new_w - width) / 2.0)
-        return np.asarray(image.crop((left, top, left + width, top + height)))
+        return resize_center_crop(image, height, resample)
 
     def encode_prepared(self, batch: Sequence[np.ndarray]) -> np.ndarray:
         import torch
@@ -299,13 +289,6 @@ class OpenClipEncoder(ImageTextEncoder):
             return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
 
-
-_PIL_RESAMPLE = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-    "lanczos": Image.Resampling.LANCZOS,
-}
 
 _DOWNLOAD_MARKERS = (
     "download",
