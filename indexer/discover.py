@@ -96,7 +96,12 @@ def plan_run(paths: Iterable[str | Path], store: Store) -> Plan:
             found.add(uri)
             row = known.get(uri)
             indexed = row is not None and row["status"] == INDEXED
-            if row is not None and indexed and row["bytes"] == stat.st_size and row["mtime_ns"] == stat.st_mtime_ns:
+            if (
+                row is not None
+                and indexed
+                and row["bytes"] == stat.st_size
+                and row["mtime_ns"] == stat.st_mtime_ns
+            ):
                 plan.unchanged_ids.append(row["id"])
                 continue
             plan.to_index.append(
