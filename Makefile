@@ -12,7 +12,7 @@ DEMO_DATA ?= demo-data
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: demo test lint format install clean bench
+.PHONY: demo test lint format install clean bench reference-model eval-reference
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,19 +27,30 @@ demo: install
 	$(VENV)/bin/xmodal demo --data $(DEMO_DATA) --host $(HOST) --port $(PORT)
 
 lint: install
-	$(VENV)/bin/ruff check search indexer api tests bench
-	$(VENV)/bin/ruff format --check search indexer api tests bench
+	$(VENV)/bin/ruff check search indexer api training tests bench
+	$(VENV)/bin/ruff format --check search indexer api training tests bench
 	$(VENV)/bin/mypy
 
 format: install
-	$(VENV)/bin/ruff format search indexer api tests bench
-	$(VENV)/bin/ruff check --fix search indexer api tests bench
+	$(VENV)/bin/ruff format search indexer api training tests bench
+	$(VENV)/bin/ruff check --fix search indexer api training tests bench
 
 test: lint
 	$(PY) -m pytest -q
 
 bench: install
 	$(PY) bench/index_throughput.py
+
+# Retrain the committed reference model (CPU, about 15 minutes) and write its card.
+reference-model: install
+	$(PY) -m training.train_reference --out search/models/xmodal-ref.pt
+
+# The reference model's figures through the real pipeline, on held-out generated sets.
+eval-reference: install
+	$(PY) -m training.make_dataset bench-data/eval-seen --split seen --count 500
+	$(PY) -m training.make_dataset bench-data/eval-unseen --split unseen --count 500
+	$(VENV)/bin/xmodal eval bench-data/eval-seen --model xmodal-ref
+	$(VENV)/bin/xmodal eval bench-data/eval-unseen --model xmodal-ref
 
 clean:
 	rm -rf $(VENV) $(DEMO_DATA) .pytest_cache .ruff_cache

@@ -211,6 +211,70 @@ def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
         console.print(f"root: {root}")
 
 
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[
+        Path, typer.Argument(help="Folder with captions.csv, or a COCO captions JSON.")
+    ],
+    model: ModelOpt = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Index into (and keep) this store instead of a temporary one."),
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Image folder for a COCO JSON (default: its folder).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retrieval quality: text->image and image->text Recall@1/5/10, median and mean rank."""
+    from search.evaluation import read_dataset
+
+    from .evaluate import evaluate
+    from .progress_bar import RichProgress
+
+    captioned = read_dataset(dataset, images)
+    settings = build_settings(data=data, model=model)
+    report = evaluate(
+        captioned,
+        settings,
+        keep_store=data is not None,
+        progress=None if as_json else RichProgress(errors),
+    )
+    metrics = report.metrics
+    directions = {"text_to_image": metrics.text_to_image, "image_to_text": metrics.image_to_text}
+    if as_json:
+        summary = {
+            "model": report.model,
+            "images": report.images,
+            "captions": report.captions,
+            "failed": [{"path": p, "reason": r} for p, r in report.failed],
+        }
+        for name, d in directions.items():
+            summary[name] = {
+                **{f"R@{k}": round(v, 4) for k, v in d.recall.items()},
+                "median_rank": d.median_rank,
+                "mean_rank": round(d.mean_rank, 2),
+                "queries": d.queries,
+            }
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(
+        "direction", *(f"R@{k}" for k in metrics.ks), "median rank", "mean rank", "queries"
+    )
+    for name, d in directions.items():
+        table.add_row(
+            name.replace("_", " "),
+            *(f"{d.recall[k]:.3f}" for k in metrics.ks),
+            f"{d.median_rank:g}",
+            f"{d.mean_rank:.2f}",
+            str(d.queries),
+        )
+    console.print(f"{report.model}: {report.images} images, {report.captions} captions")
+    console.print(table)
+    if report.failed:
+        console.print(f"{len(report.failed)} image(s) could not be indexed and were left out")
+
+
 @app.command()
 def models() -> None:
     """List encoder families and built-in model names."""

@@ -4,6 +4,7 @@
     {"price": {"$lt": 50}, "kind": "image"}   operators: $eq $ne $gt $gte $lt $lte $in $nin $exists
     {"metadata.kind": "poster"}               a metadata key that shadows an item field
 
+A metadata field holding a list matches when any element does ({"tags": "red"}).
 Keys `kind`, `uri`, `width`, `height`, `bytes` and `mtime` (unix seconds) address
 the item itself; every other key addresses its user metadata (dots reach into
 nested objects). Conditions on several keys must all hold.
@@ -91,14 +92,12 @@ def _evaluate(column: pd.Series, condition: Any, key: str) -> np.ndarray:
         try:
             if op == "$exists":
                 mask &= present if value else ~present
-            elif op == "$eq":
-                mask &= (column == value).to_numpy() & present
-            elif op == "$ne":
-                mask &= ~((column == value).to_numpy() & present)
-            elif op == "$in":
-                mask &= column.isin(value).to_numpy() & present
-            elif op == "$nin":
-                mask &= ~(column.isin(value).to_numpy() & present)
+            elif op in ("$eq", "$ne"):
+                equal = _matches(column, [value]) & present
+                mask &= equal if op == "$eq" else ~equal
+            elif op in ("$in", "$nin"):
+                member = _matches(column, value) & present
+                mask &= member if op == "$in" else ~member
             else:
                 numeric = pd.to_numeric(column, errors="coerce") if _is_number(value) else column
                 compare = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le"}[op]
@@ -106,6 +105,16 @@ def _evaluate(column: pd.Series, condition: Any, key: str) -> np.ndarray:
         except TypeError as error:
             raise InvalidQueryError(f"filter on {key!r}: {op} {value!r} cannot compare") from error
     return mask
+
+
+def _matches(column: pd.Series, values: list[Any]) -> np.ndarray:
+    """Equality with any of `values`; a list-valued field matches when any element does."""
+    if column.map(lambda v: isinstance(v, list)).any():
+        wanted = [v for v in values if not isinstance(v, list | dict)]
+        return column.map(
+            lambda v: any(x in wanted for x in v) if isinstance(v, list) else v in wanted
+        ).to_numpy(dtype=bool)
+    return column.isin(values).to_numpy(dtype=bool)
 
 
 def _is_number(value: Any) -> bool:

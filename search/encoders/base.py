@@ -21,11 +21,17 @@ class ImageTextEncoder(ABC):
     """
 
     space: str = IMAGE_TEXT
+    _spec: str = ""
 
     @property
-    @abstractmethod
     def spec(self) -> str:
-        """The spec string this encoder was created from."""
+        """The spec string this encoder was created from (a built-in name stays that name)."""
+        return self._spec
+
+    def named(self, spec: str) -> ImageTextEncoder:
+        """Report `spec` (e.g. a built-in name) instead of the resolved spec; returns self."""
+        self._spec = spec
+        return self
 
     @property
     @abstractmethod

@@ -121,7 +121,7 @@ class OpenClipEncoder(ImageTextEncoder):
     """An open_clip model, loaded lazily on first use."""
 
     def __init__(self, rest: str, device: str = "auto"):
-        self._spec = f"open_clip:{rest}"
+        self._spec = self.resolved_spec = f"open_clip:{rest}"
         self.parsed = OpenClipSpec.parse(rest)
         self._device_request = device
         self._identity: str | None = None
@@ -135,10 +135,6 @@ class OpenClipEncoder(ImageTextEncoder):
 
     # -- identity, cheap -------------------------------------------------
     @property
-    def spec(self) -> str:
-        return self._spec
-
-    @property
     def identity(self) -> str:
         if self._identity is None:
             p = self.parsed
@@ -148,7 +144,7 @@ class OpenClipEncoder(ImageTextEncoder):
                 # By content, so that a moved checkpoint is still the same model.
                 self._identity = f"open_clip:{p.arch}/sha256:{file_digest(p.checkpoint)[:16]}"
             else:
-                self._identity = self._spec
+                self._identity = self.resolved_spec
         return self._identity
 
     @property
@@ -187,7 +183,7 @@ class OpenClipEncoder(ImageTextEncoder):
         p = self.parsed
         if p.arch and open_clip.get_model_config(p.arch) is None:
             raise ModelSpecError(
-                f"unknown open_clip architecture {p.arch!r} in {self._spec}; "
+                f"unknown open_clip architecture {p.arch!r} in {self.resolved_spec}; "
                 "`python -c 'import open_clip; print(open_clip.list_models())'` lists them"
             )
         if p.checkpoint is not None and not p.checkpoint.is_file():
@@ -218,9 +214,9 @@ class OpenClipEncoder(ImageTextEncoder):
             downloading = p.tag is not None or p.hub_id is not None
             if downloading and _looks_like_download_failure(message):
                 raise ModelLoadError(
-                    f"{_offline_hint(self._spec, p.arch)} Cause: {message[:300]}"
+                    f"{_offline_hint(self.spec, p.arch)} Cause: {message[:300]}"
                 ) from error
-            raise ModelLoadError(f"could not load {self._spec}: {message[:500]}") from error
+            raise ModelLoadError(f"could not load {self.resolved_spec}: {message[:500]}") from error
         model.eval()
         self._tokenizer = open_clip.get_tokenizer(p.model_name)
         self._preprocess = preprocess

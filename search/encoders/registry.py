@@ -65,4 +65,5 @@ def create_encoder(spec: str, **overrides: Any) -> ImageTextEncoder:
     """Build (but do not load) the encoder for a spec; `overrides` go to its factory."""
     full = resolve_spec(spec)
     family, _, rest = full.partition(":")
-    return _FACTORIES[family](rest, **overrides)
+    encoder = _FACTORIES[family](rest, **overrides)
+    return encoder.named(spec.strip()) if spec.strip() in _ALIASES else encoder

@@ -111,3 +111,20 @@ def test_vector_query(engine, library):
     hit = engine.search_vector(vector, k=1).hits[0]
     assert hit.item.uri == str(library[5])
     assert np.isclose(hit.score, 1.0, atol=1e-5)
+
+
+def test_list_valued_metadata_matches_any_element(engine, make_image, tmp_path):
+    paths = [make_image(tmp_path / "tags" / f"{i}.jpg", seed=40 + i) for i in range(3)]
+    tags = [["red", "sale"], ["blue"], ["red"]]
+    index_paths(
+        engine,
+        [tmp_path / "tags"],
+        metadata={str(p): {"tags": t} for p, t in zip(paths, tags, strict=True)},
+    )
+
+    def uris(spec):
+        return {h.item.uri for h in engine.search_text("x", k=10, filter=spec).hits}
+
+    assert uris({"tags": "red"}) == {str(paths[0]), str(paths[2])}
+    assert uris({"tags": {"$in": ["sale", "blue"]}}) == {str(paths[0]), str(paths[1])}
+    assert uris({"tags": {"$ne": "red"}}) == {str(paths[1])}

@@ -1,0 +1,38 @@
+"""The library `xmodal demo` serves: captioned shapes with their attributes as metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from training.shapes import generate
+
+DEMO_SEED = 7
+
+
+def write_demo_library(folder: Path, count: int = 240) -> Path:
+    """JPEGs plus a metadata.jsonl (caption, colours, shapes); skipped when already written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    metadata_path = folder / "metadata.jsonl"
+    if metadata_path.exists():
+        return metadata_path
+    lines = []
+    seen = list(generate(count - count // 6, DEMO_SEED, "train"))
+    unseen = list(generate(count // 6, DEMO_SEED, "unseen"))
+    for number, item in enumerate(seen + unseen):
+        first = item.scene.objects[0]
+        name = f"{number:03d}-{first.colour}-{first.shape}.jpg"
+        (folder / name).write_bytes(item.jpeg)
+        lines.append(
+            json.dumps(
+                {
+                    "file": name,
+                    "caption": item.caption,
+                    "colours": sorted({o.colour for o in item.scene.objects}),
+                    "shapes": sorted({o.shape for o in item.scene.objects}),
+                    "objects": len(item.scene.objects),
+                }
+            )
+        )
+    metadata_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return metadata_path
