@@ -102,6 +102,16 @@ def index(
         console.print(table)
 
 
+def format_timestamp(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def format_moment(uri: str, moment: Any) -> str:
+    """`file @ 00:01:07–00:01:12`."""
+    return f"{uri} @ {format_timestamp(moment.start or 0.0)}–{format_timestamp(moment.end or 0.0)}"
+
+
 def _report_json(report: Any) -> dict[str, Any]:
     return {
         "indexed": report.indexed,
@@ -125,6 +135,10 @@ def search(
     filter: Annotated[
         str | None, typer.Option(help='Metadata filter as JSON, e.g. {"colour": "red"}.')
     ] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option("--kind", help="Only this kind of media (repeatable): image, video."),
+    ] = None,
     data: DataOpt = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,
@@ -136,13 +150,13 @@ def search(
     filter_spec = parse_filter_json(filter)
     engine = open_engine(build_settings(data=data, model=model))
     if text:
-        result = engine.search_text(text, k, offset, filter_spec)
+        result = engine.search_text(text, k, offset, filter_spec, kind)
     elif image:
         if not image.is_file():
             raise InvalidQueryError(f"no such image file: {image}")
-        result = engine.search_image(image, k, offset, filter_spec)
+        result = engine.search_image(image, k, offset, filter_spec, kind)
     else:
-        result = engine.search_similar(str(similar), k, offset, filter_spec)
+        result = engine.search_similar(str(similar), k, offset, filter_spec, kind)
     if as_json:
         from api.schemas import SearchResponse
 
@@ -154,6 +168,8 @@ def search(
     table = Table("rank", "score", "file", "id")
     for rank, hit in enumerate(result.hits, offset + 1):
         table.add_row(str(rank), f"{hit.score:.4f}", hit.item.uri, hit.item.id)
+        for moment in hit.segments if hit.item.kind != "image" else []:
+            table.add_row("", f"{moment.score:.4f}", format_moment(hit.item.uri, moment), "")
     console.print(table)
     console.print(f"{len(result.hits)} result(s) in {result.took_ms:.1f} ms")
 

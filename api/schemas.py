@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from search.hits import Hit, SearchResult
 from search.store import ItemRecord
+
+MediaKind = Literal["image", "video", "audio"]
 
 
 class SearchRequest(BaseModel):
@@ -19,6 +21,7 @@ class SearchRequest(BaseModel):
         None,
         description='Metadata filter, e.g. {"category": "shoes", "width": {"$gte": 800}}.',
     )
+    kinds: list[MediaKind] | None = Field(None, description="Only these kinds of media.")
 
     @model_validator(mode="after")
     def exactly_one_query(self) -> SearchRequest:
@@ -41,6 +44,7 @@ class ItemOut(BaseModel):
     kind: str
     width: int
     height: int
+    duration: float | None = None
     bytes: int
     content_hash: str
     status: str
@@ -55,6 +59,7 @@ class ItemOut(BaseModel):
             kind=item.kind,
             width=item.width,
             height=item.height,
+            duration=item.duration,
             bytes=item.bytes,
             content_hash=item.content_hash,
             status=item.status,
@@ -70,7 +75,8 @@ class HitOut(BaseModel):
     score: float
     width: int
     height: int
-    segments: list[SegmentOut]
+    duration: float | None = None
+    segments: list[SegmentOut] = Field(description="An image's segment, or a video's best moments.")
     metadata: dict[str, Any]
 
     @classmethod
@@ -83,6 +89,7 @@ class HitOut(BaseModel):
             score=hit.score,
             width=item.width,
             height=item.height,
+            duration=item.duration,
             segments=[SegmentOut(**s.__dict__) for s in hit.segments],
             metadata=item.metadata,
         )

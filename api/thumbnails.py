@@ -7,6 +7,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from indexer.video import frame_at
 from search.errors import UnknownItemError
 from search.images import ImageLimits, decode_image
 from search.store import INDEXED, ItemRecord
@@ -21,19 +22,30 @@ class ThumbnailCache:
         self.limits = limits
         self._lock = threading.Lock()
 
-    def path_for(self, item: ItemRecord) -> Path:
-        """The cached JPEG for an item (keyed by content, so an edited file gets a new one)."""
+    def path_for(self, item: ItemRecord, seconds: float | None = None) -> Path:
+        """The cached JPEG for an item (keyed by content, so an edited file gets a new one).
+
+        For a video, the frame at `seconds` (default: a tenth into the video, past
+        the black or title frames many videos open with)."""
         if item.status != INDEXED:
             raise UnknownItemError(item.id)
-        name = f"{item.id}-{item.content_hash[:16]}-{self.size}.jpg"
+        moment = ""
+        if item.kind == "video":
+            if seconds is None:
+                seconds = (item.duration or 0.0) * 0.1
+            seconds = round(min(seconds, item.duration or seconds), 1)
+            moment = f"-t{seconds:g}"
+        name = f"{item.id}-{item.content_hash[:16]}{moment}-{self.size}.jpg"
         target = self.directory / name[:2] / name
         if target.exists():
             return target
         source = Path(item.uri)
         if not source.is_file():
             raise OriginalMissing(f"the original of item {item.id} is missing: {item.uri}")
-        decoded = decode_image(source, self.limits, draft_to=(self.size, self.size))
-        image = decoded.image
+        if item.kind == "video":
+            image = frame_at(source, seconds or 0.0, short_side=self.size)
+        else:
+            image = decode_image(source, self.limits, draft_to=(self.size, self.size)).image
         image.thumbnail((self.size, self.size))
         target.parent.mkdir(parents=True, exist_ok=True)
         # Write to a temporary file and rename, so a concurrent reader never sees half a JPEG.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -13,6 +14,14 @@ from search.errors import MediaDecodeError
 from search.images import ImageLimits, decode_image
 
 from .discover import Candidate
+from .video import KeyframeSettings, VideoLimits, extract_keyframes
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    image_limits: ImageLimits = ImageLimits()
+    video_limits: VideoLimits = VideoLimits()
+    keyframes: KeyframeSettings = KeyframeSettings()
 
 
 @dataclass
@@ -21,26 +30,69 @@ class Decoded:
     content_hash: str = ""
     width: int = 0
     height: int = 0
-    prepared: np.ndarray | None = None  # model input, None when failed or unchanged content
-    error: str = ""  # why it could not be indexed
+    duration: float | None = None  # seconds, for videos
+    prepared: list[np.ndarray] = field(default_factory=list)  # model inputs, one per segment
+    spans: list[tuple[float | None, float | None]] = field(default_factory=list)  # per segment
+    error: str = ""  # why it could not be indexed (or, with segments, what was skipped)
     same_content: bool = False  # touched but byte-identical to what is indexed
     seconds: float = 0.0
 
+    @property
+    def failed(self) -> bool:
+        return bool(self.error) and not self.prepared and not self.same_content
+
+
+def _file_hash(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _decode_image(result: Decoded, encoder: ImageTextEncoder, options: DecodeOptions) -> None:
+    data = result.candidate.path.read_bytes()
+    result.content_hash = hashlib.sha256(data).hexdigest()
+    if (
+        result.candidate.previously_indexed
+        and result.content_hash == result.candidate.previous_hash
+    ):
+        result.same_content = True
+        return
+    decoded = decode_image(data, options.image_limits, draft_to=encoder.input_size)
+    result.width, result.height = decoded.width, decoded.height
+    result.prepared = [encoder.prepare_image(decoded.image)]
+    result.spans = [(None, None)]
+
+
+def _decode_video(result: Decoded, encoder: ImageTextEncoder, options: DecodeOptions) -> None:
+    # Streamed hash: a video is never read into memory whole.
+    result.content_hash = _file_hash(result.candidate.path)
+    if (
+        result.candidate.previously_indexed
+        and result.content_hash == result.candidate.previous_hash
+    ):
+        result.same_content = True
+        return
+    video = extract_keyframes(
+        result.candidate.path,
+        options.keyframes,
+        options.video_limits,
+        draft_side=min(encoder.input_size),
+    )
+    result.width, result.height, result.duration = video.width, video.height, video.duration
+    result.prepared = [encoder.prepare_image(k.image) for k in video.keyframes]
+    result.spans = [(k.start, k.end) for k in video.keyframes]
+    result.error = "; ".join(video.warnings)
+
 
 def decode_candidate(
-    candidate: Candidate, encoder: ImageTextEncoder, limits: ImageLimits
+    candidate: Candidate, encoder: ImageTextEncoder, options: DecodeOptions
 ) -> Decoded:
     started = time.perf_counter()
     result = Decoded(candidate)
     try:
-        data = candidate.path.read_bytes()
-        result.content_hash = hashlib.sha256(data).hexdigest()
-        if candidate.previously_indexed and result.content_hash == candidate.previous_hash:
-            result.same_content = True
+        if candidate.kind == "video":
+            _decode_video(result, encoder, options)
         else:
-            decoded = decode_image(data, limits, draft_to=encoder.input_size)
-            result.width, result.height = decoded.width, decoded.height
-            result.prepared = encoder.prepare_image(decoded.image)
+            _decode_image(result, encoder, options)
     except MediaDecodeError as error:
         result.error = str(error)
     except OSError as error:

@@ -11,6 +11,8 @@ from search.errors import SourceError
 from search.images import IMAGE_EXTENSIONS, sniff_image_mime
 from search.store import INDEXED, Store
 
+from .video import VIDEO_EXTENSIONS, sniff_video_mime
+
 SNIFF_BYTES = 262  # enough for every signature filetype knows
 
 
@@ -18,6 +20,7 @@ SNIFF_BYTES = 262  # enough for every signature filetype knows
 class Candidate:
     path: Path
     root: str
+    kind: str  # "image" or "video"
     bytes: int
     mtime_ns: int
     previous_hash: str = ""  # content hash stored by an earlier run, if any
@@ -40,16 +43,23 @@ class Plan:
     ignored: int = 0  # files that are not media
 
 
-def is_media_file(path: Path) -> bool:
-    """An image by extension, or by its first bytes whatever its name."""
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        return True
+def media_kind(path: Path) -> str | None:
+    """ "image" or "video" by extension, else by the file's first bytes; None for other files."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
     try:
         with open(path, "rb") as f:
             header = f.read(SNIFF_BYTES)
     except OSError:
-        return False
-    return sniff_image_mime(header) is not None
+        return None
+    if sniff_image_mime(header) is not None:
+        return "image"
+    if sniff_video_mime(header) is not None:
+        return "video"
+    return None
 
 
 def walk_files(root: Path) -> Iterator[Path]:
@@ -85,7 +95,8 @@ def plan_run(paths: Iterable[str | Path], store: Store) -> Plan:
             uri = str(path)
             if uri in seen:  # overlapping roots: the first one owns the file
                 continue
-            if not is_media_file(path):
+            kind = media_kind(path)
+            if kind is None:
                 plan.ignored += 1
                 continue
             try:
@@ -108,6 +119,7 @@ def plan_run(paths: Iterable[str | Path], store: Store) -> Plan:
                 Candidate(
                     path=path,
                     root=str(root),
+                    kind=kind,
                     bytes=stat.st_size,
                     mtime_ns=stat.st_mtime_ns,
                     previous_hash=(row["content_hash"] or "") if row else "",

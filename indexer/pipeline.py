@@ -23,10 +23,11 @@ from search.errors import IndexingAborted
 from search.images import ImageLimits
 from search.store import FAILED, INDEXED, ItemRecord, SegmentRecord, item_id_for, segment_id_for
 
-from .decode import Decoded, decode_candidate
+from .decode import Decoded, DecodeOptions, decode_candidate
 from .discover import Candidate, plan_run
 from .progress import NoProgress, Progress
 from .report import IndexReport
+from .video import KeyframeSettings, VideoLimits
 from .writer import BatchWriter
 
 RECENT_VECTORS = 50_000  # content hash -> vector kept in memory to embed duplicates once
@@ -38,7 +39,7 @@ class IndexOptions:
     decode_workers: int = 2  # threads reading and decoding ahead of the encoder
     write_batch_size: int = 256  # items per store commit
     fail_fast: bool = False  # stop at the first unreadable file
-    limits: ImageLimits = ImageLimits()
+    decode: DecodeOptions = DecodeOptions()  # limits and keyframe selection
 
     @classmethod
     def from_settings(cls, settings: Any) -> IndexOptions:
@@ -47,7 +48,17 @@ class IndexOptions:
             decode_workers=settings.decode_workers,
             write_batch_size=settings.write_batch_size,
             fail_fast=settings.fail_fast,
-            limits=ImageLimits(settings.max_image_pixels, settings.min_image_side),
+            decode=DecodeOptions(
+                ImageLimits(settings.max_image_pixels, settings.min_image_side),
+                VideoLimits(settings.max_video_pixels, settings.max_video_seconds),
+                KeyframeSettings(
+                    settings.keyframe_interval,
+                    settings.keyframe_max_gap,
+                    settings.keyframe_min_gap,
+                    settings.shot_threshold,
+                    settings.duplicate_keyframe_threshold,
+                ),
+            ),
         )
 
 
@@ -97,13 +108,14 @@ class Indexer:
         try:
             pending: list[Decoded] = []
             for decoded in self._decoded(plan.to_index, report):
-                if decoded.error:
+                if decoded.failed:
                     self._record_failure(decoded, metadata, writer, report)
                 elif decoded.same_content:
                     self._record_touched(decoded, metadata, writer, report)
                 else:
                     pending.append(decoded)
-                    if len(pending) >= self.options.batch_size:
+                    # Batches count segments: a video brings many keyframes at once.
+                    if sum(len(d.prepared) for d in pending) >= self.options.batch_size:
                         self._encode_and_write(pending, metadata, writer, report)
                         pending = []
             self._encode_and_write(pending, metadata, writer, report)
@@ -120,18 +132,18 @@ class Indexer:
     def _decoded(self, candidates: list[Candidate], report: IndexReport) -> Iterator[Decoded]:
         """Decode in worker threads, in order, at most a window of files ahead."""
         window_size = max(2 * self.options.batch_size, 2 * self.options.decode_workers)
-        limits, encoder = self.options.limits, self.encoder
+        options, encoder = self.options.decode, self.encoder
         with ThreadPoolExecutor(self.options.decode_workers, "xmodal-decode") as pool:
             todo = iter(candidates)
             window: deque[Future[Decoded]] = deque(
-                pool.submit(decode_candidate, c, encoder, limits)
+                pool.submit(decode_candidate, c, encoder, options)
                 for _, c in zip(range(window_size), todo, strict=False)
             )
             while window:
                 decoded = window.popleft().result()
                 following = next(todo, None)
                 if following is not None:
-                    window.append(pool.submit(decode_candidate, following, encoder, limits))
+                    window.append(pool.submit(decode_candidate, following, encoder, options))
                 report.times.decode += decoded.seconds
                 yield decoded
 
@@ -145,23 +157,44 @@ class Indexer:
         if not batch:
             return
         started = time.perf_counter()
-        vectors = self._vectors_for(batch, report)
+        images = [d for d in batch if d.candidate.kind == "image"]
+        image_vectors = self._image_vectors(images, report)
+        videos = [d for d in batch if d.candidate.kind != "image"]
+        video_vectors = self._encode_in_batches([p for d in videos for p in d.prepared])
         report.times.encode += time.perf_counter() - started
+        offset = 0
         for decoded in batch:
             c = decoded.candidate
             item = self._item_record(decoded, metadata, INDEXED)
-            segment = SegmentRecord(
-                segment_id_for(item.id, 0), item.id, vectors[decoded.content_hash]
-            )
-            writer.add(item, [segment], replaces=c.existed)
+            if c.kind == "image":
+                vectors = [image_vectors[decoded.content_hash]]
+            else:
+                vectors = list(video_vectors[offset : offset + len(decoded.prepared)])
+                offset += len(decoded.prepared)
+            segments = [
+                SegmentRecord(segment_id_for(item.id, index), item.id, vector, start, end)
+                for index, (vector, (start, end)) in enumerate(
+                    zip(vectors, decoded.spans, strict=True)
+                )
+            ]
+            report.segments += len(segments)
+            writer.add(item, segments, replaces=c.existed)
             if c.existed:
                 report.updated += 1
             else:
                 report.indexed += 1
         self.progress.advance(len(batch))
 
-    def _vectors_for(self, batch: list[Decoded], report: IndexReport) -> dict[str, np.ndarray]:
-        """One vector per distinct content hash; known contents are not embedded again."""
+    def _encode_in_batches(self, prepared: list[np.ndarray]) -> np.ndarray:
+        size = self.options.batch_size
+        parts = [
+            self.encoder.encode_prepared(prepared[i : i + size])
+            for i in range(0, len(prepared), size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.encoder.dim), np.float32)
+
+    def _image_vectors(self, batch: list[Decoded], report: IndexReport) -> dict[str, np.ndarray]:
+        """One vector per distinct image content hash; known contents are not embedded again."""
         hashes = {d.content_hash for d in batch}
         known = {h: self._recent[h] for h in hashes if h in self._recent}
         missing = hashes - known.keys()
@@ -174,8 +207,7 @@ class Indexer:
             else:
                 first_of_hash[d.content_hash] = d
         if first_of_hash:
-            prepared = [d.prepared for d in first_of_hash.values()]
-            encoded = self.encoder.encode_prepared(prepared)  # type: ignore[arg-type]
+            encoded = self._encode_in_batches([d.prepared[0] for d in first_of_hash.values()])
             known.update(zip(first_of_hash, encoded, strict=True))
         for h, vector in known.items():
             self._recent[h] = vector
@@ -192,13 +224,14 @@ class Indexer:
         return ItemRecord(
             id=item_id_for(c.uri),
             uri=c.uri,
-            kind="image",
+            kind=c.kind,
             root=c.root,
             content_hash=decoded.content_hash,
             bytes=c.bytes,
             mtime_ns=c.mtime_ns,
             width=decoded.width,
             height=decoded.height,
+            duration=decoded.duration,
             metadata=dict(metadata.get(c.uri, {})),
             status=status,
             error=decoded.error,

@@ -24,6 +24,7 @@ class IndexReport:
     removed: int = 0  # items whose files are gone
     duplicates: int = 0  # items whose bytes equal an already embedded item: vector reused
     ignored: int = 0  # files that are not media
+    segments: int = 0  # vectors written (one per image, one per video keyframe)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     times: StageTimes = field(default_factory=StageTimes)
 

@@ -7,6 +7,8 @@ result = engine.search_text("a red bicycle", k=5)
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from search.images import ImageLimits, decode_image
 from search.settings import DEFAULT_MODEL
 from search.store import INDEXED, SpaceRecord, Store
 
+MEDIA_KINDS = frozenset({"image", "video", "audio"})
+
 MAX_TEXT_CHARS = 2000
 
 
@@ -34,11 +38,15 @@ class Engine:
         encoder: ImageTextEncoder,
         limits: ImageLimits = ImageLimits(),
         max_k: int = 1000,
+        moment_margin: float = 0.03,
+        max_moments: int = 3,
     ):
         self.store = store
         self.encoder = encoder
         self.limits = limits
         self.max_k = max_k
+        self.moment_margin = moment_margin  # cosine below an item's best that still makes a moment
+        self.max_moments = max_moments
         self._index = ExactIndex(store, IMAGE_TEXT)
         self._space_known = False
         existing = store.space(IMAGE_TEXT)
@@ -73,7 +81,12 @@ class Engine:
 
     # -- queries ---------------------------------------------------------
     def search_text(
-        self, text: str, k: int = 10, offset: int = 0, filter: dict[str, Any] | None = None
+        self,
+        text: str,
+        k: int = 10,
+        offset: int = 0,
+        filter: dict[str, Any] | None = None,
+        kinds: Sequence[str] | None = None,
     ) -> SearchResult:
         started = time.perf_counter()
         text = (text or "").strip()
@@ -83,7 +96,7 @@ class Engine:
             raise InvalidQueryError(f"text query longer than {MAX_TEXT_CHARS} characters")
         self._check_page(k, offset)
         vector = self.encoder.encode_texts([text])[0]
-        return self._search(vector, k, offset, filter, started)
+        return self._search(vector, k, offset, Query(filter, kinds), started)
 
     def search_image(
         self,
@@ -91,6 +104,7 @@ class Engine:
         k: int = 10,
         offset: int = 0,
         filter: dict[str, Any] | None = None,
+        kinds: Sequence[str] | None = None,
     ) -> SearchResult:
         """Query by an image: file path, encoded bytes, or a PIL image."""
         started = time.perf_counter()
@@ -100,7 +114,7 @@ class Engine:
         else:
             pil = decode_image(image, self.limits, draft_to=self.encoder.input_size).image
         vector = self.encoder.encode_images([pil])[0]
-        return self._search(vector, k, offset, filter, started)
+        return self._search(vector, k, offset, Query(filter, kinds), started)
 
     def search_similar(
         self,
@@ -108,6 +122,7 @@ class Engine:
         k: int = 10,
         offset: int = 0,
         filter: dict[str, Any] | None = None,
+        kinds: Sequence[str] | None = None,
     ) -> SearchResult:
         """Items similar to an indexed item, the item itself excluded."""
         started = time.perf_counter()
@@ -124,7 +139,9 @@ class Engine:
             raise UnknownItemError(item_id)
         query = vectors.mean(axis=0)
         query /= np.linalg.norm(query) or 1.0
-        return self._rank(snapshot, query, k, offset, filter, started, exclude_code=code)
+        return self._rank(
+            snapshot, query, k, offset, Query(filter, kinds), started, exclude_code=code
+        )
 
     def search_vector(
         self,
@@ -132,11 +149,14 @@ class Engine:
         k: int = 10,
         offset: int = 0,
         filter: dict[str, Any] | None = None,
+        kinds: Sequence[str] | None = None,
     ) -> SearchResult:
         """Query by a precomputed unit vector of the image-text space."""
         started = time.perf_counter()
         self._check_page(k, offset)
-        return self._search(np.asarray(vector, np.float32), k, offset, filter, started)
+        return self._search(
+            np.asarray(vector, np.float32), k, offset, Query(filter, kinds), started
+        )
 
     def item(self, item_id: str):
         return self.store.item(item_id)
@@ -158,36 +178,38 @@ class Engine:
 
     def _search(
         self,
-        query: np.ndarray,
+        vector: np.ndarray,
         k: int,
         offset: int,
-        filter: dict[str, Any] | None,
+        query: Query,
         started: float,
     ) -> SearchResult:
         snapshot = self._snapshot()
         if snapshot is None:
-            validate_filter(filter)
+            query.validate()
             return SearchResult([], _ms_since(started))
-        return self._rank(snapshot, query, k, offset, filter, started)
+        return self._rank(snapshot, vector, k, offset, query, started)
 
     def _rank(
         self,
         snapshot: SpaceSnapshot,
-        query: np.ndarray,
+        vector: np.ndarray,
         k: int,
         offset: int,
-        filter: dict[str, Any] | None,
+        query: Query,
         started: float,
         exclude_code: int | None = None,
     ) -> SearchResult:
-        spec = validate_filter(filter)
-        mask = snapshot.items.matching(spec) if spec else None
-        ranked = snapshot.rank(query, k, offset, mask, exclude_code)
+        mask = query.mask(snapshot)
+        ranked = snapshot.rank(vector, k, offset, mask, exclude_code)
         records = snapshot.records([r.item_code for r in ranked])
-        hits = [
-            Hit(record, r.score, self._segment_hits(snapshot, r))
-            for record, r in zip(records, ranked, strict=True)
-        ]
+        hits = []
+        for record, r in zip(records, ranked, strict=True):
+            if record.kind == "image":
+                segments = self._segment_hits(snapshot, r)
+            else:
+                segments = self._moments(snapshot, r.item_code, vector)
+            hits.append(Hit(record, r.score, segments))
         return SearchResult(hits, _ms_since(started))
 
     @staticmethod
@@ -201,6 +223,55 @@ class Engine:
             )
             for row, score in zip(ranked.segment_rows, ranked.segment_scores, strict=True)
         ]
+
+    def _moments(self, snapshot: SpaceSnapshot, code: int, vector: np.ndarray) -> list[SegmentHit]:
+        """A timed item's best moments: keyframes scoring within `moment_margin` of its best,
+        adjacent ones merged into one span; best first."""
+        rows = snapshot.item_rows(code)
+        scores = snapshot.vectors[rows] @ vector
+        best = float(scores.max())
+        chosen = sorted(
+            (float(snapshot.starts[row]), float(snapshot.ends[row]), float(score), int(row))
+            for row, score in zip(rows, scores, strict=True)
+            if score >= best - self.moment_margin
+        )
+        moments: list[list[Any]] = []
+        for start, end, score, row in chosen:
+            if moments and abs(moments[-1][1] - start) < 1e-6:
+                last = moments[-1]
+                last[1] = end
+                if score > last[2]:
+                    last[2], last[3] = score, row
+            else:
+                moments.append([start, end, score, row])
+        moments.sort(key=lambda m: -m[2])
+        return [
+            SegmentHit(id=str(snapshot.segment_ids[row]), score=score, start=start, end=end)
+            for start, end, score, row in moments[: self.max_moments]
+        ]
+
+
+@dataclass(frozen=True)
+class Query:
+    """What restricts a query's results: a metadata filter and media kinds."""
+
+    filter: dict[str, Any] | None = None
+    kinds: Sequence[str] | None = None
+
+    def validate(self) -> dict[str, Any]:
+        if self.kinds is not None:
+            unknown = set(self.kinds) - MEDIA_KINDS
+            if unknown or not self.kinds:
+                raise InvalidQueryError(f"kinds must be some of {sorted(MEDIA_KINDS)}")
+        return validate_filter(self.filter)
+
+    def mask(self, snapshot: SpaceSnapshot) -> np.ndarray | None:
+        spec = self.validate()
+        mask = snapshot.items.matching(spec) if spec else None
+        if self.kinds is not None:
+            wanted = snapshot.items.fields["kind"].isin(list(self.kinds)).to_numpy(dtype=bool)
+            mask = wanted if mask is None else mask & wanted
+        return mask
 
 
 def model_for_store(store: Store, requested: str | None) -> str:

@@ -37,10 +37,10 @@ class SpaceSnapshot:
         # Items are read once per version too, so that building hits needs no store query.
         items = store.items_table()
         indexed = pc.equal(items.column("status"), INDEXED)
-        self.item_rows = items.filter(indexed)
-        fields = self.item_rows.select(list(_FILTER_FIELDS)).to_pandas()
+        self.item_table = items.filter(indexed)
+        fields = self.item_table.select(list(_FILTER_FIELDS)).to_pandas()
         fields["mtime"] = fields.pop("mtime_ns") / 1e9
-        metadata = self.item_rows.column("metadata").to_pylist()
+        metadata = self.item_table.column("metadata").to_pylist()
         self.items = ItemTable(fields["id"].tolist(), fields, metadata)
         self.code_of = pd.Index(self.items.ids)
 
@@ -55,18 +55,27 @@ class SpaceSnapshot:
         dim = vector_column.type.list_size
         matrix = vector_column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
         self.vectors = np.ascontiguousarray(matrix[keep], dtype=np.float32)
+        # Rows grouped by item, so one item's segments are a slice (video moments need them all).
+        self._rows_by_item = np.argsort(self.item_codes, kind="stable")
+        self._item_offsets = np.searchsorted(
+            self.item_codes[self._rows_by_item], np.arange(len(self.items.ids) + 1)
+        )
 
     def __len__(self) -> int:
         return len(self.item_codes)
 
     def records(self, codes: list[int]) -> list[ItemRecord]:
         """Item records by code, as of this snapshot's version."""
-        rows = self.item_rows.take(pa.array(codes, type=pa.int64())).to_pylist()
+        rows = self.item_table.take(pa.array(codes, type=pa.int64())).to_pylist()
         return [item_from_row(row) for row in rows]
+
+    def item_rows(self, code: int) -> np.ndarray:
+        """Snapshot rows of one item's segments."""
+        return self._rows_by_item[self._item_offsets[code] : self._item_offsets[code + 1]]
 
     def item_vectors(self, code: int) -> np.ndarray:
         """(n, dim) vectors of one item's segments."""
-        return self.vectors[self.item_codes == code]
+        return self.vectors[self.item_rows(code)]
 
     def rank(
         self,

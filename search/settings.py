@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=128_000_000, ge=1)
     # Images with a side shorter than this (tracking pixels, spacers) are recorded, not indexed.
     min_image_side: int = Field(default=8, ge=1)
+    # Videos: frames larger than this many pixels, or longer than this many seconds, are refused.
+    max_video_pixels: int = Field(default=8192 * 4320, ge=1)
+    max_video_seconds: float = Field(default=6 * 3600.0, gt=0)
+    # Keyframes: examine a frame every `keyframe_interval` seconds; a content change above
+    # `shot_threshold` (0..1) is a cut; keep a keyframe at least every `keyframe_max_gap`
+    # seconds and never two closer than `keyframe_min_gap`; drop a keyframe closer than
+    # `duplicate_keyframe_threshold` to the previous one.
+    keyframe_interval: float = Field(default=0.1, gt=0)
+    keyframe_max_gap: float = Field(default=5.0, gt=0)
+    keyframe_min_gap: float = Field(default=0.5, ge=0)
+    shot_threshold: float = Field(default=0.2, gt=0, le=1)
+    duplicate_keyframe_threshold: float = Field(default=0.04, ge=0, le=1)
     # Stop the run at the first unreadable file instead of recording it and going on.
     fail_fast: bool = False
     # HTTP server.

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
@@ -30,9 +30,16 @@ def get_item(item_id: str, engine: EngineDep) -> ItemOut:
     response_class=FileResponse,
     responses={200: {"content": {"image/jpeg": {}}}, **NOT_FOUND},
 )
-async def get_thumbnail(item_id: str, engine: EngineDep, thumbnails: ThumbnailsDep) -> FileResponse:
+async def get_thumbnail(
+    item_id: str,
+    engine: EngineDep,
+    thumbnails: ThumbnailsDep,
+    t: Annotated[
+        float | None, Query(ge=0, description="For a video: the moment, in seconds.")
+    ] = None,
+) -> FileResponse:
     item = await run_in_threadpool(engine.item, item_id)
-    path = await run_in_threadpool(thumbnails.path_for, item)
+    path = await run_in_threadpool(thumbnails.path_for, item, t)
     return FileResponse(
         path,
         media_type="image/jpeg",
@@ -44,7 +51,11 @@ async def get_thumbnail(item_id: str, engine: EngineDep, thumbnails: ThumbnailsD
     "/{item_id}/media",
     operation_id="get_media",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, **NOT_FOUND},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "A byte range"},
+        **NOT_FOUND,
+    },
 )
 def get_media(item_id: str, engine: EngineDep) -> FileResponse:
     """The original file (Range requests supported), only from inside an indexed root."""

@@ -11,7 +11,7 @@ from search.filters import parse_filter_json
 
 from ..deps import EngineDep, SettingsDep
 from ..errors import PayloadTooLarge
-from ..schemas import ErrorResponse, SearchRequest, SearchResponse
+from ..schemas import ErrorResponse, MediaKind, SearchRequest, SearchResponse
 
 router = APIRouter(tags=["search"])
 
@@ -24,10 +24,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def search(body: SearchRequest, engine: EngineDep) -> SearchResponse:
     """Text -> media, or indexed item -> similar media (the item itself excluded)."""
     if body.text:
-        result = engine.search_text(body.text, body.k, body.offset, body.filter)
+        result = engine.search_text(body.text, body.k, body.offset, body.filter, body.kinds)
     else:
         assert body.item_id is not None
-        result = engine.search_similar(body.item_id, body.k, body.offset, body.filter)
+        result = engine.search_similar(body.item_id, body.k, body.offset, body.filter, body.kinds)
     return SearchResponse.of(result)
 
 
@@ -42,6 +42,7 @@ async def search_image(
     k: Annotated[int, Form(ge=1, le=1000)] = 10,
     offset: Annotated[int, Form(ge=0)] = 0,
     filter: Annotated[str | None, Form(description="Metadata filter as JSON.")] = None,
+    kinds: Annotated[list[MediaKind] | None, Form(description="Only these kinds of media.")] = None,
 ) -> SearchResponse:
     """Uploaded image -> similar media."""
     limit = settings.max_upload_bytes
@@ -52,5 +53,5 @@ async def search_image(
     if len(data) > limit:
         raise PayloadTooLarge(f"upload larger than {limit:,} bytes (setting max_upload_bytes)")
     filter_spec = parse_filter_json(filter)
-    result = await run_in_threadpool(engine.search_image, data, k, offset, filter_spec)
+    result = await run_in_threadpool(engine.search_image, data, k, offset, filter_spec, kinds)
     return SearchResponse.of(result)

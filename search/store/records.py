@@ -32,6 +32,7 @@ class ItemRecord:
     mtime_ns: int = 0
     width: int = 0  # pixels, after EXIF orientation
     height: int = 0
+    duration: float | None = None  # seconds, for videos and audio
     metadata: dict[str, Any] = field(default_factory=dict)  # user metadata
     status: str = INDEXED  # INDEXED or FAILED
     error: str = ""  # why a FAILED item could not be indexed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: items.duration
 
 ITEMS = "items"
 SPACES = "spaces"
@@ -22,6 +22,7 @@ ITEMS_SCHEMA = pa.schema(
         pa.field("mtime_ns", pa.int64()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
+        pa.field("duration", pa.float64()),
         pa.field("metadata", pa.string()),  # JSON object
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),

@@ -95,6 +95,14 @@ class Store:
                 f"{self.path} was written by a newer xmodal (store format {found}, this one "
                 f"reads {STORE_FORMAT}); upgrade xmodal"
             )
+        if found < STORE_FORMAT:
+            self._migrate(found)
+
+    def _migrate(self, found: int) -> None:
+        """Bring an older store up to STORE_FORMAT, one step at a time."""
+        if found < 2 and "duration" not in self._items.schema.names:
+            self._items.add_columns({"duration": "CAST(NULL AS DOUBLE)"})
+        self._meta.update(where="key = 'format'", values={"value": str(STORE_FORMAT)})
 
     @property
     def format_version(self) -> int:

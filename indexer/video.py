@@ -1,0 +1,273 @@
+"""Video decoding with PyAV and shot-aware keyframe selection.
+
+Frames are decoded as a stream (memory stays bounded by the kept keyframes, not by
+the video's length). Non-reference frames are skipped by the decoder, since sampling
+a few frames per second never needs them. Every `sample_interval` seconds a frame is
+reduced to a 16×16 thumbnail by the scaler and compared with the previous one; only
+keyframes are converted to RGB at model size. A frame becomes a keyframe when:
+  - it is the first one;
+  - its content differs from the previous analysed frame by more than
+    `shot_threshold` (a cut), once `min_gap` has passed since the last keyframe;
+  - `max_gap` seconds have passed since the last keyframe, unless it is nearly
+    identical to that keyframe (`duplicate_threshold`).
+Each keyframe owns the span [its time, the next keyframe's time); the last one
+ends with the video.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from search.errors import MediaDecodeError
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv"}
+)
+VIDEO_MIME_TYPES = frozenset(
+    {
+        "video/mp4",
+        "video/quicktime",
+        "video/x-matroska",
+        "video/webm",
+        "video/x-msvideo",
+        "video/mpeg",
+        "video/x-m4v",
+        "video/3gpp",
+    }
+)
+SIGNATURE_SIDE = 16  # pixels of the small frames compared for cuts
+
+
+@dataclass(frozen=True)
+class KeyframeSettings:
+    sample_interval: float = 0.1  # seconds between frames compared for cuts (cut accuracy)
+    max_gap: float = 5.0  # at least one keyframe this often (seconds), static scenes excepted
+    min_gap: float = 0.5  # no two keyframes closer than this (seconds)
+    shot_threshold: float = 0.2  # content change (0..1) between samples that marks a cut
+    duplicate_threshold: float = 0.04  # a keyframe this close (0..1) to the previous one is dropped
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    max_pixels: int = 8192 * 4320  # per frame; larger streams are refused
+    max_seconds: float = 6 * 3600.0  # longer videos are refused
+
+
+@dataclass
+class Keyframe:
+    time: float  # seconds, presentation time of the frame
+    start: float  # span owned by this keyframe, seconds
+    end: float
+    image: Image.Image  # RGB, display orientation, short side about `draft_side`
+
+
+@dataclass
+class VideoKeyframes:
+    keyframes: list[Keyframe]
+    duration: float
+    width: int  # display orientation
+    height: int
+    frames_decoded: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError as error:  # the `video` extra
+        raise MediaDecodeError("video support needs PyAV: pip install 'xmodal[video]'") from error
+    return av
+
+
+def _open(path: Path) -> Any:
+    av = _av()
+    if path.stat().st_size == 0:
+        raise MediaDecodeError("empty file (0 bytes)")
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as error:
+        raise MediaDecodeError(f"not a readable video: {error}") from error
+
+
+def _video_stream(container: Any) -> Any:
+    if not container.streams.video:
+        raise MediaDecodeError("no video stream")
+    return container.streams.video[0]
+
+
+def _duration(container: Any, stream: Any) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return 0.0
+
+
+def _rotation(frame: Any) -> int:
+    """Degrees counter-clockwise that the display matrix asks for (0, 90, 180, 270)."""
+    angle = getattr(frame, "rotation", 0) or 0
+    return round(angle / 90.0) * 90 % 360
+
+
+def _frame_image(frame: Any, short_side: int) -> Image.Image:
+    """RGB at reduced size (the scaler does the work), in display orientation."""
+    width, height = frame.width, frame.height
+    scale = min(1.0, short_side / max(1, min(width, height)))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = frame.to_image(width=size[0], height=size[1])
+    rotation = _rotation(frame)
+    return image.rotate(rotation, expand=True) if rotation else image
+
+
+Signature = tuple[np.ndarray, np.ndarray]  # colour histogram, grey thumbnail
+
+
+def _signature(pixels: np.ndarray) -> Signature:
+    """A frame's colour distribution and coarse layout, from a tiny RGB thumbnail."""
+    small = pixels.astype(np.float32)
+    bins = (small // 64).astype(np.int32)  # 4 levels per channel
+    codes = bins[..., 0] * 16 + bins[..., 1] * 4 + bins[..., 2]
+    histogram = np.bincount(codes.ravel(), minlength=64).astype(np.float32)
+    return histogram / histogram.sum(), small.mean(axis=2) / 255.0
+
+
+def signature_distance(a: Signature, b: Signature) -> float:
+    """0 for identical frames, 1 for entirely different colours or layout."""
+    colour = 0.5 * float(np.abs(a[0] - b[0]).sum())
+    layout = float(np.abs(a[1] - b[1]).mean())
+    return min(1.0, max(colour, 2.0 * layout))
+
+
+def _decoded_frames(container: Any, stream: Any, warnings: list[str]) -> Iterator[Any]:
+    """Frames in order; packets that fail to decode are counted and skipped."""
+    av = _av()
+
+    bad_packets = 0
+    try:
+        for packet in container.demux(stream):
+            try:
+                yield from packet.decode()
+            except av.FFmpegError:
+                bad_packets += 1
+    except av.FFmpegError as error:  # the container itself is damaged: keep what decoded
+        warnings.append(f"stopped reading at a damaged part of the file: {error}")
+    if bad_packets:
+        warnings.append(f"{bad_packets} corrupt packet(s) skipped")
+
+
+def extract_keyframes(
+    path: Path,
+    settings: KeyframeSettings = KeyframeSettings(),
+    limits: VideoLimits = VideoLimits(),
+    draft_side: int = 224,
+) -> VideoKeyframes:
+    """Keyframes of a video file. Raises MediaDecodeError when nothing usable decodes."""
+    container = _open(path)
+    try:
+        stream = _video_stream(container)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > limits.max_pixels:
+            raise MediaDecodeError(
+                f"video is {width}×{height}, over the limit of {limits.max_pixels:,} pixels per frame (setting max_video_pixels)"
+            )
+        duration = _duration(container, stream)
+        if duration > limits.max_seconds:
+            raise MediaDecodeError(
+                f"video lasts {duration:,.0f} s, over the limit of {limits.max_seconds:,.0f} s (setting max_video_seconds)"
+            )
+        stream.thread_type = "AUTO"
+        stream.codec_context.skip_frame = "NONREF"  # sampling never needs B-frames
+        warnings: list[str] = []
+        kept: list[tuple[float, Image.Image, Signature]] = []
+        previous: Signature | None = None  # of the last analysed frame
+        next_analysis = -math.inf
+        pending_cut = False
+        frames = 0
+        last_time = 0.0
+        rotation = 0
+        for frame in _decoded_frames(container, stream, warnings):
+            frames += 1
+            if frames == 1:
+                rotation = _rotation(frame)
+            # Presentation time, so variable frame rates keep true timestamps.
+            time = (
+                float(frame.time)
+                if frame.time is not None
+                else frames / float(stream.average_rate or 25)
+            )
+            last_time = max(last_time, time)
+            if time < next_analysis:
+                continue
+            next_analysis = time + settings.sample_interval
+            signature = _signature(
+                frame.to_ndarray(width=SIGNATURE_SIDE, height=SIGNATURE_SIDE, format="rgb24")
+            )
+            if (
+                previous is not None
+                and signature_distance(signature, previous) > settings.shot_threshold
+            ):
+                pending_cut = True
+            previous = signature
+            if kept:
+                last_kf_time, _, last_kf_signature = kept[-1]
+                since = time - last_kf_time
+                if since < settings.min_gap or not (pending_cut or since >= settings.max_gap):
+                    continue
+                pending_cut = False
+                if signature_distance(signature, last_kf_signature) <= settings.duplicate_threshold:
+                    continue  # back to what the last keyframe shows
+            kept.append((time, _frame_image(frame, draft_side), signature))
+        if not kept:
+            raise MediaDecodeError(
+                "no frame could be decoded" + (f" ({'; '.join(warnings)})" if warnings else "")
+            )
+    finally:
+        container.close()
+    duration = max(duration, last_time)
+    keyframes = [
+        Keyframe(
+            time=time,
+            start=0.0 if index == 0 else time,
+            end=kept[index + 1][0] if index + 1 < len(kept) else duration,
+            image=image,
+        )
+        for index, (time, image, _) in enumerate(kept)
+    ]
+    if rotation in (90, 270):
+        width, height = height, width
+    return VideoKeyframes(keyframes, duration, width, height, frames, warnings)
+
+
+def frame_at(path: Path, seconds: float, short_side: int = 512) -> Image.Image:
+    """The frame shown at `seconds` (RGB, display orientation), for thumbnails."""
+    container = _open(path)
+    try:
+        stream = _video_stream(container)
+        stream.thread_type = "AUTO"
+        target = max(0.0, seconds)
+        if target > 0 and stream.time_base is not None:
+            container.seek(int(target / stream.time_base), stream=stream, backward=True)
+        chosen = None
+        for frame in _decoded_frames(container, stream, []):
+            chosen = frame
+            if frame.time is None or frame.time >= target - 1e-3:
+                break
+        if chosen is None:
+            raise MediaDecodeError(f"no frame decodes at {seconds:.2f} s")
+        return _frame_image(chosen, short_side)
+    finally:
+        container.close()
+
+
+def sniff_video_mime(header: bytes) -> str | None:
+    import filetype
+
+    kind = filetype.guess(header)
+    return kind.mime if kind is not None and kind.mime in VIDEO_MIME_TYPES else None
