@@ -100,6 +100,11 @@ def index(
         for path, reason in report.failed:
             table.add_row(path, reason)
         console.print(table)
+    if report.warnings:
+        table = Table("file", "skipped", title=f"{len(report.warnings)} file(s) indexed in part")
+        for path, note in report.warnings:
+            table.add_row(path, note)
+        console.print(table)
 
 
 def format_timestamp(seconds: float) -> str:
@@ -121,6 +126,8 @@ def _report_json(report: Any) -> dict[str, Any]:
         "duplicates": report.duplicates,
         "ignored": report.ignored,
         "failed": [{"path": p, "reason": r} for p, r in report.failed],
+        "warnings": [{"path": p, "skipped": w} for p, w in report.warnings],
+        "segments": report.segments,
         "seconds": report.times.__dict__,
     }
 

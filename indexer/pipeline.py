@@ -178,6 +178,8 @@ class Indexer:
                 )
             ]
             report.segments += len(segments)
+            if decoded.error:
+                report.warnings.append((c.uri, decoded.error))
             writer.add(item, segments, replaces=c.existed)
             if c.existed:
                 report.updated += 1

@@ -26,6 +26,8 @@ class IndexReport:
     ignored: int = 0  # files that are not media
     segments: int = 0  # vectors written (one per image, one per video keyframe)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # Indexed, but not whole: (path, what was skipped), e.g. corrupt packets in a video.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
 
     @property

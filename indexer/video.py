@@ -130,11 +130,25 @@ Signature = tuple[np.ndarray, np.ndarray]  # colour histogram, grey thumbnail
 
 
 def _signature(pixels: np.ndarray) -> Signature:
-    """A frame's colour distribution and coarse layout, from a tiny RGB thumbnail."""
+    """A frame's colour distribution and coarse layout, from a tiny RGB thumbnail.
+
+    The 4×4×4 colour histogram is soft-binned (each value shares its weight between the
+    two nearest bins), so a slow fade does not jump bins and look like a cut."""
     small = pixels.astype(np.float32)
-    bins = (small // 64).astype(np.int32)  # 4 levels per channel
-    codes = bins[..., 0] * 16 + bins[..., 1] * 4 + bins[..., 2]
-    histogram = np.bincount(codes.ravel(), minlength=64).astype(np.float32)
+    position = np.clip(small / 64.0 - 0.5, 0.0, 3.0)  # bin centres at 32, 96, 160, 224
+    low = np.minimum(position.astype(np.int32), 2)
+    high_weight = position - low
+    histogram = np.zeros(64, np.float32)
+    for r in (0, 1):
+        for g in (0, 1):
+            for b in (0, 1):
+                weight = (
+                    (high_weight[..., 0] if r else 1 - high_weight[..., 0])
+                    * (high_weight[..., 1] if g else 1 - high_weight[..., 1])
+                    * (high_weight[..., 2] if b else 1 - high_weight[..., 2])
+                )
+                codes = (low[..., 0] + r) * 16 + (low[..., 1] + g) * 4 + (low[..., 2] + b)
+                histogram += np.bincount(codes.ravel(), weights=weight.ravel(), minlength=64)
     return histogram / histogram.sum(), small.mean(axis=2) / 255.0
 
 
