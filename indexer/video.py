@@ -2,8 +2,8 @@
 
 Frames are decoded as a stream (memory stays bounded by the kept keyframes, not by
 the video's length). Non-reference frames are skipped by the decoder, since sampling
-a few frames per second never needs them. Every `sample_interval` seconds a frame is
-reduced to a 16×16 thumbnail by the scaler and compared with the previous one; only
+a few frames per second never needs them. Every `sample_interval` seconds 16×16
+points of a frame are read from its planes and compared with the previous ones; only
 keyframes are converted to RGB at model size. A frame becomes a keyframe when:
   - it is the first one;
   - its content differs from the previous analysed frame by more than
@@ -129,6 +129,31 @@ def _frame_image(frame: Any, short_side: int) -> Image.Image:
 Signature = tuple[np.ndarray, np.ndarray]  # colour histogram, grey thumbnail
 
 
+def _plane(frame: Any, index: int) -> np.ndarray:
+    plane = frame.planes[index]
+    rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+    return rows[: plane.height, : plane.width]
+
+
+def _thumbnail(frame: Any) -> np.ndarray:
+    """SIGNATURE_SIDE² pixels of a frame, three channels (YUV or RGB, the same for a
+    whole video). For 8-bit 4:2:0 frames, points are read straight from the planes: the
+    scaler would cost more than decoding the frame."""
+    if frame.format.name in ("yuv420p", "yuvj420p"):
+        luma = _plane(frame, 0)
+        rows = np.linspace(0, luma.shape[0] - 1, SIGNATURE_SIDE).astype(np.intp)
+        cols = np.linspace(0, luma.shape[1] - 1, SIGNATURE_SIDE).astype(np.intp)
+        return np.stack(
+            [
+                luma[np.ix_(rows, cols)],
+                _plane(frame, 1)[np.ix_(rows // 2, cols // 2)],
+                _plane(frame, 2)[np.ix_(rows // 2, cols // 2)],
+            ],
+            axis=-1,
+        )
+    return frame.to_ndarray(width=SIGNATURE_SIDE, height=SIGNATURE_SIDE, format="rgb24")
+
+
 def _signature(pixels: np.ndarray) -> Signature:
     """A frame's colour distribution and coarse layout, from a tiny RGB thumbnail.
 
@@ -220,9 +245,7 @@ def extract_keyframes(
             if time < next_analysis:
                 continue
             next_analysis = time + settings.sample_interval
-            signature = _signature(
-                frame.to_ndarray(width=SIGNATURE_SIDE, height=SIGNATURE_SIDE, format="rgb24")
-            )
+            signature = _signature(_thumbnail(frame))
             if (
                 previous is not None
                 and signature_distance(signature, previous) > settings.shot_threshold
