@@ -63,3 +63,26 @@ def test_upserts_are_idempotent(engine):
         engine.store.upsert_items([record])
     assert engine.store.count_items() == 1
     assert engine.store.segments_table("image-text").num_rows == 1
+
+
+def test_a_format_1_store_is_migrated_in_place(engine):
+    engine.ensure_space()
+    engine.store.upsert_items([ItemRecord("a", "/x/a.jpg", "image", "/x", content_hash="h")])
+    db = lancedb.connect(engine.store.path / "lance")
+    # What the first release wrote: no duration column, format 1.
+    db.open_table("items").drop_columns(["duration"])
+    db.open_table("meta").update(where="key = 'format'", values={"value": "1"})
+
+    migrated = Store(engine.store.path)
+    assert "duration" in db.open_table("items").schema.names
+    assert migrated.item("a").uri == "/x/a.jpg" and migrated.item("a").duration is None
+    assert db.open_table("meta").to_pandas().set_index("key").loc["format", "value"] == "2"
+
+
+def test_a_store_from_a_newer_release_is_refused(engine):
+    from search import StoreError
+
+    db = lancedb.connect(engine.store.path / "lance")
+    db.open_table("meta").update(where="key = 'format'", values={"value": "99"})
+    with pytest.raises(StoreError, match="newer xmodal"):
+        Store(engine.store.path)
