@@ -45,6 +45,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _common import CpuMeter, fresh_dir  # noqa: E402  (bench/ is the script folder)
+
 BENCH_DATA = REPO / "bench-data"
 ARCH = "ViT-B-32"
 GENERATOR_VERSION = 2  # bump when synth_photo changes, so cached folders are rebuilt
@@ -172,48 +174,6 @@ def random_checkpoint(seed: int) -> Path:
 
 
 # -- measurements --------------------------------------------------------------
-class CpuMeter:
-    """CPU seconds used by this process and by everything else on the machine.
-
-    The benchmark is only meaningful on an otherwise idle machine: other processes'
-    CPU time (from /proc/stat, Linux only) is reported for every phase.
-    """
-
-    def __init__(self) -> None:
-        self.wall = time.perf_counter()
-        self.own = _own_cpu()
-        self.machine = _machine_busy()
-
-    def stop(self) -> dict[str, float]:
-        wall = time.perf_counter() - self.wall
-        own = _own_cpu() - self.own
-        machine = _machine_busy() - self.machine if self.machine is not None else float("nan")
-        foreign = max(0.0, machine - own)
-        cpus = os.cpu_count() or 1
-        return {
-            "wall": wall,
-            "own": own,
-            "foreign": foreign,
-            "foreign_share": foreign / (wall * cpus),
-        }
-
-
-def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _machine_busy() -> float | None:
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class TimingProgress:
     """A Progress that timestamps every advance (batch completions)."""
@@ -325,13 +285,6 @@ def index_run(label: str, engine, folder: Path, options) -> RunResult:
     if report.failed:
         raise SystemExit(f"{label}: {len(report.failed)} files failed, e.g. {report.failed[0]}")
     return RunResult(label, report, progress, cpu["wall"], cpu, meter.wall)
-
-
-def fresh_dir(path: Path) -> Path:
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
 
 
 # -- main ------------------------------------------------------------------------

@@ -43,6 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _common import CpuMeter, fresh_dir  # noqa: E402  (bench/ is the script folder)
+
 BENCH_DATA = REPO / "bench-data"
 GENERATOR_VERSION = 2  # bump when the clip's content changes, so cached clips are rebuilt
 
@@ -137,42 +139,6 @@ def make_clip(seconds: float, fps: int, width: int, height: int, seed: int) -> P
 
 
 # -- measurements ------------------------------------------------------------------------
-class CpuMeter:
-    """Wall time, this process's CPU time and other processes' CPU time (/proc/stat)."""
-
-    def __init__(self) -> None:
-        self.wall = time.perf_counter()
-        self.own = _own_cpu()
-        self.machine = _machine_busy()
-
-    def stop(self) -> dict[str, float]:
-        wall = time.perf_counter() - self.wall
-        own = _own_cpu() - self.own
-        end = _machine_busy()
-        machine = end - self.machine if end is not None and self.machine is not None else 0.0
-        foreign = max(0.0, machine - own)
-        return {
-            "wall": wall,
-            "own": own,
-            "foreign_share": foreign / (wall * (os.cpu_count() or 1)),
-        }
-
-
-def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _machine_busy() -> float | None:
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class ClipInfo:
     frames: int
@@ -228,13 +194,6 @@ def plain_decode(path: Path, thread_type: str = "AUTO") -> DecodeRun:
         for _ in container.decode(stream):
             frames += 1
     return DecodeRun(frames, meter.stop())
-
-
-def fresh_dir(path: Path) -> Path:
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
 
 
 def place_clip(clip: Path, folder: Path) -> Path:

@@ -1,0 +1,57 @@
+"""Shared by the benchmarks: CPU accounting per phase, scratch folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+
+class CpuMeter:
+    """Wall time, this process's CPU time and other processes' CPU time.
+
+    A benchmark is only meaningful on an otherwise idle machine: other processes' CPU
+    time (from /proc/stat, Linux only) is reported for every phase.
+    """
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.own = _own_cpu()
+        self.machine = _machine_busy()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.wall
+        own = _own_cpu() - self.own
+        end = _machine_busy()
+        machine = end - self.machine if end is not None and self.machine is not None else own
+        foreign = max(0.0, machine - own)
+        return {
+            "wall": wall,
+            "own": own,
+            "foreign": foreign,
+            "foreign_share": foreign / (wall * (os.cpu_count() or 1)),
+        }
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _machine_busy() -> float | None:
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def fresh_dir(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
