@@ -76,9 +76,10 @@ def _decode_video(result: Decoded, encoder: ImageTextEncoder, options: DecodeOpt
         options.keyframes,
         options.video_limits,
         draft_side=min(encoder.input_size),
+        prepare=encoder.prepare_image,
     )
     result.width, result.height, result.duration = video.width, video.height, video.duration
-    result.prepared = [encoder.prepare_image(k.image) for k in video.keyframes]
+    result.prepared = [k.prepared for k in video.keyframes if k.prepared is not None]
     result.spans = [(k.start, k.end) for k in video.keyframes]
     result.error = "; ".join(video.warnings)
 

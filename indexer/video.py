@@ -17,7 +17,7 @@ ends with the video.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,10 @@ class Keyframe:
     time: float  # seconds, presentation time of the frame
     start: float  # span owned by this keyframe, seconds
     end: float
-    image: Image.Image  # RGB, display orientation, short side about `draft_side`
+    image: Image.Image | None  # RGB, display orientation, short side about `draft_side`
+    prepared: np.ndarray | None = (
+        None  # the model input, when extract_keyframes was given `prepare`
+    )
 
 
 @dataclass
@@ -206,8 +209,13 @@ def extract_keyframes(
     settings: KeyframeSettings = KeyframeSettings(),
     limits: VideoLimits = VideoLimits(),
     draft_side: int = 224,
+    prepare: Callable[[Image.Image], np.ndarray] | None = None,
 ) -> VideoKeyframes:
-    """Keyframes of a video file. Raises MediaDecodeError when nothing usable decodes."""
+    """Keyframes of a video file. Raises MediaDecodeError when nothing usable decodes.
+
+    With `prepare` (an encoder's prepare_image), each keyframe is turned into the model
+    input as soon as it is taken and its picture dropped: what a long video keeps in
+    memory is then one model input per keyframe."""
     container = _open(path)
     try:
         stream = _video_stream(container)
@@ -224,7 +232,7 @@ def extract_keyframes(
         stream.thread_type = "AUTO"
         stream.codec_context.skip_frame = "NONREF"  # sampling never needs B-frames
         warnings: list[str] = []
-        kept: list[tuple[float, Image.Image, Signature]] = []
+        kept: list[tuple[float, Image.Image | np.ndarray, Signature]] = []
         previous: Signature | None = None  # of the last analysed frame
         next_analysis = -math.inf
         pending_cut = False
@@ -260,7 +268,8 @@ def extract_keyframes(
                 pending_cut = False
                 if signature_distance(signature, last_kf_signature) <= settings.duplicate_threshold:
                     continue  # back to what the last keyframe shows
-            kept.append((time, _frame_image(frame, draft_side), signature))
+            picture = _frame_image(frame, draft_side)
+            kept.append((time, prepare(picture) if prepare else picture, signature))
         if not kept:
             raise MediaDecodeError(
                 "no frame could be decoded" + (f" ({'; '.join(warnings)})" if warnings else "")
@@ -273,9 +282,10 @@ def extract_keyframes(
             time=time,
             start=0.0 if index == 0 else time,
             end=kept[index + 1][0] if index + 1 < len(kept) else duration,
-            image=image,
+            image=None if prepare else picture,  # type: ignore[arg-type]
+            prepared=picture if prepare else None,  # type: ignore[arg-type]
         )
-        for index, (time, image, _) in enumerate(kept)
+        for index, (time, picture, _) in enumerate(kept)
     ]
     if rotation in (90, 270):
         width, height = height, width

@@ -215,10 +215,17 @@ def test_limits_are_settings(tmp_path, engine):
 
 
 def test_variable_frame_rate_keeps_true_timestamps(tmp_path):
+    # Red 2 s, blue 3 s, green 1.5 s, frames 33 ms to 1 s apart: cuts at exactly 2.0 and 5.0.
     path = videos.write_vfr_video(tmp_path / "vfr.mkv")
-    result = extract_keyframes(path)
-    assert result.keyframes and result.duration > 0
-    assert all(k.start < k.end for k in result.keyframes)
+    written = set(videos.vfr_frame_times(videos.default_vfr_shots()))
+    settings = KeyframeSettings()
+    result = extract_keyframes(path, settings)
+    cuts = [k.start for k in result.keyframes]
+    assert len(cuts) == 3 and cuts[0] == 0.0
+    for found, true in zip(cuts[1:], (2.0, 5.0), strict=True):
+        assert true <= found <= true + settings.sample_interval
+    assert all(round(k.time, 3) in written for k in result.keyframes)  # real frame times
+    assert result.duration == pytest.approx(6.5, abs=0.05)
 
 
 @pytest.mark.parametrize("rotation", [90, -90, 180])
