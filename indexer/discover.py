@@ -14,6 +14,7 @@ from search.store import INDEXED, Store
 from .video import VIDEO_EXTENSIONS, sniff_video_mime
 
 SNIFF_BYTES = 262  # enough for every signature filetype knows
+DIFF_COLUMNS = ["id", "uri", "root", "bytes", "mtime_ns", "content_hash", "status"]
 
 
 @dataclass
@@ -87,8 +88,11 @@ def plan_run(paths: Iterable[str | Path], store: Store) -> Plan:
     roots = resolve_roots(paths)
     plan = Plan(roots=[str(r) for r in roots])
     seen: set[str] = set()
+    # Diff by location against every item, whichever root it was first indexed under,
+    # so indexing one file of an indexed folder does not embed it again.
+    by_uri = {row["uri"]: row for row in store.items_table(DIFF_COLUMNS).to_pylist()}
     for root in roots:
-        known = {row["uri"]: row for row in store.items_under(str(root)).to_pylist()}
+        known = {uri: row for uri, row in by_uri.items() if row["root"] == str(root)}
         files = [root] if root.is_file() else walk_files(root)
         found: set[str] = set()
         for path in files:
@@ -105,7 +109,7 @@ def plan_run(paths: Iterable[str | Path], store: Store) -> Plan:
                 continue  # vanished while walking
             seen.add(uri)
             found.add(uri)
-            row = known.get(uri)
+            row = by_uri.get(uri)
             indexed = row is not None and row["status"] == INDEXED
             if (
                 row is not None
@@ -118,7 +122,7 @@ def plan_run(paths: Iterable[str | Path], store: Store) -> Plan:
             plan.to_index.append(
                 Candidate(
                     path=path,
-                    root=str(root),
+                    root=row["root"] if row else str(root),  # the first root keeps its items
                     kind=kind,
                     bytes=stat.st_size,
                     mtime_ns=stat.st_mtime_ns,

@@ -49,10 +49,9 @@ class Engine:
         self.max_moments = max_moments
         self._index = ExactIndex(store, IMAGE_TEXT)
         self._space_known = False
-        existing = store.space(IMAGE_TEXT)
-        if existing is not None:
+        if store.space(IMAGE_TEXT) is not None:
             # Refuse a different model before any work is done with it.
-            self._check_model(existing)
+            self.ensure_space()
 
     @classmethod
     def open(
@@ -68,11 +67,6 @@ class Engine:
         return cls(store, encoder, **options)
 
     # -- space binding ---------------------------------------------------
-    def _check_model(self, space: SpaceRecord) -> None:
-        self.store.bind_space(
-            space.name, self.encoder.spec, self.encoder.identity, self.encoder.dim
-        )
-
     def ensure_space(self) -> SpaceRecord:
         """Create the image-text space for this encoder, or check it matches."""
         return self.store.bind_space(

@@ -175,17 +175,6 @@ class Store:
         table = self._items.to_arrow()
         return table.select(list(columns)) if columns else table
 
-    def items_under(self, root: str) -> pa.Table:
-        """Rows of items found under an indexed root: what an incremental run diffs against."""
-        columns = ["id", "uri", "bytes", "mtime_ns", "content_hash", "status"]
-        return (
-            self._items.search()
-            .where(f"root = {sql_quote(root)}")
-            .select(columns)
-            .limit(None)
-            .to_arrow()
-        )
-
     def upsert_items(self, records: Sequence[ItemRecord]) -> None:
         if not records:
             return

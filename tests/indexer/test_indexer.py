@@ -186,3 +186,13 @@ def test_metadata_from_a_file_is_stored_and_updated(engine, make_image, tmp_path
     meta.write_text("file,category,price\nlib/a.jpg,boots,60\n")
     index_paths(engine, [lib], metadata=read_metadata_file(meta))
     assert engine.store.item(item_id_for(str(a))).metadata == {"category": "boots", "price": 60}
+
+
+def test_indexing_one_file_of_an_indexed_folder_changes_nothing(engine, make_image, tmp_path):
+    lib = tmp_path / "lib"
+    paths = [make_image(lib / f"{i}.jpg") for i in range(3)]
+    index_paths(engine, [lib])
+    report = index_paths(engine, [paths[1]])
+    assert (report.indexed, report.updated, report.unchanged, report.removed) == (0, 0, 1, 0)
+    paths[1].unlink()
+    assert index_paths(engine, [lib]).removed == 1  # the folder still owns it
