@@ -1,0 +1,95 @@
+"""ANN indexes against exact search on seeded clustered vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from search.ann import choose_index_kind, create_index
+from search.ann.faiss_index import FaissIndex
+
+
+def clustered(n: int, dim: int = 64, clusters: int = 40, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    vectors = centres[rng.integers(clusters, size=n)] + 0.35 * rng.standard_normal((n, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def index_for(kind: str, vectors: np.ndarray, labels: np.ndarray):
+    """An index over `vectors`; IVF-PQ re-ranks on them, as on the store's vectors."""
+    position = {int(label): row for row, label in enumerate(labels)}
+
+    def full_vectors(found: np.ndarray) -> np.ndarray:
+        return vectors[[position[int(label)] for label in found]]
+
+    overrides = {"pq_m": 16, "nlist": 64} if kind == "ivfpq" else {}
+    index = create_index(kind, vectors.shape[1], full_vectors=full_vectors, **overrides)
+    index.add(vectors, labels)
+    return index
+
+
+def exact_top(vectors, labels, queries, k, allowed=None):
+    scores = queries @ vectors.T
+    if allowed is not None:
+        scores[:, ~np.isin(labels, allowed)] = -np.inf
+    order = np.argsort(-scores, axis=1)[:, :k]
+    return labels[order]
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(
+        np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    vectors = clustered(6000)
+    labels = np.arange(10_000, 16_000, dtype=np.int64)  # labels need not be positions
+    queries = clustered(50, seed=1)
+    return vectors, labels, queries
+
+
+@pytest.mark.parametrize(("kind", "minimum"), [("flat", 1.0), ("hnsw", 0.9), ("ivfpq", 0.9)])
+def test_recall_against_exact(data, kind, minimum):
+    vectors, labels, queries = data
+    index = index_for(kind, vectors, labels)
+    assert len(index) == len(vectors)
+    _, found = index.search(queries, 10)
+    assert recall(found, exact_top(vectors, labels, queries, 10)) >= minimum
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+def test_filter_and_removal_are_honoured(data, kind):
+    vectors, labels, queries = data
+    index = index_for(kind, vectors, labels)
+    allowed = labels[::7]
+    _, found = index.search(queries, 10, allowed=allowed)
+    assert set(found.ravel()) <= set(allowed.tolist())
+    assert recall(found, exact_top(vectors, labels, queries, 10, allowed)) >= 0.8
+    removed = found[:, 0]
+    index.remove(removed)
+    _, after = index.search(queries, 10)
+    assert not set(after.ravel()) & set(removed.tolist())
+    assert len(index) == len(vectors) - len(set(removed.tolist()))
+
+
+def test_save_and_load_give_the_same_answers(data, tmp_path):
+    vectors, labels, queries = data
+    index = create_index("hnsw", 64)
+    index.add(vectors, labels)
+    index.remove(labels[:5])
+    index.save(tmp_path / "space.faiss")
+    loaded = FaissIndex.load(tmp_path / "space.faiss")
+    assert np.array_equal(index.search(queries, 10)[1], loaded.search(queries, 10)[1])
+    assert len(loaded) == len(index)
+
+
+def test_kind_follows_collection_size():
+    assert [choose_index_kind(n) for n in (10, 100_000, 1_000_000, 50_000_000)] == [
+        "flat",
+        "flat",
+        "hnsw",
+        "ivfpq",
+    ]
