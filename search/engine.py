@@ -6,7 +6,9 @@ result = engine.search_text("a red bicycle", k=5)
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ class Engine:
         max_k: int = 1000,
         moment_margin: float = 0.03,
         max_moments: int = 3,
+        text_cache_size: int = 4096,
     ):
         self.store = store
         self.encoder = encoder
@@ -47,6 +50,9 @@ class Engine:
         self.max_k = max_k
         self.moment_margin = moment_margin  # cosine below an item's best that still makes a moment
         self.max_moments = max_moments
+        self.text_cache_size = text_cache_size
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_lock = threading.Lock()
         self._index = ExactIndex(store, IMAGE_TEXT)
         self._space_known = False
         if store.space(IMAGE_TEXT) is not None:
@@ -89,7 +95,7 @@ class Engine:
         if len(text) > MAX_TEXT_CHARS:
             raise InvalidQueryError(f"text query longer than {MAX_TEXT_CHARS} characters")
         self._check_page(k, offset)
-        vector = self.encoder.encode_texts([text])[0]
+        vector = self._text_vector(text)
         return self._search(vector, k, offset, Query(filter, kinds), started)
 
     def search_image(
@@ -156,6 +162,21 @@ class Engine:
         return self.store.item(item_id)
 
     # -- internals -------------------------------------------------------
+    def _text_vector(self, text: str) -> np.ndarray:
+        """The text tower's output, from an LRU cache: repeated queries skip the model."""
+        with self._text_lock:
+            cached = self._text_cache.get(text)
+            if cached is not None:
+                self._text_cache.move_to_end(text)
+                return cached
+        vector = self.encoder.encode_texts([text])[0]
+        vector.setflags(write=False)
+        with self._text_lock:
+            self._text_cache[text] = vector
+            while len(self._text_cache) > self.text_cache_size:
+                self._text_cache.popitem(last=False)
+        return vector
+
     def _check_page(self, k: int, offset: int) -> None:
         if not 1 <= k <= self.max_k:
             raise InvalidQueryError(f"k must be between 1 and {self.max_k}")

@@ -128,3 +128,16 @@ def test_list_valued_metadata_matches_any_element(engine, make_image, tmp_path):
     assert uris({"tags": "red"}) == {str(paths[0]), str(paths[2])}
     assert uris({"tags": {"$in": ["sale", "blue"]}}) == {str(paths[0]), str(paths[1])}
     assert uris({"tags": {"$ne": "red"}}) == {str(paths[1])}
+
+
+def test_repeated_text_queries_reuse_the_text_embedding(engine, library, monkeypatch):
+    calls = []
+    real = engine.encoder.encode_texts
+    monkeypatch.setattr(
+        engine.encoder, "encode_texts", lambda texts: calls.append(texts) or real(texts)
+    )
+    first = engine.search_text("a photo", k=3)
+    second = engine.search_text("a photo", k=3, offset=1)
+    engine.search_text("another photo", k=3)
+    assert calls == [["a photo"], ["another photo"]]
+    assert [h.item.id for h in second.hits][:2] == [h.item.id for h in first.hits][1:3]
