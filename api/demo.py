@@ -45,7 +45,7 @@ def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) ->
         f"""-d '{{"item_id": "{first}", "k": 3, "filter": {{"colours": "red"}}}}'"""
     )
     example = sorted(library.glob("*.jpg"))[0]
-    print(f"  curl -s -F file=@{example} {base}/search/image")
+    print(f"  curl -s -F file=@{example} {base}/search/image", flush=True)
     if serve:
         import uvicorn
 
