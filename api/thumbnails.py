@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from pathlib import Path
 
 from indexer.video import frame_at
@@ -20,7 +19,6 @@ class ThumbnailCache:
         self.directory = directory
         self.size = size
         self.limits = limits
-        self._lock = threading.Lock()
 
     def path_for(self, item: ItemRecord, seconds: float | None = None) -> Path:
         """The cached JPEG for an item (keyed by content, so an edited file gets a new one).
