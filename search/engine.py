@@ -96,7 +96,7 @@ class Engine:
             raise InvalidQueryError(f"text query longer than {MAX_TEXT_CHARS} characters")
         self._check_page(k, offset)
         vector = self._text_vector(text)
-        return self._search(vector, k, offset, Query(filter, kinds), started)
+        return self._search(vector, k, offset, Query(filter, kinds), started, time.perf_counter())
 
     def search_image(
         self,
@@ -114,7 +114,7 @@ class Engine:
         else:
             pil = decode_image(image, self.limits, draft_to=self.encoder.input_size).image
         vector = self.encoder.encode_images([pil])[0]
-        return self._search(vector, k, offset, Query(filter, kinds), started)
+        return self._search(vector, k, offset, Query(filter, kinds), started, time.perf_counter())
 
     def search_similar(
         self,
@@ -140,7 +140,7 @@ class Engine:
         query = vectors.mean(axis=0)
         query /= np.linalg.norm(query) or 1.0
         return self._rank(
-            snapshot, query, k, offset, Query(filter, kinds), started, exclude_code=code
+            snapshot, query, k, offset, Query(filter, kinds), started, started, exclude_code=code
         )
 
     def search_vector(
@@ -154,9 +154,8 @@ class Engine:
         """Query by a precomputed unit vector of the image-text space."""
         started = time.perf_counter()
         self._check_page(k, offset)
-        return self._search(
-            np.asarray(vector, np.float32), k, offset, Query(filter, kinds), started
-        )
+        query = np.asarray(vector, np.float32)
+        return self._search(query, k, offset, Query(filter, kinds), started, started)
 
     def item(self, item_id: str):
         return self.store.item(item_id)
@@ -198,12 +197,13 @@ class Engine:
         offset: int,
         query: Query,
         started: float,
+        encoded: float,
     ) -> SearchResult:
         snapshot = self._snapshot()
         if snapshot is None:
             query.validate()
             return SearchResult([], _ms_since(started))
-        return self._rank(snapshot, vector, k, offset, query, started)
+        return self._rank(snapshot, vector, k, offset, query, started, encoded)
 
     def _rank(
         self,
@@ -213,10 +213,12 @@ class Engine:
         offset: int,
         query: Query,
         started: float,
+        encoded: float,
         exclude_code: int | None = None,
     ) -> SearchResult:
         mask = query.mask(snapshot)
         ranked = snapshot.rank(vector, k, offset, mask, exclude_code)
+        ranked_at = time.perf_counter()
         records = snapshot.records([r.item_code for r in ranked])
         hits = []
         for record, r in zip(records, ranked, strict=True):
@@ -225,7 +227,13 @@ class Engine:
             else:
                 segments = self._moments(snapshot, r.item_code, vector)
             hits.append(Hit(record, r.score, segments))
-        return SearchResult(hits, _ms_since(started))
+        done = time.perf_counter()
+        timings = {
+            "encode": (encoded - started) * 1000.0,
+            "search": (ranked_at - encoded) * 1000.0,
+            "fetch": (done - ranked_at) * 1000.0,
+        }
+        return SearchResult(hits, _ms_since(started), timings)
 
     @staticmethod
     def _segment_hits(snapshot: SpaceSnapshot, ranked: RankedItem) -> list[SegmentHit]:

@@ -26,3 +26,6 @@ class Hit:
 class SearchResult:
     hits: list[Hit]
     took_ms: float
+    # Milliseconds per stage: "encode" (decode and embed the query), "search" (rank the
+    # space, refreshing its snapshot if the store changed), "fetch" (build the hits).
+    timings: dict[str, float] = field(default_factory=dict)

@@ -135,3 +135,11 @@ def test_health_and_openapi(client, engine):
         "get_media",
         "health",
     } <= operations
+
+
+def test_search_reports_its_time_split_in_server_timing(client, indexed):
+    response = client.post("/search", json={"text": "a photo", "k": 2})
+    parts = dict(part.split(";dur=") for part in response.headers["server-timing"].split(", "))
+    assert set(parts) == {"encode", "search", "fetch"}
+    assert all(float(value) >= 0 for value in parts.values())
+    assert sum(float(v) for v in parts.values()) <= response.json()["took_ms"] + 0.5
