@@ -1,0 +1,209 @@
+"""Search latency over HTTP: a bounded load generator against `xmodal serve` on 127.0.0.1.
+
+    .venv/bin/python bench/api_latency.py                       # 20k items, 1/8/50 clients
+    .venv/bin/python bench/api_latency.py --items 200000 --requests 1000
+
+Builds a store of --items seeded clustered vectors through the store's write path in
+the image-text space of `xmodal-ref` (so text queries embed for real), starts
+`xmodal serve` on a free loopback port, and for each concurrency level sends a fixed
+number of `POST /search` requests from that many client threads (keep-alive
+connections): by item id, then by text from a fixed query set. Prints p50/p95/p99
+latency, QPS and errors per level, the saturation QPS, and the server's own split of
+the time (the Server-Timing header: encode, search, fetch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+TEXT_QUERIES = [
+    "a red circle",
+    "a small blue square on the left",
+    "two objects: a green star above a yellow ring",
+    "there is a large white cross",
+    "something purple",
+    "a black triangle at the bottom",
+    "an orange ring in the middle",
+    "a large yellow star on the right",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_store(data: Path, items: int, seed: int) -> list[str]:
+    """Item ids of a store holding `items` clustered unit vectors (one segment each)."""
+    from search import Engine
+    from search.store import ItemRecord, SegmentRecord, segment_id_for
+
+    engine = Engine.open(data, model="xmodal-ref")
+    engine.ensure_space()
+    dim = engine.encoder.dim
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(8, items // 200), dim))
+    ids = [f"{i:016x}" for i in range(items)]
+    for start in range(0, items, 50_000):
+        chunk = ids[start : start + 50_000]
+        vectors = centres[rng.integers(len(centres), size=len(chunk))] + 0.4 * rng.standard_normal(
+            (len(chunk), dim)
+        )
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        engine.store.upsert_segments(
+            "image-text",
+            [
+                SegmentRecord(segment_id_for(i, 0), i, v.astype(np.float32))
+                for i, v in zip(chunk, vectors, strict=True)
+            ],
+        )
+        engine.store.upsert_items(
+            [
+                ItemRecord(i, f"/bench/{i}.jpg", "image", "/bench", metadata={"n": n})
+                for n, i in enumerate(chunk, start)
+            ]
+        )
+    return ids
+
+
+def start_server(data: Path, port: int) -> subprocess.Popen:
+    xmodal = Path(sys.executable).with_name("xmodal")
+    process = subprocess.Popen(
+        [str(xmodal), "serve", "--data", str(data), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)
+    raise SystemExit("the server did not start within 120 s")
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    parts = (item.split(";dur=") for item in header.split(", ") if ";dur=" in item)
+    return {name: float(value) for name, value in parts}
+
+
+def run_level(base: str, bodies: list[dict], clients: int) -> dict:
+    import httpx
+
+    per_client = [bodies[i::clients] for i in range(clients)]
+
+    def client_loop(mine: list[dict]) -> list[tuple[float, int, dict[str, float]]]:
+        results = []
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for body in mine:
+                started = time.perf_counter()
+                try:
+                    response = http.post("/search", json=body)
+                    status = response.status_code
+                    split = parse_server_timing(response.headers.get("server-timing", ""))
+                except httpx.HTTPError:
+                    status, split = 0, {}
+                results.append((time.perf_counter() - started, status, split))
+        return results
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for part in pool.map(client_loop, per_client) for r in part]
+    wall = time.perf_counter() - started
+    latencies = sorted(r[0] * 1000 for r in results)
+    ok = [r for r in results if r[1] == 200]
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
+
+    split = {
+        name: statistics.fmean(r[2].get(name, 0.0) for r in ok) if ok else 0.0
+        for name in ("encode", "search", "fetch")
+    }
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "errors": len(results) - len(ok),
+        "qps": len(results) / wall,
+        "p50": pct(50),
+        "p95": pct(95),
+        "p99": pct(99),
+        "split": split,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--requests", type=int, default=400, help="per concurrency level")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 50])
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    scratch = tempfile.TemporaryDirectory(prefix="xmodal-api-bench-")
+    data = args.data_dir or Path(scratch.name) / "data"
+    started = time.perf_counter()
+    ids = build_store(data, args.items, args.seed)
+    print(f"store: {args.items} items written in {time.perf_counter() - started:.1f} s")
+    port = free_port()
+    server = start_server(data, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        rng = np.random.default_rng(args.seed)
+        by_item = [
+            {"item_id": ids[int(i)], "k": args.k}
+            for i in rng.integers(len(ids), size=args.requests)
+        ]
+        by_text = [
+            {"text": TEXT_QUERIES[i % len(TEXT_QUERIES)], "k": args.k} for i in range(args.requests)
+        ]
+        run_level(base, by_item[:20], 1)  # warm-up: loads the model and the snapshot
+        run_level(base, by_text[:20], 1)
+        for name, bodies in (("by item id", by_item), ("by text", by_text)):
+            print(
+                f"\nPOST /search {name}, {args.items} items, k={args.k}, {args.requests} requests per level"
+            )
+            print(
+                "  clients    p50 ms   p95 ms   p99 ms      QPS  errors   server: encode / search / fetch ms"
+            )
+            rows = [run_level(base, bodies, clients) for clients in args.levels]
+            for r in rows:
+                s = r["split"]
+                print(
+                    f"  {r['clients']:7d}  {r['p50']:8.2f} {r['p95']:8.2f} {r['p99']:8.2f} {r['qps']:8.1f}  {r['errors']:6d}"
+                    f"   {s['encode']:6.2f} / {s['search']:6.2f} / {s['fetch']:6.2f}"
+                )
+            print(f"  saturation: {max(r['qps'] for r in rows):.1f} QPS")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        scratch.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
