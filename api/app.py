@@ -18,13 +18,9 @@ def open_engine(settings: Settings) -> Engine:
         settings.data,
         model=settings.model,
         device=settings.device,
-        limits=image_limits(settings),
+        limits=ImageLimits.from_settings(settings),
         max_k=settings.max_k,
     )
-
-
-def image_limits(settings: Settings) -> ImageLimits:
-    return ImageLimits(settings.max_image_pixels, settings.min_image_side)
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -39,7 +35,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.engine = engine
     app.state.thumbnails = ThumbnailCache(
-        settings.data / "thumbnails", settings.thumbnail_size, image_limits(settings)
+        settings.data / "thumbnails", settings.thumbnail_size, ImageLimits.from_settings(settings)
     )
     install_error_handlers(app)
     app.include_router(search.router)

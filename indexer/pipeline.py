@@ -49,7 +49,7 @@ class IndexOptions:
             write_batch_size=settings.write_batch_size,
             fail_fast=settings.fail_fast,
             decode=DecodeOptions(
-                ImageLimits(settings.max_image_pixels, settings.min_image_side),
+                ImageLimits.from_settings(settings),
                 VideoLimits(settings.max_video_pixels, settings.max_video_seconds),
                 KeyframeSettings(
                     settings.keyframe_interval,

@@ -13,6 +13,7 @@ nested objects). Conditions on several keys must all hold.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -54,9 +55,16 @@ class ItemTable:
     def __init__(self, ids: list[str], fields: pd.DataFrame, metadata_json: list[str]):
         self.ids = np.asarray(ids, dtype=object)
         self.fields = fields.reset_index(drop=True)
-        records = [json.loads(m or "{}") for m in metadata_json]
-        self.metadata = pd.json_normalize(records) if records else pd.DataFrame()
-        self.metadata.index = self.fields.index
+        self._metadata_json = metadata_json
+
+    @cached_property
+    def metadata(self) -> pd.DataFrame:
+        """Metadata keys as columns; parsed on the first filter that needs them, since
+        most queries have none and a store version can hold a million items."""
+        records = [json.loads(m or "{}") for m in self._metadata_json]
+        table = pd.json_normalize(records) if records else pd.DataFrame()
+        table.index = self.fields.index[: len(table)]
+        return table
 
     def matching(self, spec: dict[str, Any]) -> np.ndarray:
         """Boolean mask over items for a validated filter."""

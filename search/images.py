@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import filetype
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -65,6 +66,10 @@ def register_optional_plugins() -> bool:
 class ImageLimits:
     max_pixels: int = 128_000_000  # refuse larger images (decompression bombs)
     min_side: int = 8  # refuse images with a shorter side, in pixels
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ImageLimits:
+        return cls(settings.max_image_pixels, settings.min_image_side)
 
 
 @dataclass

@@ -280,7 +280,9 @@ class Store:
 
     def remove_orphan_segments(self, space: str) -> int:
         """Delete segments whose item row is missing (left by an interrupted run)."""
-        segment_items = set(self._segments(space).to_arrow().column("item_id").to_pylist())
+        # Only the item_id column: reading the whole table would load every vector.
+        item_ids = self._segments(space).search().select(["item_id"]).limit(None).to_arrow()
+        segment_items = set(item_ids.column("item_id").to_pylist())
         known = set(self.items_table(["id"]).column("id").to_pylist())
         orphans = sorted(segment_items - known)
         if orphans:
