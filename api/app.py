@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from search import Engine, Settings
 from search.images import ImageLimits
+from search.space_index import AnnOptions
 
 from . import __version__
 from .errors import install_error_handlers
@@ -20,6 +21,8 @@ def open_engine(settings: Settings) -> Engine:
         device=settings.device,
         limits=ImageLimits.from_settings(settings),
         max_k=settings.max_k,
+        ann=AnnOptions.from_settings(settings),
+        text_batch_wait_ms=settings.text_batch_wait_ms,
     )
 
 

@@ -94,6 +94,7 @@ def index(
     console.print(
         f"stages: discover {t.discover:.1f} s, decode {t.decode:.1f} s (summed over workers), "
         f"encode {t.encode:.1f} s, write {t.write:.1f} s"
+        + (f", {report.index_kind} index {t.index:.1f} s" if report.index_kind != "exact" else "")
     )
     if report.failed:
         table = Table("file", "reason", title=f"{len(report.failed)} file(s) not indexed")
@@ -129,6 +130,7 @@ def _report_json(report: Any) -> dict[str, Any]:
         "warnings": [{"path": p, "skipped": w} for p, w in report.warnings],
         "segments": report.segments,
         "seconds": report.times.__dict__,
+        "index_kind": report.index_kind,
     }
 
 
@@ -195,10 +197,37 @@ def serve(
 
     settings = build_settings(host=host, port=port, data=data, model=model)
     application = create_app(settings)
+    # The model, the vectors and a large index load before the port opens, so the first
+    # requests are not the slow ones.
+    application.state.engine.warm()
     console.print(
         f"serving {settings.data} on http://{settings.host}:{settings.port} (docs: /docs)"
     )
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
+
+
+@app.command()
+def reindex(
+    data: DataOpt = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="auto, exact, flat, hnsw or ivfpq (default: the index_kind setting)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild the vector index of the store from scratch and save it."""
+    settings = build_settings(data=data, index_kind=kind)
+    engine = open_engine(settings)
+    report = engine.index.refresh(save=True, rebuild=True)
+    if as_json:
+        print(json.dumps(report.__dict__, indent=2))
+        return
+    if report.kind == "exact":
+        console.print(f"{report.segments} segments: searched exactly, no index needed")
+        return
+    console.print(
+        f"built a {report.kind} index over {report.segments} segments in {report.seconds:.1f} s"
+    )
 
 
 @app.command()
@@ -210,6 +239,7 @@ def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
     store = Store(settings.data)
     items = store.items_table(["kind", "status"]).to_pandas()
     counts = items.groupby(["kind", "status"]).size().to_dict() if len(items) else {}
+    indexes = {space.name: saved_index_state(store, space.name) for space in store.spaces()}
     summary = {
         "data": str(settings.data),
         "store_format": store.format_version,
@@ -217,6 +247,7 @@ def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
         "items": {f"{kind}/{status}": int(n) for (kind, status), n in counts.items()},
         "roots": store.roots(),
         "spaces": [s.__dict__ for s in store.spaces()],
+        "indexes": {space.name: saved_index_state(store, space.name) for space in store.spaces()},
     }
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -230,8 +261,24 @@ def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
         console.print(
             f"space {space.name}: {space.model_spec} ({space.model_identity}, {space.dim}-d)"
         )
+    for name, state in indexes.items():
+        if state is None:
+            console.print(f"index {name}: none saved (searched exactly, or built on first query)")
+        else:
+            fresh = "up to date" if state["up_to_date"] else "behind the store (synced on load)"
+            console.print(f"index {name}: {state['kind']}, {state['count']} vectors, {fresh}")
     for root in store.roots():
         console.print(f"root: {root}")
+
+
+def saved_index_state(store: Any, space: str) -> dict[str, Any] | None:
+    from search.ann.synced import IndexDirectory
+    from search.space_index import index_root
+
+    state = IndexDirectory(index_root(store.path, space)).state()
+    if state is None:
+        return None
+    return {**state, "up_to_date": state["store_version"] == list(store.version(space))}
 
 
 @app.command("eval")

@@ -125,8 +125,18 @@ class Indexer:
         report.times.write = writer.seconds
         if report.embedded or report.removed or report.failed:
             self.store.compact()
+        self._update_index(report)
         report.times.wall = time.perf_counter() - started
         return report
+
+    def _update_index(self, report: IndexReport) -> None:
+        """Sync and save the ANN index here, so that servers load it instead of building
+        it on their first query; small spaces are searched exactly and need none."""
+        started = time.perf_counter()
+        space_index = self.engine.index
+        if space_index.wanted_kind() != "exact":
+            report.index_kind = space_index.refresh(save=True).kind
+        report.times.index = time.perf_counter() - started
 
     # -- stages ----------------------------------------------------------
     def _decoded(self, candidates: list[Candidate], report: IndexReport) -> Iterator[Decoded]:

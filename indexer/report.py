@@ -13,6 +13,7 @@ class StageTimes:
     decode: float = 0.0
     encode: float = 0.0
     write: float = 0.0
+    index: float = 0.0  # bringing the ANN index up to date and saving it
     wall: float = 0.0
 
 
@@ -29,6 +30,7 @@ class IndexReport:
     # Indexed, but not whole: (path, what was skipped), e.g. corrupt packets in a video.
     warnings: list[tuple[str, str]] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
+    index_kind: str = "exact"  # the vector index queries will use ("exact": none)
 
     @property
     def embedded(self) -> int:

@@ -18,12 +18,14 @@ import numpy as np
 from PIL import Image
 
 from search.encoders import IMAGE_TEXT, ImageTextEncoder, create_encoder
+from search.encoders.batching import TextBatcher
 from search.errors import InvalidQueryError, UnknownItemError
-from search.exact_index import ExactIndex, RankedItem, SpaceSnapshot
+from search.exact_index import RankedItem, SpaceSnapshot
 from search.filters import validate_filter
 from search.hits import Hit, SearchResult, SegmentHit
 from search.images import ImageLimits, decode_image
 from search.settings import DEFAULT_MODEL
+from search.space_index import AnnOptions, RowFilter, SpaceIndex, SpaceView
 from search.store import INDEXED, SpaceRecord, Store
 
 MEDIA_KINDS = frozenset({"image", "video", "audio"})
@@ -43,6 +45,8 @@ class Engine:
         moment_margin: float = 0.03,
         max_moments: int = 3,
         text_cache_size: int = 4096,
+        ann: AnnOptions | None = None,
+        text_batch_wait_ms: float = 0.0,
     ):
         self.store = store
         self.encoder = encoder
@@ -53,7 +57,11 @@ class Engine:
         self.text_cache_size = text_cache_size
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_lock = threading.Lock()
-        self._index = ExactIndex(store, IMAGE_TEXT)
+        # Concurrent text queries share forward passes (bench/text_batching.py).
+        self._text_batcher = TextBatcher(
+            lambda texts: self.encoder.encode_texts(texts), max_wait_ms=text_batch_wait_ms
+        )
+        self.index = SpaceIndex(store, IMAGE_TEXT, ann)
         self._space_known = False
         if store.space(IMAGE_TEXT) is not None:
             # Refuse a different model before any work is done with it.
@@ -127,7 +135,8 @@ class Engine:
         """Items similar to an indexed item, the item itself excluded."""
         started = time.perf_counter()
         self._check_page(k, offset)
-        snapshot = self._snapshot()
+        view = self._view()
+        snapshot = None if view is None else view.snapshot
         if snapshot is None or item_id not in snapshot.code_of:
             item = self.store.item(item_id)  # raises UnknownItemError
             if item.status != INDEXED:
@@ -139,8 +148,9 @@ class Engine:
             raise UnknownItemError(item_id)
         query = vectors.mean(axis=0)
         query /= np.linalg.norm(query) or 1.0
+        assert view is not None
         return self._rank(
-            snapshot, query, k, offset, Query(filter, kinds), started, started, exclude_code=code
+            view, query, k, offset, Query(filter, kinds), started, started, exclude_code=code
         )
 
     def search_vector(
@@ -168,7 +178,7 @@ class Engine:
             if cached is not None:
                 self._text_cache.move_to_end(text)
                 return cached
-        vector = self.encoder.encode_texts([text])[0]
+        vector = self._text_batcher.encode(text)
         vector.setflags(write=False)
         with self._text_lock:
             self._text_cache[text] = vector
@@ -182,13 +192,18 @@ class Engine:
         if offset < 0:
             raise InvalidQueryError("offset must be >= 0")
 
-    def _snapshot(self) -> SpaceSnapshot | None:
-        """The space's vectors as of the store's current version; None before any indexing."""
+    def _view(self) -> SpaceView | None:
+        """The space as of the store's current version; None before any indexing."""
         if not self._space_known:
             if self.store.space(IMAGE_TEXT) is None:
                 return None
             self._space_known = True  # spaces are never removed
-        return self._index.snapshot()
+        return self.index.view()
+
+    def warm(self) -> None:
+        """Load the model and the space's vectors and index now, not on the first query."""
+        self.encoder.load()
+        self._view()
 
     def _search(
         self,
@@ -199,15 +214,15 @@ class Engine:
         started: float,
         encoded: float,
     ) -> SearchResult:
-        snapshot = self._snapshot()
-        if snapshot is None:
+        view = self._view()
+        if view is None:
             query.validate()
             return SearchResult([], _ms_since(started))
-        return self._rank(snapshot, vector, k, offset, query, started, encoded)
+        return self._rank(view, vector, k, offset, query, started, encoded)
 
     def _rank(
         self,
-        snapshot: SpaceSnapshot,
+        view: SpaceView,
         vector: np.ndarray,
         k: int,
         offset: int,
@@ -216,9 +231,9 @@ class Engine:
         encoded: float,
         exclude_code: int | None = None,
     ) -> SearchResult:
-        mask = query.mask(snapshot)
-        ranked = snapshot.rank(vector, k, offset, mask, exclude_code)
+        ranked = view.rank(vector, k, offset, query.rows(view), exclude_code)
         ranked_at = time.perf_counter()
+        snapshot = view.snapshot
         records = snapshot.records([r.item_code for r in ranked])
         hits = []
         for record, r in zip(records, ranked, strict=True):
@@ -288,13 +303,9 @@ class Query:
                 raise InvalidQueryError(f"kinds must be some of {sorted(MEDIA_KINDS)}")
         return validate_filter(self.filter)
 
-    def mask(self, snapshot: SpaceSnapshot) -> np.ndarray | None:
+    def rows(self, view: SpaceView) -> RowFilter | None:
         spec = self.validate()
-        mask = snapshot.items.matching(spec) if spec else None
-        if self.kinds is not None:
-            wanted = snapshot.items.fields["kind"].isin(list(self.kinds)).to_numpy(dtype=bool)
-            mask = wanted if mask is None else mask & wanted
-        return mask
+        return view.row_filter(spec, None if self.kinds is None else tuple(sorted(self.kinds)))
 
 
 def model_for_store(store: Store, requested: str | None) -> str:

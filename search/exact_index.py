@@ -83,11 +83,12 @@ class SpaceSnapshot:
         query: np.ndarray,
         k: int,
         offset: int = 0,
-        item_mask: np.ndarray | None = None,
+        row_mask: np.ndarray | None = None,
         exclude_code: int | None = None,
         segments_per_item: int = 3,
     ) -> list[RankedItem]:
-        """Items ranked by their best segment; returns ranks offset..offset+k."""
+        """Items ranked by their best segment; returns ranks offset..offset+k.
+        `row_mask` (bool per row) keeps only the rows a filter allows."""
         n = len(self)
         if n == 0 or k <= 0:
             return []
@@ -96,8 +97,8 @@ class SpaceSnapshot:
         # queries ran 200x slower than serial ones before this lock).
         with self._score_lock:
             scores = self.vectors @ query.astype(np.float32, copy=False)
-        if item_mask is not None:
-            scores[~item_mask[self.item_codes]] = -np.inf
+        if row_mask is not None:
+            scores[~row_mask] = -np.inf
         if exclude_code is not None:
             scores[self.item_codes == exclude_code] = -np.inf
         needed = offset + k
@@ -106,36 +107,50 @@ class SpaceSnapshot:
             top = np.argpartition(-scores, take - 1)[:take] if take < n else np.arange(n)
             top = top[np.argsort(-scores[top], kind="stable")]
             top = top[np.isfinite(scores[top])]
-            ranked: dict[int, list[int]] = {}
-            for row in top:
-                ranked.setdefault(int(self.item_codes[row]), []).append(int(row))
+            ranked = group_by_item(top, scores[top], self.item_codes)
             if len(ranked) >= needed or take >= n or len(top) < take:
                 break
             take = min(n, take * 4)
-        result = []
-        for code, rows in list(ranked.items())[offset:needed]:
-            best = rows[:segments_per_item]
-            result.append(
-                RankedItem(code, float(scores[rows[0]]), best, [float(scores[r]) for r in best])
-            )
-        return result
+        return page(ranked, offset, needed, segments_per_item)
+
+    def rank_rows(
+        self,
+        query: np.ndarray,
+        rows: np.ndarray,
+        k: int,
+        offset: int = 0,
+        exclude_code: int | None = None,
+        segments_per_item: int = 3,
+    ) -> list[RankedItem]:
+        """Like `rank`, over a subset of rows only (a selective filter's candidates)."""
+        if exclude_code is not None:
+            rows = rows[self.item_codes[rows] != exclude_code]
+        scores = self.vectors[rows] @ query.astype(np.float32, copy=False)
+        order = np.argsort(-scores, kind="stable")
+        ranked = group_by_item(rows[order], scores[order], self.item_codes)
+        return page(ranked, offset, offset + k, segments_per_item)
 
 
-class ExactIndex:
-    """Keeps a SpaceSnapshot in step with the store."""
+Grouped = dict[int, tuple[list[int], list[float]]]
 
-    def __init__(self, store: Store, space: str):
-        self.store = store
-        self.space = space
-        self._snapshot: SpaceSnapshot | None = None
-        self._lock = threading.Lock()
 
-    def snapshot(self) -> SpaceSnapshot:
-        version = self.store.version(self.space)
-        current = self._snapshot
-        if current is not None and current.version == version:
-            return current
-        with self._lock:
-            if self._snapshot is None or self._snapshot.version != version:
-                self._snapshot = SpaceSnapshot(self.store, self.space, version)
-            return self._snapshot
+def group_by_item(rows: np.ndarray, scores: np.ndarray, item_codes: np.ndarray) -> Grouped:
+    """Segment rows (best first) grouped by item, items in order of their best segment."""
+    grouped: Grouped = {}
+    codes = item_codes[rows].tolist()
+    for code, row, score in zip(codes, rows.tolist(), scores.tolist(), strict=True):
+        entry = grouped.get(code)
+        if entry is None:
+            grouped[code] = ([row], [score])
+        else:
+            entry[0].append(row)
+            entry[1].append(score)
+    return grouped
+
+
+def page(grouped: Grouped, offset: int, needed: int, segments_per_item: int) -> list[RankedItem]:
+    """Ranks offset..needed of grouped items, each with its best few segments."""
+    return [
+        RankedItem(code, scores[0], rows[:segments_per_item], scores[:segments_per_item])
+        for code, (rows, scores) in list(grouped.items())[offset:needed]
+    ]

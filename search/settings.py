@@ -72,6 +72,19 @@ class Settings(BaseSettings):
     thumbnail_size: int = Field(default=256, ge=16, le=2048)
     # Largest k (results per page) a query may ask for.
     max_k: int = Field(default=1000, ge=1)
+    # Concurrent text queries share one forward pass; after a pass that had company, the
+    # next waits up to this long for as many (bench/text_batching.py: +25% QPS at 8 clients).
+    text_batch_wait_ms: float = Field(default=1.0, ge=0, le=50)
+    # Vector index: "auto" searches exactly up to `ann_min_segments` segments, then with
+    # HNSW (IVF-PQ past 5M); or one of "exact", "flat", "hnsw", "ivfpq".
+    index_kind: str = "auto"
+    ann_min_segments: int = Field(default=50_000, ge=0)
+    # HNSW candidate list per query: recall against speed (bench/ann.py).
+    ann_ef_search: int = Field(default=128, ge=1)
+    # IVF-PQ cells visited per query.
+    ann_nprobe: int = Field(default=16, ge=1)
+    # Filters leaving at most this many segments are ranked exactly over those segments.
+    ann_exact_filter_below: int = Field(default=20_000, ge=0)
 
     @classmethod
     def settings_customise_sources(

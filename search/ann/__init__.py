@@ -1,10 +1,27 @@
-"""Approximate nearest-neighbour indexes behind one interface (FAISS implementations).
+"""Approximate nearest-neighbour indexes behind one interface.
 
-Groundwork for serving a million vectors: the engine still ranks with its exact
-snapshot (search/exact_index.py) until these are kept in step with the store.
+FAISS (flat, HNSW, IVF-PQ; on GPU with faiss-gpu) for serving, LanceDB's own IVF-PQ
+index as a disk-based alternative. search/space_index.py keeps one in step with the store.
 """
 
+from pathlib import Path
+from typing import Any
+
 from .base import VectorIndex
-from .faiss_index import choose_index_kind, create_index, list_index_kinds
+from .faiss_index import choose_index_kind, list_index_kinds
+from .faiss_index import create_index as create_faiss_index
+
+
+def create_index(kind: str, dim: int, path: Path | None = None, **overrides: Any) -> VectorIndex:
+    """An empty index: "flat", "hnsw", "ivfpq" (FAISS, in memory) or "lancedb" (a LanceDB
+    table at `path`); overrides set the kind's parameters."""
+    if kind == "lancedb":
+        from .lancedb_index import LanceDbIndex, LanceDbParams
+
+        if path is None:
+            raise ValueError("a lancedb index needs a path")
+        return LanceDbIndex(path, dim, LanceDbParams(**overrides))
+    return create_faiss_index(kind, dim, **overrides)
+
 
 __all__ = ["VectorIndex", "choose_index_kind", "create_index", "list_index_kinds"]

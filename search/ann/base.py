@@ -35,8 +35,9 @@ class VectorIndex(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """(q, k) scores and labels, best first; label -1 pads missing results.
 
-        `allowed` (int64 labels) restricts the candidates before ranking, so a filter
-        still yields the k best allowed vectors when there are k of them."""
+        `allowed` (int64 labels, or a bool mask indexed by label) restricts the
+        candidates before ranking, so a filter still yields the k best allowed vectors
+        when there are k of them."""
 
     @abstractmethod
     def save(self, path: Path) -> None: ...

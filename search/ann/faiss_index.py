@@ -39,10 +39,11 @@ class IndexParams:
     ef_construction: int = 80
     ef_search: int = 128  # bench/ann.py: 64 suffices to 100k (0.995), 300k needs 96-128
     nlist: int = 0  # IVF cells; 0: about 4*sqrt(n) at training time
-    pq_m: int = 64  # PQ sub-quantizers (dim must divide)
+    pq_m: int = 0  # PQ sub-quantizers (must divide dim); 0: 8 dims each (64 at 512-d)
     nprobe: int = 16  # past ~8-16 probes recall no longer rises: the PQ error dominates
     refine_factor: int = 16  # IVF-PQ: re-rank this many times k candidates on full vectors
     train_size: int = 0  # IVF-PQ: train on at most this many vectors; 0: 128 per cell
+    use_gpu: bool = True  # search flat and IVF-PQ on the GPU when faiss-gpu sees one
 
 
 def choose_index_kind(count: int) -> str:
@@ -73,8 +74,10 @@ class FaissIndex(VectorIndex):
         self._index = index if index is not None else self._build_empty()
         self._removed: set[int] = set()  # HNSW cannot delete: removed labels are filtered out
         self._removed_selector: Any = None  # built once per change of _removed, not per query
-        self._allowed_key: bytes | None = None
-        self._allowed_selector: Any = None  # the last `allowed` set's selector
+        # (key, selector) of the last `allowed` set: one attribute, so that concurrent
+        # queries never pair one set's key with another set's selector.
+        self._allowed: tuple[bytes, Any] | None = None
+        self._gpu: Any = None  # a GPU copy for unfiltered search, made on first use
 
     def _build_empty(self) -> Any:
         faiss, p = self._faiss, self.params
@@ -92,7 +95,8 @@ class FaissIndex(VectorIndex):
         faiss, p = self._faiss, self.params
         nlist = p.nlist or max(16, int(4 * np.sqrt(len(vectors))))
         quantizer = faiss.IndexFlatIP(p.dim)
-        ivf = faiss.IndexIVFPQ(quantizer, p.dim, nlist, p.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        pq_m = p.pq_m or max(m for m in range(1, max(1, p.dim // 8) + 1) if p.dim % m == 0)
+        ivf = faiss.IndexIVFPQ(quantizer, p.dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
         # k-means costs n_train * nlist * dim per iteration: at 1M x 512 and nlist 4000,
         # training on everything takes many minutes on a small machine; 128 per cell is plenty
         limit = p.train_size or 128 * nlist
@@ -116,6 +120,7 @@ class FaissIndex(VectorIndex):
         labels = np.ascontiguousarray(labels, dtype=np.int64)
         if self._index is None:
             self._index = self._train_ivfpq(vectors)
+        self._gpu = None
         if self._removed:
             self._removed.difference_update(labels.tolist())
             self._removed_selector = None
@@ -125,6 +130,7 @@ class FaissIndex(VectorIndex):
         labels = np.ascontiguousarray(labels, dtype=np.int64)
         if self._index is None or len(labels) == 0:
             return
+        self._gpu = None
         if self.kind == "hnsw":
             self._removed.update(labels.tolist())
             self._removed_selector = None
@@ -147,21 +153,61 @@ class FaissIndex(VectorIndex):
                 self._removed_selector = faiss.IDSelectorNot(batch)
             gone = self._removed_selector
             selector = gone if selector is None else faiss.IDSelectorAnd(selector, gone)
-        params = self._search_params(selector)
-        if self.kind != "ivfpq" or self.full_vectors is None:
-            return self._index.search(queries, k, params=params)
-        _, candidates = self._index.search(queries, k * self.params.refine_factor, params=params)
-        return self._rerank(queries, candidates, k)
+        rerank = self.kind == "ivfpq" and self.full_vectors is not None
+        fetch = k * self.params.refine_factor if rerank else k
+        index = self._index if selector is not None else self._gpu_or_cpu()
+        if index is self._index:
+            scores, found = index.search(queries, fetch, params=self._search_params(selector))
+        else:  # GPU indexes take no search parameters; nprobe is set on the copy
+            scores, found = index.search(queries, fetch)
+        return self._rerank(queries, found, k) if rerank else (scores, found)
 
     def _selector_for(self, allowed: np.ndarray) -> Any:
-        """IDSelectorBatch hashes every allowed label: building it per query cost 40-80%
-        of filtered QPS in bench/ann.py. Reuse it while the same set comes back."""
-        allowed = np.ascontiguousarray(allowed, dtype=np.int64)
-        key = hashlib.blake2b(allowed.tobytes(), digest_size=16).digest()
-        if key != self._allowed_key:
-            self._allowed_selector = self._faiss.IDSelectorBatch(allowed)
-            self._allowed_key = key
-        return self._allowed_selector
+        """A bool mask over labels becomes a bitmap selector (one bit per label, cheap to
+        build); an int64 label array an IDSelectorBatch, which hashes every label: built
+        per query it cost 40-80% of filtered QPS in bench/ann.py, so the last one is kept
+        while the same set comes back."""
+        key = hashlib.blake2b(
+            np.ascontiguousarray(allowed).tobytes(),
+            digest_size=16,
+            person=allowed.dtype.str.encode(),
+        ).digest()
+        cached = self._allowed
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        if allowed.dtype == np.bool_:
+            bits = np.packbits(allowed, bitorder="little")
+            selector = self._faiss.IDSelectorBitmap(len(bits), self._faiss.swig_ptr(bits))  # bytes
+            # FAISS reads the bitmap in place: it must live as long as the selector does,
+            # including in a concurrent query still holding the previous one.
+            selector.bits = bits
+        else:
+            selector = self._faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        self._allowed = (key, selector)
+        return selector
+
+    def _gpu_or_cpu(self) -> Any:
+        """The GPU copy when FAISS has GPU support and a GPU is present (flat and IVF-PQ;
+        FAISS has no GPU HNSW), else the CPU index. Filtered searches stay on the CPU:
+        GPU indexes do not take ID selectors."""
+        faiss = self._faiss
+        if (
+            not self.params.use_gpu
+            or self.kind == "hnsw"
+            or not hasattr(faiss, "StandardGpuResources")
+        ):
+            return self._index
+        if self._gpu is None:
+            if faiss.get_num_gpus() < 1:
+                return self._index
+            options = faiss.GpuMultipleClonerOptions()
+            options.useFloat16 = True  # halves GPU memory; the re-rank restores exact scores
+            self._gpu = faiss.index_cpu_to_all_gpus(self._index, co=options)
+            if self.kind == "ivfpq":
+                faiss.GpuParameterSpace().set_index_parameter(
+                    self._gpu, "nprobe", self.params.nprobe
+                )
+        return self._gpu
 
     def _rerank(
         self, queries: np.ndarray, candidates: np.ndarray, k: int

@@ -228,6 +228,9 @@ class Store:
         for start in range(0, len(item_ids), _ID_CHUNK):
             table.delete(f"item_id IN {_in_list(item_ids[start : start + _ID_CHUNK])}")
 
+    def count_segments(self, space: str) -> int:
+        return int(self._segments(space).count_rows())
+
     def segments_table(self, space: str) -> pa.Table:
         """All segments of a space (ids, spans, vectors) as Arrow."""
         return self._segments(space).to_arrow()

@@ -106,3 +106,30 @@ def test_fail_fast_exits_1(xmodal, library, tiny_spec):
 def test_usage_errors_exit_2(xmodal):
     code, _, _ = xmodal("index", "--no-such-option")
     assert code == 2
+
+
+def test_index_saves_the_ann_index_and_reindex_rebuilds_it(
+    xmodal, library, tiny_spec, make_image, monkeypatch
+):
+    # Past `ann_min_segments` the indexer leaves a saved index behind for servers to load.
+    monkeypatch.setenv("XMODAL_ANN_MIN_SEGMENTS", "2")
+    code, out, _ = xmodal("index", str(library), "--model", tiny_spec, "--json")
+    assert code == 0 and json.loads(out)["index_kind"] == "hnsw"
+    state = json.loads(xmodal("info", "--json")[1])["indexes"]["image-text"]
+    assert state["kind"] == "hnsw" and state["count"] == 4 and state["up_to_date"]
+
+    make_image(library / "new.jpg", seed=40)
+    xmodal("index", str(library))
+    state = json.loads(xmodal("info", "--json")[1])["indexes"]["image-text"]
+    assert state["count"] == 5 and state["up_to_date"]
+    code, out, _ = xmodal("search", "--image", str(library / "new.jpg"), "-k", "1", "--json")
+    assert json.loads(out)["hits"][0]["uri"] == str(library / "new.jpg")
+
+    code, out, _ = xmodal("reindex", "--kind", "flat", "--json")
+    assert code == 0 and json.loads(out)["kind"] == "flat" and json.loads(out)["built"]
+    code, out, _ = xmodal("reindex", "--kind", "bogus")
+    assert code == 2 and "index kind" in out + _
+
+    monkeypatch.setenv("XMODAL_ANN_MIN_SEGMENTS", "50000")
+    code, out, _ = xmodal("reindex")
+    assert code == 0 and "searched exactly" in out

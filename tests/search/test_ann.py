@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -23,7 +25,7 @@ def index_for(kind: str, vectors: np.ndarray, labels: np.ndarray):
     def full_vectors(found: np.ndarray) -> np.ndarray:
         return vectors[[position[int(label)] for label in found]]
 
-    overrides = {"pq_m": 16, "nlist": 64} if kind == "ivfpq" else {}
+    overrides: dict[str, Any] = {"pq_m": 16, "nlist": 64} if kind == "ivfpq" else {}
     index = create_index(kind, vectors.shape[1], full_vectors=full_vectors, **overrides)
     index.add(vectors, labels)
     return index

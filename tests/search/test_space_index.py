@@ -1,0 +1,244 @@
+"""ANN indexes kept in step with the store, through the engine, against exact search."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search import Engine, Store
+from search.ann.synced import IndexDirectory, SyncedIndex, empty_index, segment_keys
+from search.encoders import IMAGE_TEXT
+from search.space_index import AnnOptions, index_root
+from search.store.records import ItemRecord, SegmentRecord, item_id_for, segment_id_for
+from tests.search.test_ann import clustered
+
+DIM = 32
+
+
+class VectorOnlyEncoder:
+    """Stands in for a model: these tests query by vector only."""
+
+    spec = "test:vectors"
+    identity = "test:vectors"
+    dim = DIM
+    input_size = (8, 8)
+
+    def load(self) -> None: ...
+
+
+def write_items(
+    store: Store, vectors: np.ndarray, start: int = 0, segments_per_item: int = 1, group=None
+) -> list[str]:
+    """Items `start..` with `segments_per_item` consecutive vectors each; returns their ids."""
+    ids, items, segments = [], [], []
+    for n, first in enumerate(range(0, len(vectors), segments_per_item), start=start):
+        uri = f"/lib/{n:06d}.jpg"
+        item_id = item_id_for(uri)
+        ids.append(item_id)
+        metadata = {"group": group(n) if group else "all", "n": n}
+        kind = "image" if segments_per_item == 1 else "video"
+        items.append(ItemRecord(item_id, uri, kind, "/lib", metadata=metadata))
+        for j in range(segments_per_item):
+            start_s = float(j) if segments_per_item > 1 else None
+            end_s = float(j + 1) if segments_per_item > 1 else None
+            segments.append(
+                SegmentRecord(
+                    segment_id_for(item_id, j), item_id, vectors[first + j], start_s, end_s
+                )
+            )
+    store.upsert_segments(IMAGE_TEXT, segments)
+    store.upsert_items(items)
+    return ids
+
+
+def open_engine(path: Path, **ann) -> Engine:
+    store = Store(path)
+    store.bind_space(IMAGE_TEXT, VectorOnlyEncoder.spec, VectorOnlyEncoder.identity, DIM)
+    return Engine(store, VectorOnlyEncoder(), ann=AnnOptions(**ann))  # type: ignore[arg-type]
+
+
+def top_ids(engine: Engine, query: np.ndarray, k: int = 10, **kw) -> list[str]:
+    return [hit.item.id for hit in engine.search_vector(query, k=k, **kw).hits]
+
+
+@pytest.fixture
+def library(tmp_path):
+    vectors = clustered(3000, dim=DIM, seed=3)
+    exact = open_engine(tmp_path / "data", kind="exact")
+    ids = write_items(exact.store, vectors, group=lambda n: "rare" if n % 100 == 0 else "common")
+    return tmp_path / "data", vectors, ids, exact
+
+
+QUERIES = clustered(20, dim=DIM, seed=4)
+
+
+def overlap(a: list[str], b: list[str]) -> float:
+    return len(set(a) & set(b)) / len(b)
+
+
+# -- keys and the synced index ----------------------------------------------------------
+def test_keys_follow_id_and_vector_bits():
+    vectors = clustered(70_000, dim=8, seed=1)  # more rows than one hashing chunk
+    ids = np.array([f"s{i}" for i in range(len(vectors))], dtype=object)
+    keys = segment_keys(ids, vectors)
+    assert len(np.unique(keys)) == len(keys) and (keys >= 0).all()
+    assert (segment_keys(ids[-5:], vectors[-5:]) == keys[-5:]).all()  # rows hash alike alone
+    nudged = vectors[:1].copy()
+    nudged.view(np.uint32)[0, 3] ^= 1  # one bit of one component
+    assert segment_keys(ids[:1], nudged)[0] != keys[0]
+    assert segment_keys(np.array(["other"], dtype=object), vectors[:1])[0] != keys[0]
+
+
+def test_sync_adds_removes_and_never_reuses_labels():
+    vectors = clustered(400, dim=DIM)
+    ids = np.array([f"s{i}" for i in range(400)], dtype=object)
+    keys = segment_keys(ids, vectors)
+    synced = empty_index("flat", DIM)
+    labels, report = synced.sync(keys[:300], vectors[:300], (1, 1))
+    assert (report.added, report.removed) == (300, 0)
+    # Next version: rows 0-99 deleted, 300-399 added, row 150 re-embedded (same id).
+    changed = vectors.copy()
+    changed[150] = vectors[0]
+    keys2 = segment_keys(ids, changed)
+    labels2, report = synced.sync(keys2[100:], changed[100:], (2, 2))
+    assert (report.added, report.removed) == (101, 101)  # 100 new + 150 anew; 100 old + old 150
+    assert len(synced) == 300 and labels2.label_of_row.max() == 300 + 101 - 1
+    scores, rows = synced.search_rows(vectors[0], 5, labels2)
+    assert rows[0] == 150 - 100 and scores[0] == pytest.approx(1.0, abs=1e-5)
+    # A label added after a snapshot maps to no row of that older snapshot.
+    assert (labels.rows(np.array([350, 10, -1])) == [-1, 10, -1]).all()
+
+
+def test_saved_generations_switch_atomically(tmp_path):
+    vectors = clustered(200, dim=DIM)
+    keys = segment_keys(np.array([f"s{i}" for i in range(200)], dtype=object), vectors)
+    directory = IndexDirectory(tmp_path / "idx")
+    synced = empty_index("hnsw", DIM)
+    synced.sync(keys, vectors, (3, 4))
+    first = directory.save(synced)
+    second = directory.save(synced)
+    assert directory.current() == second and not first.exists()
+    loaded = SyncedIndex.load(second)
+    assert loaded.store_version == (3, 4) and len(loaded) == 200
+    (tmp_path / "idx" / "junk.partial").mkdir()  # a crash mid-save leaves the pointer alone
+    assert directory.current() == second
+
+
+# -- through the engine ------------------------------------------------------------------
+@pytest.mark.parametrize(("kind", "minimum"), [("flat", 1.0), ("hnsw", 0.95), ("ivfpq", 0.9)])
+def test_ann_engine_agrees_with_exact(library, kind, minimum):
+    path, _, _, exact = library
+    extra = {"auto_min_segments": 0} if kind == "hnsw" else {}
+    ann = open_engine(path, kind="auto" if kind == "hnsw" else kind, **extra)
+    found = [top_ids(ann, q) for q in QUERIES]
+    truth = [top_ids(exact, q) for q in QUERIES]
+    assert ann.index.view().kind == kind
+    assert np.mean([overlap(f, t) for f, t in zip(found, truth, strict=True)]) >= minimum
+
+
+@pytest.mark.parametrize("exact_filter_below", [0, 10_000])
+def test_filters_give_the_k_best_allowed(library, exact_filter_below):
+    path, _, _, exact = library
+    ann = open_engine(path, kind="flat", exact_filter_below=exact_filter_below)
+    for spec in ({"group": "rare"}, {"group": "common"}, {"n": {"$lt": 40}}):
+        for q in QUERIES[:5]:
+            got = top_ids(ann, q, filter=spec)
+            assert got == top_ids(exact, q, filter=spec)
+            assert len(got) == min(10, 30 if spec == {"group": "rare"} else 10)
+
+
+def test_deleted_and_reembedded_items_are_never_returned(library):
+    path, vectors, ids, _ = library
+    ann = open_engine(path, kind="hnsw")
+    first = top_ids(ann, vectors[7], k=3)
+    assert first[0] == ids[7]
+    ann.store.delete_items([ids[7]])
+    assert ids[7] not in top_ids(ann, vectors[7], k=50)
+    report = ann.index.last_refresh
+    assert report is not None and (report.removed, report.built) == (1, False)
+    # Re-embed item 8 (same segment id, a far-away vector): its old vector must not find it.
+    moved = -vectors[8]
+    ann.store.upsert_segments(IMAGE_TEXT, [SegmentRecord(segment_id_for(ids[8], 0), ids[8], moved)])
+    assert ids[8] not in top_ids(ann, vectors[8], k=50)
+    assert top_ids(ann, moved, k=1) == [ids[8]]
+
+
+def test_saved_index_is_loaded_then_synced_incrementally(library):
+    path, _, _, exact = library
+    ann = open_engine(path, kind="hnsw")
+    report = ann.index.refresh(save=True)
+    assert report.built and report.saved
+    assert IndexDirectory(index_root(path, IMAGE_TEXT)).state()["count"] == 3000
+
+    reopened = open_engine(path, kind="hnsw")
+    reopened.index.view()
+    loaded = reopened.index.last_refresh
+    assert loaded is not None and not loaded.built and loaded.added == 0
+    # Writes after the save: the next load adds only those.
+    more = clustered(50, dim=DIM, seed=9)
+    new_ids = write_items(exact.store, more, start=5000)
+    third = open_engine(path, kind="hnsw")
+    assert top_ids(third, more[0], k=1) == [new_ids[0]]
+    synced = third.index.last_refresh
+    assert synced is not None and (synced.added, synced.built) == (50, False)
+
+
+def test_missing_index_searches_exactly_unless_built(library):
+    path, vectors, ids, _ = library
+    lazy = open_engine(path, kind="hnsw", build_if_missing=False)
+    assert lazy.index.view().kind == "exact"
+    assert top_ids(lazy, vectors[5], k=1) == [ids[5]]
+    assert lazy.index.refresh(save=True).built  # what `xmodal reindex` does
+    assert open_engine(path, kind="hnsw", build_if_missing=False).index.view().kind == "hnsw"
+
+
+def test_auto_switches_to_hnsw_past_the_threshold(tmp_path):
+    engine = open_engine(tmp_path / "data", kind="auto", auto_min_segments=500)
+    write_items(engine.store, clustered(400, dim=DIM))
+    assert engine.index.view().kind == "exact"
+    write_items(engine.store, clustered(200, dim=DIM, seed=5), start=400)
+    assert engine.index.view().kind == "hnsw"
+
+
+def test_many_segments_per_item_still_fill_the_page(tmp_path):
+    # 40 "videos" of 50 near-identical keyframes: the first 64 ANN candidates cover
+    # only a couple of items, so the engine must ask for more.
+    base = clustered(40, dim=DIM, seed=6)
+    frames = np.repeat(base, 50, axis=0) + 0.01 * clustered(2000, dim=DIM, seed=7)
+    frames /= np.linalg.norm(frames, axis=1, keepdims=True)
+    engine = open_engine(tmp_path / "data", kind="flat")
+    ids = write_items(engine.store, frames.astype(np.float32), segments_per_item=50)
+    exact = open_engine(tmp_path / "data", kind="exact")
+    hits = top_ids(engine, base[0], k=20)
+    assert len(hits) == 20 and hits == top_ids(exact, base[0], k=20) and hits[0] == ids[0]
+    similar = [h.item.id for h in engine.search_similar(ids[3], k=5).hits]
+    assert ids[3] not in similar and len(similar) == 5
+
+
+def test_queries_stay_correct_while_the_index_syncs(library):
+    path, vectors, ids, exact = library
+    engine = open_engine(path, kind="hnsw")
+    engine.index.view()
+    errors: list[BaseException] = []
+    deleted = set(ids[:200])
+
+    def query() -> None:
+        try:
+            for q in vectors[1000:1100]:
+                for hit in engine.search_vector(q, k=5).hits:
+                    assert hit.item.id in ids
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=query) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for start in range(0, 200, 20):  # deletions interleaved with the queries
+        exact.store.delete_items(ids[start : start + 20])
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert not deleted & set(top_ids(engine, vectors[0], k=100))
