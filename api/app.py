@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
 from fastapi import FastAPI
 
 from search import Engine, Settings
@@ -30,7 +34,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """Build the API over a store. Tests inject settings and an engine with a tiny model."""
     settings = settings or Settings()
     engine = engine or open_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Sync endpoints run in anyio's worker threads (40 by default).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="xmodal",
         version=__version__,
         description="Cross-modal semantic search over indexed media.",

@@ -94,18 +94,18 @@ def make_data(n: int, nq: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndar
     return draw(n), draw(nq), nc
 
 
-def write_store(path: Path, vectors: np.ndarray, batch: int) -> dict[str, float]:
+def write_store(path: Path, vectors: np.ndarray, batch: int, start: int = 0) -> dict[str, float]:
     from search.store import Store
     from search.store.records import ItemRecord, SegmentRecord, item_id_for, segment_id_for
 
     store = Store(path)
     store.bind_space(SPACE, "bench", "bench:random-clustered", vectors.shape[1])
     t_items = t_segments = 0.0
-    for start in range(0, len(vectors), batch):
-        stop = min(len(vectors), start + batch)
+    for first in range(0, len(vectors), batch):
+        stop = min(len(vectors), first + batch)
         items, segments = [], []
-        for i in range(start, stop):
-            uri = f"/bench/images/{i:08d}.jpg"
+        for i in range(first, stop):
+            uri = f"/bench/images/{start + i:08d}.jpg"
             item_id = item_id_for(uri)
             items.append(ItemRecord(item_id, uri, "image", "/bench/images"))
             segments.append(SegmentRecord(segment_id_for(item_id, 0), item_id, vectors[i]))
@@ -232,10 +232,14 @@ class RawFaiss:
             self.params, self._sel = None, None
             return
         self._sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        # The same widening xmodal applies (search/ann/faiss_index._search_params).
+        widen = min(16.0, self.index.ntotal / max(1, len(allowed)))
         if self.kind == "hnsw":
-            self.params = faiss.SearchParametersHNSW(sel=self._sel, efSearch=self.p.ef_search)
+            ef = int(self.p.ef_search * widen)
+            self.params = faiss.SearchParametersHNSW(sel=self._sel, efSearch=ef)
         elif self.kind == "ivfpq":
-            self.params = faiss.SearchParametersIVF(sel=self._sel, nprobe=self.p.nprobe)
+            nprobe = int(self.p.nprobe * widen)
+            self.params = faiss.SearchParametersIVF(sel=self._sel, nprobe=nprobe)
         else:
             self.params = faiss.SearchParameters(sel=self._sel)
 
@@ -283,6 +287,8 @@ class Row:
     raw_recall: float = float("nan")
     raw_f_recall: float = float("nan")
     raw_f_qps: float = float("nan")
+    engine_recall: float = float("nan")
+    engine_qps: float = float("nan")
     notes: list[str] = field(default_factory=list)
 
 
@@ -308,6 +314,8 @@ def print_table(n: int, rows: list[Row]) -> None:
         "ratio 1thr",
         "ratio batch",
         "ratio filt",
+        "engine rec",
+        "engine QPS",
     ]
     lines = []
     for r in rows:
@@ -332,6 +340,8 @@ def print_table(n: int, rows: list[Row]) -> None:
                 fmt(ratio, 2),
                 fmt(ratio_b, 2),
                 fmt(ratio_f, 2),
+                fmt(r.engine_recall, 3),
+                fmt(r.engine_qps),
             ]
         )
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
@@ -366,8 +376,38 @@ def phase(name: str, meter: CpuMeter, extra: str = "") -> None:
 
 
 # -- per kind -------------------------------------------------------------------------
+class VectorsOnly:
+    """The engine needs an encoder bound to the space; these queries come as vectors."""
+
+    spec = "bench"
+    identity = "bench:random-clustered"
+    input_size = (8, 8)
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def load(self) -> None: ...
+
+
+def ann_options(kind: str, p: Params, train_size: int) -> Any:
+    from search.space_index import AnnOptions
+
+    return AnnOptions(
+        kind=kind,
+        ef_search=p.ef_search,
+        nprobe=p.nprobe,
+        hnsw_m=p.hnsw_m,
+        ef_construction=p.ef_construction,
+        nlist=p.nlist,
+        pq_m=p.pq_m,
+        refine_factor=p.refine_factor,
+        train_size=train_size,
+    )
+
+
 def bench_faiss(
     kind: str,
+    data_dir: Path,
     vectors: np.ndarray,
     queries: np.ndarray,
     truth: np.ndarray,
@@ -377,66 +417,100 @@ def bench_faiss(
     p: Params,
     max_seconds: float,
     train_size: int = 0,
+    churn: bool = False,
 ) -> tuple[Row, RawFaiss]:
-    from search.ann import create_index
+    """xmodal's index built the way the indexer builds it (store snapshot, keys, sync,
+    save), searched through its layer (labels mapped back to store rows) and through the
+    whole engine (hits with item records), against raw FAISS on the same vectors."""
+    from search import Engine, Store
+    from search.space_index import SpaceIndex
 
     row = Row(kind)
     n, dim = vectors.shape
-    labels = np.arange(n, dtype=np.int64)
-    overrides: dict[str, Any] = {}
-    if kind == "hnsw":
-        overrides = dict(hnsw_m=p.hnsw_m, ef_construction=p.ef_construction, ef_search=p.ef_search)
-    elif kind == "ivfpq":
-        overrides = dict(nlist=p.nlist, pq_m=p.pq_m, nprobe=p.nprobe, refine_factor=p.refine_factor)
-
-    def full_vectors(found: np.ndarray) -> np.ndarray:
-        return vectors[found]  # labels are row numbers
+    options = ann_options(kind, p, train_size)
+    meter = CpuMeter()
+    space = SpaceIndex(Store(data_dir), SPACE, options)
+    report = space.refresh(save=True)
+    row.build_s = time.perf_counter() - meter.wall
+    phase(
+        f"{kind} xmodal build",
+        meter,
+        f"(store snapshot + keys + build {report.seconds:.1f} s, then save)",
+    )
+    view = space.view()
+    assert view.ann is not None and view.label_map is not None
+    ann, label_map = view.ann, view.label_map
 
     meter = CpuMeter()
-    index = create_index(kind, dim, full_vectors=full_vectors, **overrides)
-    if kind == "ivfpq" and 0 < train_size < n:
-        # xmodal's IVF-PQ trains on its first add: hand it the training sample first
-        index.add(vectors[:train_size], labels[:train_size])
-        index.add(vectors[train_size:], labels[train_size:])
-    else:
-        index.add(vectors, labels)
-    row.build_s = time.perf_counter() - meter.wall
-    phase(f"{kind} xmodal build", meter)
+    fresh = SpaceIndex(Store(data_dir), SPACE, options)
+    fresh.view()
+    loaded = fresh.last_refresh
+    assert loaded is not None and not loaded.built
+    phase(f"{kind} xmodal load", meter, "(a server starting: snapshot, saved index mmap, keys)")
+    del fresh
 
-    raw_bytes = None
     meter = CpuMeter()
     raw = RawFaiss(kind, vectors, p, train_size)
     row.raw_build_s = time.perf_counter() - meter.wall
     phase(f"{kind} raw build", meter)
 
-    x_bytes = index_bytes(index._index) / n
+    x_bytes = index_bytes(ann.index._index) / n  # type: ignore[attr-defined]
     raw_bytes = index_bytes(raw.index) / n
     if kind == "ivfpq":
         row.bytes_per_vector = f"{x_bytes:.0f}+{dim * 4}"
         row.notes.append(
             f"bytes/vec: {x_bytes:.0f} index (raw {raw_bytes:.0f}) + {dim * 4} full float32 "
-            "vectors for the exact re-rank (read from the store or kept in RAM)"
+            "vectors for the exact re-rank (the engine's snapshot)"
         )
     else:
         row.bytes_per_vector = f"{x_bytes:.0f}"
         row.notes.append(
-            f"bytes/vec: {x_bytes:.0f} serialized (raw {raw_bytes:.0f}); full vectors are inside"
-            + ", xmodal's IndexIDMap2 adds 8 B/vec on disk plus a reverse hash map in RAM"
+            f"bytes/vec: {x_bytes:.0f} serialized (raw {raw_bytes:.0f}); IndexIDMap2 adds 8 B "
+            f"on disk plus a reverse map in RAM; the engine's snapshot holds another {dim * 4} "
+            "B/vec (moments, re-rank, selective filters)"
         )
 
+    def layer_batch(q: np.ndarray) -> np.ndarray:
+        _, labels = ann.index.search(q, k)
+        return np.stack([label_map.rows(row_labels) for row_labels in labels])
+
+    def layer_one(q: np.ndarray) -> Any:
+        return ann.search_rows(q[0], k, label_map)
+
     meter = CpuMeter()
-    row.batched_qps, found = batched(lambda q: index.search(q, k)[1], queries)
+    row.batched_qps, found = batched(layer_batch, queries)
     row.recall = recall(found, truth)
     row.raw_batched_qps, raw_found = batched(lambda q: raw.search(q, k), queries)
     row.raw_recall = recall(raw_found, truth)
-    row.single_qps = single_qps(lambda q: index.search(q, k), queries, max_seconds)
+    row.single_qps = single_qps(layer_one, queries, max_seconds)
     row.raw_single_qps = single_qps(lambda q: raw.search(q, k), queries, max_seconds)
     phase(f"{kind} search", meter)
 
+    # The whole engine: version check, ANN (k items need 64 candidates), hits, records.
     meter = CpuMeter()
-    _, f_found = batched(lambda q: index.search(q, k, allowed=allowed)[1], queries)
+    engine = Engine(space.store, VectorsOnly(dim), ann=options)  # type: ignore[arg-type]
+    engine.index = space
+    code_of_item = {item_id: code for code, item_id in enumerate(view.snapshot.items.ids)}
+    row_of_code = {int(c): r for r, c in enumerate(view.snapshot.item_codes)}  # one segment each
+    engine_found = np.array(
+        [
+            [row_of_code[code_of_item[h.item.id]] for h in engine.search_vector(q, k=k).hits]
+            for q in queries
+        ]
+    )
+    row.engine_recall = recall(engine_found, truth)
+    row.engine_qps = single_qps(lambda q: engine.search_vector(q[0], k=k), queries, max_seconds)
+    phase(f"{kind} engine search", meter)
+
+    meter = CpuMeter()
+    allowed_labels = np.zeros(len(label_map.row_of_label), bool)
+    allowed_labels[label_map.label_of_row[allowed]] = True
+    _, f_labels = ann.index.search(queries, k, allowed=allowed_labels)
+    f_found = np.stack([label_map.rows(r) for r in f_labels])
     row.f_recall = recall(f_found, f_truth)
-    row.f_qps = single_qps(lambda q: index.search(q, k, allowed=allowed), queries, max_seconds)
+    row.f_qps = single_qps(
+        lambda q: ann.search_rows(q[0], k, label_map, allowed_labels), queries, max_seconds
+    )
     raw.set_filter(allowed)
     _, raw_f_found = batched(lambda q: raw.search(q, k), queries)
     row.raw_f_recall = recall(raw_f_found, f_truth)
@@ -444,7 +518,42 @@ def bench_faiss(
     raw.set_filter(None)
     phase(f"{kind} filtered search", meter)
     row.notes.append("filtered QPS is single-thread, one query per call")
+    if churn:
+        row.notes.append(churn_figures(space, vectors, n))
     return row, raw
+
+
+def churn_figures(space: Any, vectors: np.ndarray, n: int) -> str:
+    """Writes 1% new items, syncs, deletes them again, syncs: what an indexer run between
+    two queries costs the next query."""
+    from search.store.records import item_id_for
+
+    extra = max(1, n // 100)
+    meter = CpuMeter()
+    rng = np.random.default_rng(7)
+    new = vectors[rng.choice(n, extra, replace=False)] + 0.01
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
+    write_store(space.store.path, new.astype(np.float32), 50_000, start=n)
+    written = time.perf_counter() - meter.wall
+    t0 = time.perf_counter()
+    space.view()
+    added = space.last_refresh
+    t_add = time.perf_counter() - t0
+    ids = [item_id_for(f"/bench/images/{i:08d}.jpg") for i in range(n, n + extra)]
+    space.store.delete_items(ids)
+    t0 = time.perf_counter()
+    space.view()
+    removed = space.last_refresh
+    t_remove = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    space.refresh(save=True)
+    t_save = time.perf_counter() - t0
+    phase("churn", meter)
+    return (
+        f"churn: +{extra:,} items written in {written:.1f} s; next query's sync "
+        f"{t_add:.1f} s (+{added.added:,}, rebuilt {added.built}); delete them, sync "
+        f"{t_remove:.1f} s (-{removed.removed:,}); save {t_save:.1f} s"
+    )
 
 
 def sweep(
@@ -656,6 +765,7 @@ def main() -> None:
                 continue
             row, raw = bench_faiss(
                 kind,
+                data_dir,
                 vectors,
                 queries,
                 truth,
@@ -665,6 +775,7 @@ def main() -> None:
                 p,
                 args.max_seconds,
                 args.train_size,
+                churn=kind == "hnsw",
             )
             rows.append(row)
             if args.sweep and kind in ("hnsw", "ivfpq"):

@@ -37,7 +37,8 @@ class SpaceSnapshot:
         # Items are read once per version too, so that building hits needs no store query.
         items = store.items_table()
         indexed = pc.equal(items.column("status"), INDEXED)
-        self.item_table = items.filter(indexed)
+        # One chunk: `take` over a many-chunked table cost ~0.6 ms per page of hits.
+        self.item_table = items.filter(indexed).combine_chunks()
         fields = self.item_table.select(list(_FILTER_FIELDS)).to_pandas()
         fields["mtime"] = fields.pop("mtime_ns") / 1e9
         metadata = self.item_table.column("metadata").to_pylist()

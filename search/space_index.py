@@ -51,6 +51,13 @@ class AnnOptions:
     auto_min_segments: int = 50_000
     ef_search: int = 128
     nprobe: int = 16
+    # Build-time parameters (search/ann/faiss_index.IndexParams); 0: its default.
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    nlist: int = 0
+    pq_m: int = 0
+    refine_factor: int = 16
+    train_size: int = 0
     # A filter leaving at most this many segments is ranked exactly over those rows.
     exact_filter_below: int = 20_000
     # Build a missing index when a query needs it (else search exactly until `reindex`).
@@ -315,7 +322,17 @@ class SpaceIndex:
         return empty_index(kind, dim, **self._params()), True
 
     def _params(self) -> dict[str, Any]:
-        return {"ef_search": self.options.ef_search, "nprobe": self.options.nprobe}
+        o = self.options
+        return {
+            "ef_search": o.ef_search,
+            "nprobe": o.nprobe,
+            "hnsw_m": o.hnsw_m,
+            "ef_construction": o.ef_construction,
+            "nlist": o.nlist,
+            "pq_m": o.pq_m,
+            "refine_factor": o.refine_factor,
+            "train_size": o.train_size,
+        }
 
 
 def index_root(data: Path, space: str) -> Path:

@@ -9,6 +9,7 @@ interrupted run, ignored by queries and removed by the next `index` run.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -36,6 +37,9 @@ from .schema import (
 )
 
 _ID_CHUNK = 2000  # ids per SQL IN list
+# Coarse filesystem clocks tick every few ms; a folder changed more recently than this
+# may change again without its mtime moving.
+MTIME_MARGIN_NS = 100_000_000
 
 
 def sql_quote(value: str) -> str:
@@ -67,6 +71,8 @@ class Store:
         self._meta = self._open_or_create(META, META_SCHEMA, names)
         self._check_format()
         self._segment_tables: dict[str, Any] = {}
+        self._version_folders: dict[str, tuple[str, ...]] = {}
+        self._versions: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
 
     # -- tables ----------------------------------------------------------
     def _table_names(self) -> list[str]:
@@ -294,8 +300,35 @@ class Store:
 
     # -- versions and upkeep ------------------------------------------------
     def version(self, space: str) -> tuple[int, int]:
-        """(items version, segments version): changes whenever anything a query reads changes."""
-        return (self._items.version, self._segments(space).version)
+        """(items version, segments version): changes whenever anything a query reads changes.
+
+        Asking LanceDB costs ~0.4 ms a table (a round trip through its event loop
+        thread), which every query pays. A commit adds a manifest to the table's
+        `_versions` folder and so changes the folder's mtime; while neither folder's
+        mtime changed, the version cannot have changed either. Folders modified within
+        the last MTIME_MARGIN are always re-read, because a filesystem's mtime clock
+        ticks coarsely and a second commit in the same tick would leave it unchanged.
+        """
+        token = self._change_token(space)
+        cached = self._versions.get(space)
+        if token is not None and cached is not None and cached[0] == token:
+            return cached[1]
+        version = (self._items.version, self._segments(space).version)
+        if token is not None and time.time_ns() - max(token) > MTIME_MARGIN_NS:
+            self._versions[space] = (token, version)
+        return version
+
+    def _change_token(self, space: str) -> tuple[int, int] | None:
+        folders = self._version_folders.get(space)
+        if folders is None:
+            folders = self._version_folders[space] = tuple(
+                str(self.path / "lance" / f"{name}.lance" / "_versions")
+                for name in (ITEMS, segments_table_name(space))
+            )
+        try:
+            return (os.stat(folders[0]).st_mtime_ns, os.stat(folders[1]).st_mtime_ns)
+        except OSError:  # not a local folder layout we know: always ask LanceDB
+            return None
 
     def table_versions(self) -> dict[str, int]:
         tables = {ITEMS: self._items}

@@ -86,3 +86,27 @@ def test_a_store_from_a_newer_release_is_refused(engine):
     db.open_table("meta").update(where="key = 'format'", values={"value": "99"})
     with pytest.raises(StoreError, match="newer xmodal"):
         Store(engine.store.path)
+
+
+def test_version_sees_every_commit_even_when_cached(engine, monkeypatch):
+    import search.store.store as store_module
+
+    engine.ensure_space()
+    store, space = engine.store, "image-text"
+    vector = np.ones(engine.encoder.dim, np.float32)
+
+    def commit(n: int) -> None:
+        store.upsert_items([ItemRecord(f"i{n}", f"/x/{n}.jpg", "image", "/x")])
+
+    seen = {store.version(space)}
+    for n in range(5):  # back-to-back commits, within one tick of a coarse mtime clock
+        commit(n)
+        seen.add(store.version(space))
+    assert len(seen) == 6
+    # Once the folders are older than the margin the version is served from the cache,
+    # and the next commit still shows.
+    monkeypatch.setattr(store_module, "MTIME_MARGIN_NS", 0)
+    before = store.version(space)
+    assert store.version(space) == before and store._versions[space][1] == before
+    store.upsert_segments(space, [SegmentRecord("s", "i0", vector)])
+    assert store.version(space) != before
