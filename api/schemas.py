@@ -109,6 +109,9 @@ class SpaceOut(BaseModel):
     model: str
     model_identity: str
     dim: int
+    index: str | None = Field(
+        None, description='Vector index in use ("exact", "hnsw", ...); null before the first query.'
+    )
 
 
 class HealthResponse(BaseModel):

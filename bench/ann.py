@@ -418,7 +418,7 @@ def bench_faiss(
     max_seconds: float,
     train_size: int = 0,
     churn: bool = False,
-) -> tuple[Row, RawFaiss]:
+) -> tuple[Row, RawFaiss, Any]:
     """xmodal's index built the way the indexer builds it (store snapshot, keys, sync,
     save), searched through its layer (labels mapped back to store rows) and through the
     whole engine (hits with item records), against raw FAISS on the same vectors."""
@@ -520,7 +520,7 @@ def bench_faiss(
     row.notes.append("filtered QPS is single-thread, one query per call")
     if churn:
         row.notes.append(churn_figures(space, vectors, n))
-    return row, raw
+    return row, raw, view
 
 
 def churn_figures(space: Any, vectors: np.ndarray, n: int) -> str:
@@ -557,34 +557,54 @@ def churn_figures(space: Any, vectors: np.ndarray, n: int) -> str:
 
 
 def sweep(
-    kind: str, raw: RawFaiss, queries: np.ndarray, truth: np.ndarray, k: int, max_seconds: float
+    kind: str,
+    raw: RawFaiss,
+    view: Any,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    k: int,
+    max_seconds: float,
 ) -> None:
-    """Raw FAISS recall / single-thread QPS across the search-time knob."""
-    import faiss
-
+    """Recall / single-thread QPS across the search-time knob: raw FAISS and xmodal's
+    layer (the same index as built by SpaceIndex) at each setting."""
+    ann, label_map = view.ann, view.label_map
+    params = ann.index.params
     sub_q, sub_t = queries[:300], truth[:300]
+
+    def xmodal_point() -> tuple[float, float]:
+        _, labels = ann.index.search(sub_q, k)
+        found = np.stack([label_map.rows(r) for r in labels])
+        qps = single_qps(lambda q: ann.search_rows(q[0], k, label_map), sub_q, max_seconds / 6)
+        return recall(found, sub_t), qps
+
     if kind == "hnsw":
-        for ef in (32, 64, 96, 128, 192, 256, 384):
+        for ef in (32, 64, 96, 128, 160, 192, 256):
             raw.index.hnsw.efSearch = ef
             _, lab = raw.index.search(sub_q, k)
-            qps = single_qps(lambda q: raw.index.search(q, k), sub_q, max_seconds / 3)
+            qps = single_qps(lambda q: raw.index.search(q, k), sub_q, max_seconds / 6)
+            ann.index.params = dataclasses.replace(params, ef_search=ef)
+            x_recall, x_qps = xmodal_point()
             print(
-                f"  sweep hnsw efSearch={ef}: recall {recall(lab, sub_t):.3f}, 1-thr QPS {qps:,.0f}"
+                f"  sweep hnsw efSearch={ef}: raw recall {recall(lab, sub_t):.3f} QPS {qps:,.0f}"
+                f" | xmodal recall {x_recall:.3f} QPS {x_qps:,.0f} (ratio {x_qps / qps:.2f})"
             )
         raw.index.hnsw.efSearch = raw.p.ef_search
     elif kind == "ivfpq":
         for nprobe in (8, 16, 32, 64):
-            for rf in (2, 4, 8, 16):
+            for rf in (8, 16, 32, 64):
                 raw.index.nprobe = nprobe
                 raw.p.refine_factor = rf
                 lab = raw.search(sub_q, k)
                 qps = single_qps(lambda q: raw.search(q, k), sub_q, max_seconds / 6)
+                ann.index.params = dataclasses.replace(params, nprobe=nprobe, refine_factor=rf)
+                x_recall, x_qps = xmodal_point()
                 print(
-                    f"  sweep ivfpq nprobe={nprobe} refine={rf}: recall "
-                    f"{recall(lab, sub_t):.3f}, 1-thr QPS {qps:,.0f}"
+                    f"  sweep ivfpq nprobe={nprobe} refine={rf}: raw recall "
+                    f"{recall(lab, sub_t):.3f} QPS {qps:,.0f} | xmodal recall {x_recall:.3f} "
+                    f"QPS {x_qps:,.0f}"
                 )
         raw.index.nprobe = raw.p.nprobe
-        del faiss
+    ann.index.params = params
 
 
 def bench_lancedb(
@@ -687,8 +707,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write-batch", type=int, default=50_000)
     ap.add_argument("--hnsw-m", type=int, default=32)
-    ap.add_argument("--ef-construction", type=int, default=80)
-    ap.add_argument("--ef-search", type=int, default=64)
+    ap.add_argument("--ef-construction", type=int, default=160)
+    ap.add_argument("--ef-search", type=int, default=128)
     ap.add_argument("--nlist", type=int, default=0, help="0: 4*sqrt(n)")
     ap.add_argument("--pq-m", type=int, default=64)
     ap.add_argument("--nprobe", type=int, default=16)
@@ -763,7 +783,7 @@ def main() -> None:
                     bench_lancedb(data_dir, ids, queries, truth, args.k, p, args.max_seconds)
                 )
                 continue
-            row, raw = bench_faiss(
+            row, raw, view = bench_faiss(
                 kind,
                 data_dir,
                 vectors,
@@ -780,9 +800,9 @@ def main() -> None:
             rows.append(row)
             if args.sweep and kind in ("hnsw", "ivfpq"):
                 meter = CpuMeter()
-                sweep(kind, raw, queries, truth, args.k, args.max_seconds)
+                sweep(kind, raw, view, queries, truth, args.k, args.max_seconds)
                 phase(f"{kind} sweep", meter)
-            del raw
+            del raw, view
         print_table(n, rows)
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)

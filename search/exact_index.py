@@ -39,23 +39,30 @@ class SpaceSnapshot:
         indexed = pc.equal(items.column("status"), INDEXED)
         # One chunk: `take` over a many-chunked table cost ~0.6 ms per page of hits.
         self.item_table = items.filter(indexed).combine_chunks()
-        fields = self.item_table.select(list(_FILTER_FIELDS)).to_pandas()
-        fields["mtime"] = fields.pop("mtime_ns") / 1e9
-        metadata = self.item_table.column("metadata").to_pylist()
-        self.items = ItemTable(fields["id"].tolist(), fields, metadata)
-        self.code_of = pd.Index(self.items.ids)
+        ids = self.item_table.column("id").to_numpy(zero_copy_only=False)
+        # Filter columns and metadata are built on the first filter that needs them: most
+        # queries have none, and at a million items they take seconds per store version.
+        self.items = ItemTable(ids, self._filter_fields, self._metadata_json)
+        self.code_of = pd.Index(ids)
 
         segments = store.segments_table(space)
-        codes = self.code_of.get_indexer(segments.column("item_id").to_pandas())
+        item_ids = segments.column("item_id").to_numpy(zero_copy_only=False)
+        codes = self.code_of.get_indexer(item_ids)
         keep = codes >= 0  # orphans of an interrupted run have no item row
-        self.item_codes = codes[keep].astype(np.int64)
-        self.segment_ids = segments.column("id").to_numpy(zero_copy_only=False)[keep]
-        self.starts = segments.column("start").to_numpy(zero_copy_only=False)[keep]
-        self.ends = segments.column("end").to_numpy(zero_copy_only=False)[keep]
+        every = bool(keep.all())  # the usual case: no copies below
+
+        def column(name: str) -> np.ndarray:
+            values = segments.column(name).to_numpy(zero_copy_only=False)
+            return values if every else values[keep]
+
+        self.item_codes = (codes if every else codes[keep]).astype(np.int64)
+        self.segment_ids = column("id")
+        self.starts = column("start")
+        self.ends = column("end")
         vector_column = segments.column("vector").combine_chunks()
         dim = vector_column.type.list_size
         matrix = vector_column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-        self.vectors = np.ascontiguousarray(matrix[keep], dtype=np.float32)
+        self.vectors = np.ascontiguousarray(matrix if every else matrix[keep], dtype=np.float32)
         self._score_lock = threading.Lock()
         # Rows grouped by item, so one item's segments are a slice (video moments need them all).
         self._rows_by_item = np.argsort(self.item_codes, kind="stable")
@@ -65,6 +72,14 @@ class SpaceSnapshot:
 
     def __len__(self) -> int:
         return len(self.item_codes)
+
+    def _filter_fields(self) -> pd.DataFrame:
+        fields = self.item_table.select(list(_FILTER_FIELDS)).to_pandas()
+        fields["mtime"] = fields.pop("mtime_ns") / 1e9
+        return fields
+
+    def _metadata_json(self) -> list[str]:
+        return self.item_table.column("metadata").to_pylist()
 
     def records(self, codes: list[int]) -> list[ItemRecord]:
         """Item records by code, as of this snapshot's version."""

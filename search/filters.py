@@ -13,6 +13,7 @@ nested objects). Conditions on several keys must all hold.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -52,16 +53,27 @@ def validate_filter(spec: Any) -> dict[str, Any]:
 class ItemTable:
     """Items flattened for filtering: one row per item, metadata keys as columns."""
 
-    def __init__(self, ids: list[str], fields: pd.DataFrame, metadata_json: list[str]):
+    def __init__(
+        self,
+        ids: Sequence[str] | np.ndarray,
+        fields: Callable[[], pd.DataFrame],
+        metadata_json: Callable[[], list[str]],
+    ):
+        """`fields` (item columns, one row per id) and `metadata_json` (one JSON document
+        per id) are called on the first filter that needs them: most queries have none,
+        and a store version can hold a million items."""
         self.ids = np.asarray(ids, dtype=object)
-        self.fields = fields.reset_index(drop=True)
+        self._fields = fields
         self._metadata_json = metadata_json
 
     @cached_property
+    def fields(self) -> pd.DataFrame:
+        return self._fields().reset_index(drop=True)
+
+    @cached_property
     def metadata(self) -> pd.DataFrame:
-        """Metadata keys as columns; parsed on the first filter that needs them, since
-        most queries have none and a store version can hold a million items."""
-        records = [json.loads(m or "{}") for m in self._metadata_json]
+        """Metadata keys as columns."""
+        records = [json.loads(m or "{}") for m in self._metadata_json()]
         table = pd.json_normalize(records) if records else pd.DataFrame()
         table.index = self.fields.index[: len(table)]
         return table

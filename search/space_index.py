@@ -53,7 +53,7 @@ class AnnOptions:
     nprobe: int = 16
     # Build-time parameters (search/ann/faiss_index.IndexParams); 0: its default.
     hnsw_m: int = 32
-    ef_construction: int = 80
+    ef_construction: int = 160
     nlist: int = 0
     pq_m: int = 0
     refine_factor: int = 16
@@ -237,6 +237,18 @@ class SpaceIndex:
                 self._ann = None
                 self.directory.clear()
             version = self.store.version(self.space)
+            saved = self.directory.state()
+            if (
+                save
+                and not rebuild
+                and self._view is None
+                and saved is not None
+                and saved["store_version"] == list(version)
+                and saved["kind"] == self.wanted_kind()
+            ):
+                # Nothing changed since the last save (an indexing run with nothing to
+                # do): skip reading the whole space.
+                return RefreshReport(saved["kind"], saved["count"], 0, 0, False, False, 0.0)
             view = self._view
             behind = view is not None and view.version != version
             if (
@@ -249,8 +261,7 @@ class SpaceIndex:
             report = self.last_refresh
             assert report is not None
             ann = self._ann
-            saved_state = self.directory.state()
-            stale = saved_state is None or saved_state["store_version"] != list(version)
+            stale = saved is None or saved["store_version"] != list(version) or rebuild
             if save and ann is not None and (stale or report.built):
                 with ann.lock.reading():  # no sync may change it while it is written
                     self.directory.save(ann)

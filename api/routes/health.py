@@ -13,11 +13,18 @@ router = APIRouter(tags=["health"])
 @router.get("/health", operation_id="health", response_model=HealthResponse)
 def health(engine: EngineDep) -> HealthResponse:
     store = engine.store
+    loaded = engine.index.last_refresh
     return HealthResponse(
         status="ok",
         items=store.count_items(),
         spaces=[
-            SpaceOut(name=s.name, model=s.model_spec, model_identity=s.model_identity, dim=s.dim)
+            SpaceOut(
+                name=s.name,
+                model=s.model_spec,
+                model_identity=s.model_identity,
+                dim=s.dim,
+                index=loaded.kind if loaded and s.name == engine.index.space else None,
+            )
             for s in store.spaces()
         ],
         store_format=store.format_version,

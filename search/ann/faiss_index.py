@@ -38,7 +38,7 @@ class IndexParams:
     kind: str  # "flat", "hnsw" or "ivfpq"
     dim: int
     hnsw_m: int = 32  # graph degree
-    ef_construction: int = 80
+    ef_construction: int = 160
     ef_search: int = 128  # bench/ann.py: 64 suffices to 100k (0.995), 300k needs 96-128
     nlist: int = 0  # IVF cells; 0: about 4*sqrt(n) at training time
     pq_m: int = 0  # PQ sub-quantizers (must divide dim); 0: 8 dims each (64 at 512-d)
@@ -79,6 +79,7 @@ class FaissIndex(VectorIndex):
         # (key, selector) of the last `allowed` set: one attribute, so that concurrent
         # queries never pair one set's key with another set's selector.
         self._allowed: tuple[bytes, Any, float] | None = None
+        self._plain_params: tuple[IndexParams, Any] | None = None
         self._gpu: Any = None  # a GPU copy for unfiltered search, made on first use
 
     def _build_empty(self) -> Any:
@@ -232,6 +233,17 @@ class FaissIndex(VectorIndex):
         """A filter allowing a `share` of the vectors leaves that share of the candidates a
         graph walk or a probed cell yields: widen the search by as much (capped), or
         recall drops (HNSW at ef 64 with 10% allowed: 0.79 in bench/ann.py)."""
+        p = self.params
+        if selector is None:
+            # Unfiltered: one parameter object per setting, shared by every query (FAISS
+            # only reads it), instead of a new SWIG object per query.
+            cached = self._plain_params
+            if cached is None or cached[0] != p:
+                cached = self._plain_params = (p, self._build_params(None, 1.0))
+            return cached[1]
+        return self._build_params(selector, share)
+
+    def _build_params(self, selector: Any, share: float) -> Any:
         faiss, p = self._faiss, self.params
         widen = min(MAX_FILTER_WIDENING, 1.0 / max(share, 1e-9))
         if p.kind == "hnsw":

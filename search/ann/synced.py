@@ -43,15 +43,18 @@ def segment_keys(segment_ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """One int64 per segment from its id and the exact bytes of its vector."""
     id_hash = pd.util.hash_array(np.asarray(segment_ids, dtype=object))
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    # The vector's bits as 64-bit words (two floats each; one float each at an odd dim).
+    word = np.uint64 if vectors.shape[1] % 2 == 0 else np.uint32
+    width = vectors.shape[1] * 4 // np.dtype(word).itemsize
     # Odd per-column multipliers, summed with wrap-around: a position-sensitive hash of
-    # the vector's bits computed column-wise by numpy instead of row by row in Python.
+    # the exact bits, computed column-wise by numpy rather than row by row in Python.
     multipliers = np.random.default_rng(0x5EED).integers(
-        1, 2**63, size=vectors.shape[1], dtype=np.uint64
+        1, 2**63, size=width, dtype=np.uint64
     ) | np.uint64(1)
     vector_hash = np.empty(len(vectors), np.uint64)
     with np.errstate(over="ignore"):
         for start in range(0, len(vectors), _HASH_ROWS):  # bounded temporaries
-            words = vectors[start : start + _HASH_ROWS].view(np.uint32).astype(np.uint64)
+            words = vectors[start : start + _HASH_ROWS].view(word)
             vector_hash[start : start + _HASH_ROWS] = (words * multipliers).sum(
                 axis=1, dtype=np.uint64
             )
