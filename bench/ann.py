@@ -1,29 +1,34 @@
 """ANN indexes: xmodal's FAISS wrapper versus raw FAISS, and LanceDB's own vector index.
 
     .venv/bin/python bench/ann.py                                  # 100k x 512, all kinds
-    .venv/bin/python bench/ann.py --sweep                          # + raw FAISS knob sweeps
-    .venv/bin/python bench/ann.py --sizes 1000000 --kinds flat ivfpq --nlist 2048 \
-        --train-size 262144 --sweep                                # 1M, about 8 min on 2 cores
+    .venv/bin/python bench/ann.py --sweep                          # + knob sweeps
+    .venv/bin/python bench/ann.py --sizes 1000000 --kinds hnsw --sweep   # 1M, ~20 min
+    .venv/bin/python bench/ann.py --sizes 1000000 --kinds ivfpq lancedb --nlist 2048 \
+        --train-size 262144 --sweep
 
-Defaults (tuned on this data, see --sweep): HNSW M=32, efConstruction=80, efSearch=64;
-IVF-PQ nlist=4*sqrt(n), m=64 (8 dims per sub-quantizer at 512-d), nprobe=16, exact
-re-rank of k*16 candidates. The re-rank factor, not nprobe, is what limits IVF-PQ recall
-on 512-d data with m=64: the PQ distances alone misorder the top candidates.
+Defaults (the engine's, tuned on this data with --sweep): HNSW M=32, efConstruction=160,
+efSearch=64; IVF-PQ nlist=4*sqrt(n), m=dim/8 (64 at 512-d), nprobe=8, exact re-rank of
+k*32 candidates. The re-rank factor, not nprobe, is what limits IVF-PQ recall on 512-d
+data: the PQ distances alone misorder the top candidates.
 
 For each size it:
   1. generates seeded clustered unit vectors (1000-4000 clusters of unequal size, each
      with its own Gaussian spread around a centre that shares a common direction, like
      CLIP's embedding cone; queries are fresh draws from the same clusters);
   2. writes them through the store's real write path (`Store.upsert_items` and
-     `Store.upsert_segments`, --write-batch at a time) and reads them back with
-     `segments_table`: the indexes are built from that matrix, labels = row numbers;
+     `Store.upsert_segments`, --write-batch at a time) and reads them back;
   3. computes exact top-k (numpy matmul in chunks), unfiltered and with an `allowed`
-     set of ~10% of the labels;
-  4. per FAISS kind: xmodal's `create_index` and the equivalent raw FAISS index (same
-     parameters; IVF-PQ with the same exact re-rank done by hand); build time, bytes per
-     vector, recall@k, single-query QPS on one thread (one query per call, as a server
-     does), batched QPS (all queries in one call, all threads), filtered recall and QPS,
-     and xmodal QPS / raw QPS (target >= 0.67, i.e. within 1.5x);
+     set of ~10% of the rows;
+  4. per FAISS kind: builds xmodal's index the way `xmodal index` does (SpaceIndex:
+     store snapshot, segment keys, sync, save), loads it again as a starting server
+     does, and builds the equivalent raw FAISS index on the same vectors (IVF-PQ with
+     the same exact re-rank done by hand, filtered searches widened the same way);
+     reports build time, bytes per vector, recall@k, single-query QPS on one thread
+     (one query per call, as a server does) and batched QPS (all queries, all threads)
+     through xmodal's layer (labels mapped back to store rows) and raw FAISS, their
+     ratio (target >= 0.67, i.e. within 1.5x), filtered recall and QPS, and the whole
+     engine's `search_vector` (version check, ANN, grouping, item records);
+     for HNSW also the churn of an indexing run (1% new items: sync, delete, save);
   5. "lancedb": LanceDB's IVF_PQ index on the segments table, single-query QPS and recall
      with nprobes/refine_factor, and brute force (no index) latency on a few queries;
   6. prints one table per size.
@@ -217,7 +222,7 @@ class RawFaiss:
         else:
             quantizer = faiss.IndexFlatIP(d)
             self.index = faiss.IndexIVFPQ(
-                quantizer, d, p.nlist, p.pq_m, 8, faiss.METRIC_INNER_PRODUCT
+                quantizer, d, p.nlist, p.pq_m or d // 8, 8, faiss.METRIC_INNER_PRODUCT
             )
             self.index.train(vectors[:train_size] if train_size else vectors)
             self.index.nprobe = p.nprobe
@@ -708,11 +713,11 @@ def main() -> None:
     ap.add_argument("--write-batch", type=int, default=50_000)
     ap.add_argument("--hnsw-m", type=int, default=32)
     ap.add_argument("--ef-construction", type=int, default=160)
-    ap.add_argument("--ef-search", type=int, default=128)
+    ap.add_argument("--ef-search", type=int, default=64)
     ap.add_argument("--nlist", type=int, default=0, help="0: 4*sqrt(n)")
-    ap.add_argument("--pq-m", type=int, default=64)
-    ap.add_argument("--nprobe", type=int, default=16)
-    ap.add_argument("--refine-factor", type=int, default=16)
+    ap.add_argument("--pq-m", type=int, default=0, help="0: dim/8")
+    ap.add_argument("--nprobe", type=int, default=8)
+    ap.add_argument("--refine-factor", type=int, default=32)
     ap.add_argument(
         "--train-size",
         type=int,

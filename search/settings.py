@@ -86,9 +86,9 @@ class Settings(BaseSettings):
     index_kind: str = "auto"
     ann_min_segments: int = Field(default=50_000, ge=0)
     # HNSW candidate list per query: recall against speed (bench/ann.py).
-    ann_ef_search: int = Field(default=128, ge=1)
+    ann_ef_search: int = Field(default=64, ge=1)
     # IVF-PQ cells visited per query.
-    ann_nprobe: int = Field(default=16, ge=1)
+    ann_nprobe: int = Field(default=8, ge=1)
     # Filters leaving at most this many segments are ranked exactly over those segments.
     ann_exact_filter_below: int = Field(default=20_000, ge=0)
 

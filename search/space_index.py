@@ -49,14 +49,14 @@ class AnnOptions:
     kind: str = "auto"
     # bench/ann.py: exact search stays under ~5 ms a query to about this size on 2 cores.
     auto_min_segments: int = 50_000
-    ef_search: int = 128
-    nprobe: int = 16
+    ef_search: int = 64
+    nprobe: int = 8
     # Build-time parameters (search/ann/faiss_index.IndexParams); 0: its default.
     hnsw_m: int = 32
     ef_construction: int = 160
     nlist: int = 0
     pq_m: int = 0
-    refine_factor: int = 16
+    refine_factor: int = 32
     train_size: int = 0
     # A filter leaving at most this many segments is ranked exactly over those rows.
     exact_filter_below: int = 20_000
@@ -174,7 +174,8 @@ class SpaceView:
         needed = offset + k
         n = len(snapshot)
         excluded = 0 if exclude_code is None else len(snapshot.item_rows(exclude_code))
-        take = max(needed * 4, 64) + excluded
+        # One segment per item is the common case: twice the page is usually enough.
+        take = max(needed * 2, 16) + excluded
         labels = None if allowed is None else allowed.labels
         while True:
             take = min(take, n)

@@ -124,6 +124,7 @@ def test_health_and_openapi(client, engine):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["items"] == 6
     assert health["spaces"][0]["dim"] == 32 and health["spaces"][0]["model"] == engine.encoder.spec
+    assert health["spaces"][0]["index"] in (None, "exact")
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     operations = {op["operationId"] for path in spec["paths"].values() for op in path.values()}

@@ -95,3 +95,19 @@ def test_kind_follows_collection_size():
         "hnsw",
         "ivfpq",
     ]
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_label_masks_select_and_widen_the_search(data, kind):
+    # A 5% filter leaves few allowed vectors near each query: without widening
+    # efSearch / nprobe, graph walks and probed cells come back short or wrong.
+    vectors, labels, queries = data
+    index = index_for(kind, vectors, labels)
+    mask = np.zeros(labels.max() + 1, bool)
+    allowed = labels[::20]
+    mask[allowed] = True
+    _, found = index.search(queries, 10, allowed=mask)
+    assert np.isin(found[found >= 0], allowed).all()
+    assert recall(found, exact_top(vectors, labels, queries, 10, allowed)) >= 0.95
+    _, again = index.search(queries, 10, allowed=allowed)  # the same set as labels
+    assert (again == found).all()

@@ -128,7 +128,7 @@ def test_saved_generations_switch_atomically(tmp_path):
 
 
 # -- through the engine ------------------------------------------------------------------
-@pytest.mark.parametrize(("kind", "minimum"), [("flat", 1.0), ("hnsw", 0.95), ("ivfpq", 0.9)])
+@pytest.mark.parametrize(("kind", "minimum"), [("flat", 1.0), ("hnsw", 0.9), ("ivfpq", 0.9)])
 def test_ann_engine_agrees_with_exact(library, kind, minimum):
     path, _, _, exact = library
     extra = {"auto_min_segments": 0} if kind == "hnsw" else {}
