@@ -650,7 +650,12 @@ def bench_lancedb(
 
     meter = CpuMeter()
     table.create_index(
-        "vector", config=IvfPq(distance_type="dot", num_partitions=p.nlist, num_sub_vectors=p.pq_m)
+        "vector",
+        config=IvfPq(
+            distance_type="dot",
+            num_partitions=p.nlist,
+            num_sub_vectors=p.pq_m or queries.shape[1] // 8,
+        ),
     )
     row.build_s = time.perf_counter() - meter.wall
     phase("lancedb index build", meter)
