@@ -99,6 +99,12 @@ class FaissIndex(VectorIndex):
     def _train_ivfpq(self, vectors: np.ndarray) -> Any:
         faiss, p = self._faiss, self.params
         nlist = p.nlist or max(16, int(4 * np.sqrt(len(vectors))))
+        # k-means needs a point per cell, and each PQ codebook 256 points (8-bit codes).
+        if len(vectors) < max(nlist, 256):
+            raise StoreError(
+                f"an IVF-PQ index needs at least {max(nlist, 256)} vectors to train, not "
+                f"{len(vectors)}: use hnsw or exact for a collection this small"
+            )
         quantizer = faiss.IndexFlatIP(p.dim)
         pq_m = p.pq_m or max(m for m in range(1, max(1, p.dim // 8) + 1) if p.dim % m == 0)
         ivf = faiss.IndexIVFPQ(quantizer, p.dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)

@@ -111,3 +111,11 @@ def test_label_masks_select_and_widen_the_search(data, kind):
     assert recall(found, exact_top(vectors, labels, queries, 10, allowed)) >= 0.95
     _, again = index.search(queries, 10, allowed=allowed)  # the same set as labels
     assert (again == found).all()
+
+
+def test_ivfpq_refuses_too_few_vectors_to_train():
+    from search.errors import StoreError
+
+    index = create_index("ivfpq", 64)
+    with pytest.raises(StoreError, match="at least 256 vectors"):
+        index.add(clustered(100), np.arange(100, dtype=np.int64))
