@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[dev,video]'
+	$(PIP) install -q -e '.[dev,video,audio]'
 	touch $@
 
 install: $(VENV)/.installed
