@@ -149,6 +149,7 @@ class SpaceView:
         if self.label_map is not None and count > self.options.exact_filter_below:
             labels = np.zeros(len(self.label_map.row_of_label), bool)
             labels[self.label_map.label_of_row[rows]] = True
+            labels.setflags(write=False)  # shared by queries; lets FAISS reuse its selector
         return RowFilter(rows, count, labels)
 
     def rank(
@@ -274,19 +275,16 @@ class SpaceIndex:
         started = time.perf_counter()
         snapshot = SpaceSnapshot(self.store, self.space, version)
         kind = self.options.kind_for(len(snapshot))
-        if kind == "exact" or len(snapshot) == 0:
-            self._ann = None
-            self.last_refresh = RefreshReport(
-                "exact", len(snapshot), 0, 0, False, False, time.perf_counter() - started
-            )
-            return SpaceView(snapshot, self.options)
-        keys = segment_keys(snapshot.segment_ids, snapshot.vectors)
-        ann, built = self._ann_for(kind, snapshot.vectors.shape[1], force_build)
+        ann, built = None, False
+        if kind != "exact" and len(snapshot):
+            ann, built = self._ann_for(kind, snapshot.vectors.shape[1], force_build)
+        self._ann = ann
         if ann is None:
             self.last_refresh = RefreshReport(
                 "exact", len(snapshot), 0, 0, False, False, time.perf_counter() - started
             )
             return SpaceView(snapshot, self.options)
+        keys = segment_keys(snapshot.segment_ids, snapshot.vectors)
         label_map, sync = ann.sync(keys, snapshot.vectors, version)
         if ann.dead_share > REBUILD_DEAD_SHARE:
             log.info("rebuilding the %s index: %.0f%% removed", kind, 100 * ann.dead_share)
@@ -312,17 +310,16 @@ class SpaceIndex:
         if self._ann is not None and self._ann.kind == kind:
             return self._ann, False
         saved = self.directory.current()
-        if saved is not None:
-            state = json.loads((saved / "state.json").read_text())
-            if state["kind"] == kind:
-                loaded = SyncedIndex.load(saved, mmap=self.options.mmap)
-                if isinstance(loaded.index, FaissIndex):
-                    loaded.index.params = replace(
-                        loaded.index.params,
-                        ef_search=self.options.ef_search,
-                        nprobe=self.options.nprobe,
-                    )
-                return loaded, False
+        state = None if saved is None else self.directory.state(saved)
+        if saved is not None and state is not None and state["kind"] == kind:
+            loaded = SyncedIndex.load(saved, mmap=self.options.mmap)
+            if isinstance(loaded.index, FaissIndex):  # search-time knobs follow the settings
+                loaded.index.params = replace(
+                    loaded.index.params,
+                    ef_search=self.options.ef_search,
+                    nprobe=self.options.nprobe,
+                )
+            return loaded, False
         if not (self.options.build_if_missing or force_build):
             log.warning(
                 "no saved %s index for %s: searching exactly until `xmodal reindex`",

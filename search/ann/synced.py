@@ -221,8 +221,9 @@ class IndexDirectory:
         path = self.root / name
         return path if (path / "state.json").exists() else None
 
-    def state(self) -> dict[str, Any] | None:
-        path = self.current()
+    def state(self, generation: Path | None = None) -> dict[str, Any] | None:
+        """The saved state of a generation (default: the current one)."""
+        path = generation or self.current()
         return None if path is None else json.loads((path / "state.json").read_text())
 
     def save(self, synced: SyncedIndex) -> Path:
