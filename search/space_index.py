@@ -33,7 +33,7 @@ from search.ann.synced import (
     empty_index,
     segment_keys,
 )
-from search.errors import InvalidQueryError
+from search.errors import InvalidQueryError, StoreError
 from search.exact_index import RankedItem, SpaceSnapshot, group_by_item, page
 from search.store import Store
 
@@ -311,8 +311,13 @@ class SpaceIndex:
             return self._ann, False
         saved = self.directory.current()
         state = None if saved is None else self.directory.state(saved)
-        if saved is not None and state is not None and state["kind"] == kind:
-            loaded = SyncedIndex.load(saved, mmap=self.options.mmap)
+        if saved is not None and state is not None and state.get("kind") == kind:
+            try:
+                loaded = SyncedIndex.load(saved, mmap=self.options.mmap)
+            except (RuntimeError, OSError, ValueError, KeyError, TypeError, StoreError) as error:
+                # A damaged save costs a rebuild, never the server: the store has the truth.
+                log.warning("saved %s index in %s unreadable (%s): rebuilding", kind, saved, error)
+                return self._new_index(kind, dim, force_build)
             if isinstance(loaded.index, FaissIndex):  # search-time knobs follow the settings
                 loaded.index.params = replace(
                     loaded.index.params,
@@ -320,6 +325,9 @@ class SpaceIndex:
                     nprobe=self.options.nprobe,
                 )
             return loaded, False
+        return self._new_index(kind, dim, force_build)
+
+    def _new_index(self, kind: str, dim: int, force_build: bool) -> tuple[SyncedIndex | None, bool]:
         if not (self.options.build_if_missing or force_build):
             log.warning(
                 "no saved %s index for %s: searching exactly until `xmodal reindex`",

@@ -224,7 +224,13 @@ class IndexDirectory:
     def state(self, generation: Path | None = None) -> dict[str, Any] | None:
         """The saved state of a generation (default: the current one)."""
         path = generation or self.current()
-        return None if path is None else json.loads((path / "state.json").read_text())
+        if path is None:
+            return None
+        try:
+            state = json.loads((path / "state.json").read_text())
+        except (OSError, ValueError):  # damaged: as if nothing were saved, so it is rebuilt
+            return None
+        return state if isinstance(state, dict) else None
 
     def save(self, synced: SyncedIndex) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -242,3 +242,20 @@ def test_queries_stay_correct_while_the_index_syncs(library):
         thread.join()
     assert not errors
     assert not deleted & set(top_ids(engine, vectors[0], k=100))
+
+
+@pytest.mark.parametrize("damage", ["index.faiss", "keys.npy", "state.json"])
+def test_a_damaged_saved_index_is_rebuilt_not_fatal(library, damage):
+    path, vectors, ids, _ = library
+    open_engine(path, kind="hnsw").index.refresh(save=True)
+    saved = IndexDirectory(index_root(path, IMAGE_TEXT)).current()
+    assert saved is not None
+    target = saved / damage
+    target.write_bytes(target.read_bytes()[:20])  # a torn or half-copied file
+
+    engine = open_engine(path, kind="hnsw")
+    assert top_ids(engine, vectors[11], k=1) == [ids[11]]
+    report = engine.index.last_refresh
+    assert report is not None and report.built and report.kind == "hnsw"
+    assert engine.index.refresh(save=True).saved  # and a good generation replaces it
+    assert IndexDirectory(index_root(path, IMAGE_TEXT)).state()["count"] == 3000
