@@ -30,6 +30,8 @@ import numpy as np
 
 from search.errors import MediaDecodeError
 
+from .av_media import import_av, open_container, stream_duration
+
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mka", ".wma", ".aiff"}
 )
@@ -100,39 +102,17 @@ class AudioInfo:
 
 
 def _av() -> Any:
-    try:
-        import av
-    except ImportError as error:  # the `audio` extra
-        raise MediaDecodeError("audio support needs PyAV: pip install 'xmodal[audio]'") from error
-    return av
+    return import_av("audio")
 
 
 def _open(path: Path) -> Any:
-    av = _av()
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise MediaDecodeError(f"cannot read file: {error}") from error
-    if size == 0:
-        raise MediaDecodeError("empty file (0 bytes)")
-    try:
-        return av.open(str(path))
-    except av.FFmpegError as error:
-        raise MediaDecodeError(f"not an audio file (or damaged beyond reading): {error}") from error
+    return open_container(path, "audio", "not an audio file (or damaged beyond reading)")
 
 
 def _audio_stream(container: Any) -> Any:
     if not container.streams.audio:
         raise MediaDecodeError("no audio stream")
     return container.streams.audio[0]
-
-
-def _duration(container: Any, stream: Any) -> float:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000
-    return 0.0
 
 
 def probe_audio(path: Path) -> AudioInfo:
@@ -142,7 +122,7 @@ def probe_audio(path: Path) -> AudioInfo:
         stream = _audio_stream(container)
         context = stream.codec_context
         return AudioInfo(
-            duration=_duration(container, stream),
+            duration=stream_duration(container, stream),
             sample_rate=int(context.sample_rate or 0),
             channels=int(context.channels or 0),
             codec=str(context.name),
@@ -232,7 +212,7 @@ def iter_audio_windows(
     container = _open(Path(path))
     try:
         stream = _audio_stream(container)
-        header_duration = _duration(container, stream)
+        header_duration = stream_duration(container, stream)
         if header_duration > options.max_seconds:
             raise MediaDecodeError(
                 f"audio lasts {header_duration:,.0f} s, over the limit of {options.max_seconds:,.0f} s"

@@ -27,6 +27,8 @@ from PIL import Image
 
 from search.errors import MediaDecodeError
 
+from .av_media import import_av, open_container, stream_duration
+
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv"}
 )
@@ -82,35 +84,17 @@ class VideoKeyframes:
 
 
 def _av() -> Any:
-    try:
-        import av
-    except ImportError as error:  # the `video` extra
-        raise MediaDecodeError("video support needs PyAV: pip install 'xmodal[video]'") from error
-    return av
+    return import_av("video")
 
 
 def _open(path: Path) -> Any:
-    av = _av()
-    if path.stat().st_size == 0:
-        raise MediaDecodeError("empty file (0 bytes)")
-    try:
-        return av.open(str(path))
-    except av.FFmpegError as error:
-        raise MediaDecodeError(f"not a readable video: {error}") from error
+    return open_container(path, "video", "not a readable video")
 
 
 def _video_stream(container: Any) -> Any:
     if not container.streams.video:
         raise MediaDecodeError("no video stream")
     return container.streams.video[0]
-
-
-def _duration(container: Any, stream: Any) -> float:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000
-    return 0.0
 
 
 def _rotation(frame: Any) -> int:
@@ -224,7 +208,7 @@ def extract_keyframes(
             raise MediaDecodeError(
                 f"video is {width}×{height}, over the limit of {limits.max_pixels:,} pixels per frame (setting max_video_pixels)"
             )
-        duration = _duration(container, stream)
+        duration = stream_duration(container, stream)
         if duration > limits.max_seconds:
             raise MediaDecodeError(
                 f"video lasts {duration:,.0f} s, over the limit of {limits.max_seconds:,.0f} s (setting max_video_seconds)"

@@ -23,16 +23,12 @@ import numpy as np
 from search.errors import ModelLoadError, ModelSpecError
 
 from .audio_base import AudioTextEncoder
+from .digest import file_digest
 from .open_clip_encoder import pick_device
 
 DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 _HUB_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-
-# (resolved path, size, mtime_ns) of every weight file -> digest; rehashing hundreds of
-# megabytes for each new encoder instance (one per CLI run, API worker...) is wasteful.
-_digest_cache: dict[tuple[tuple[str, int, int], ...], str] = {}
-_digest_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -92,22 +88,12 @@ def weights_digest(folder: Path) -> str:
             f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) in {folder}; a CLAP folder is "
             "what ClapModel.save_pretrained writes"
         )
-    key = tuple((str(p.resolve()), (st := p.stat()).st_size, st.st_mtime_ns) for p in files)
-    with _digest_lock:
-        cached = _digest_cache.get(key)
-    if cached is not None:
-        return cached
     digest = hashlib.sha256()
     for p in files:
-        # The name goes in too so that two shards swapping content is a different model.
-        digest.update(p.name.encode() + b"\0")
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    value = digest.hexdigest()
-    with _digest_lock:
-        _digest_cache[key] = value
-    return value
+        # The name goes in too so that two shards swapping content is a different model;
+        # each file's own digest is cached (search/encoders/digest.py).
+        digest.update(p.name.encode() + b"\0" + file_digest(p).encode())
+    return digest.hexdigest()
 
 
 def _offline_hint(spec: str) -> str:

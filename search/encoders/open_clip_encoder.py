@@ -11,7 +11,6 @@ A spec that names no weights is refused: xmodal never embeds with random weights
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from PIL import Image
 from search.errors import ModelLoadError, ModelSpecError
 
 from .base import ImageTextEncoder
+from .digest import file_digest
 from .preprocess import PIL_RESAMPLE, resize_center_crop
 from .registry import register_encoder
 
@@ -89,14 +89,6 @@ class OpenClipSpec:
             return f"local-dir:{self.local_dir}"
         assert self.arch
         return self.arch
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _offline_hint(spec: str, arch: str | None) -> str:

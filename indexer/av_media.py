@@ -1,0 +1,44 @@
+"""What video and audio decoding share: importing PyAV, opening a container, its duration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from search.errors import MediaDecodeError
+
+
+def import_av(extra: str) -> Any:
+    """PyAV, or a clear error naming the extra that installs it."""
+    try:
+        import av
+    except ImportError as error:
+        raise MediaDecodeError(
+            f"{extra} support needs PyAV: pip install 'xmodal[{extra}]'"
+        ) from error
+    return av
+
+
+def open_container(path: Path, extra: str, unreadable: str) -> Any:
+    """An opened container; empty or unreadable files raise MediaDecodeError, the latter
+    starting with `unreadable` (e.g. "not a readable video")."""
+    av = import_av(extra)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise MediaDecodeError(f"cannot read file: {error}") from error
+    if size == 0:
+        raise MediaDecodeError("empty file (0 bytes)")
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as error:
+        raise MediaDecodeError(f"{unreadable}: {error}") from error
+
+
+def stream_duration(container: Any, stream: Any) -> float:
+    """Seconds from the stream header, else the container's, else 0 (unknown)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return 0.0
