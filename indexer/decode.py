@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from search.audio import probe_audio
 from search.encoders import ImageTextEncoder
 from search.errors import MediaDecodeError
 from search.images import ImageLimits, decode_image
@@ -22,6 +23,10 @@ class DecodeOptions:
     image_limits: ImageLimits = ImageLimits()
     video_limits: VideoLimits = VideoLimits()
     keyframes: KeyframeSettings = KeyframeSettings()
+    # Audio: files longer than this are refused; None: no audio model, audio files
+    # fail and videos are indexed by their pictures only.
+    max_audio_seconds: float | None = 6 * 3600.0
+    video_audio: bool = True  # index the sound of videos too
 
 
 @dataclass
@@ -30,16 +35,21 @@ class Decoded:
     content_hash: str = ""
     width: int = 0
     height: int = 0
-    duration: float | None = None  # seconds, for videos
+    duration: float | None = None  # seconds, for videos and audio
     prepared: list[np.ndarray] = field(default_factory=list)  # model inputs, one per segment
     spans: list[tuple[float | None, float | None]] = field(default_factory=list)  # per segment
+    # Audio to stream into the audio space (the file itself, or a video's soundtrack);
+    # it is decoded later, window by window, next to the audio encoder.
+    has_audio: bool = False
     error: str = ""  # why it could not be indexed (or, with segments, what was skipped)
     same_content: bool = False  # touched but byte-identical to what is indexed
     seconds: float = 0.0
 
     @property
     def failed(self) -> bool:
-        return bool(self.error) and not self.prepared and not self.same_content
+        return (
+            bool(self.error) and not self.prepared and not self.has_audio and not self.same_content
+        )
 
 
 def _file_hash(path: Path) -> str:
@@ -62,14 +72,41 @@ def _decode_image(result: Decoded, encoder: ImageTextEncoder, options: DecodeOpt
     result.spans = [(None, None)]
 
 
-def _decode_video(result: Decoded, encoder: ImageTextEncoder, options: DecodeOptions) -> None:
-    # Streamed hash: a video is never read into memory whole.
+def _hash_unless_same(result: Decoded) -> bool:
+    """Hash the file (streamed: never read whole); True when the indexed content is the same."""
     result.content_hash = _file_hash(result.candidate.path)
-    if (
+    result.same_content = (
         result.candidate.previously_indexed
         and result.content_hash == result.candidate.previous_hash
-    ):
-        result.same_content = True
+    )
+    return result.same_content
+
+
+def _decode_audio(result: Decoded, options: DecodeOptions) -> None:
+    if _hash_unless_same(result):
+        return
+    if options.max_audio_seconds is None:
+        raise MediaDecodeError("no audio model is configured (audio_model = none)")
+    info = probe_audio(result.candidate.path)  # unreadable, no audio stream: fails here
+    if info.duration > options.max_audio_seconds:
+        raise MediaDecodeError(
+            f"audio lasts {info.duration:,.0f} s, over the limit of "
+            f"{options.max_audio_seconds:,.0f} s (setting max_audio_seconds)"
+        )
+    result.duration = info.duration or None
+    result.has_audio = True
+
+
+def _video_has_sound(path: Path) -> bool:
+    try:
+        probe_audio(path)
+    except MediaDecodeError:
+        return False  # no audio stream (or none that opens): pictures only
+    return True
+
+
+def _decode_video(result: Decoded, encoder: ImageTextEncoder, options: DecodeOptions) -> None:
+    if _hash_unless_same(result):
         return
     video = extract_keyframes(
         result.candidate.path,
@@ -82,6 +119,8 @@ def _decode_video(result: Decoded, encoder: ImageTextEncoder, options: DecodeOpt
     result.prepared = [k.prepared for k in video.keyframes if k.prepared is not None]
     result.spans = [(k.start, k.end) for k in video.keyframes]
     result.error = "; ".join(video.warnings)
+    if options.video_audio and options.max_audio_seconds is not None:
+        result.has_audio = _video_has_sound(result.candidate.path)
 
 
 def decode_candidate(
@@ -92,6 +131,8 @@ def decode_candidate(
     try:
         if candidate.kind == "video":
             _decode_video(result, encoder, options)
+        elif candidate.kind == "audio":
+            _decode_audio(result, options)
         else:
             _decode_image(result, encoder, options)
     except MediaDecodeError as error:

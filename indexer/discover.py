@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from search.audio import AUDIO_EXTENSIONS, sniff_audio_mime
 from search.errors import SourceError
 from search.images import IMAGE_EXTENSIONS, sniff_image_mime
 from search.store import INDEXED, Store
@@ -21,7 +22,7 @@ DIFF_COLUMNS = ["id", "uri", "root", "bytes", "mtime_ns", "content_hash", "statu
 class Candidate:
     path: Path
     root: str
-    kind: str  # "image" or "video"
+    kind: str  # "image", "video" or "audio"
     bytes: int
     mtime_ns: int
     previous_hash: str = ""  # content hash stored by an earlier run, if any
@@ -45,12 +46,15 @@ class Plan:
 
 
 def media_kind(path: Path) -> str | None:
-    """ "image" or "video" by extension, else by the file's first bytes; None for other files."""
+    """ "image", "video" or "audio" by extension, else by the file's first bytes; None for
+    other files."""
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         return "image"
     if suffix in VIDEO_EXTENSIONS:
         return "video"
+    if suffix in AUDIO_EXTENSIONS:
+        return "audio"
     try:
         with open(path, "rb") as f:
             header = f.read(SNIFF_BYTES)
@@ -60,6 +64,8 @@ def media_kind(path: Path) -> str | None:
         return "image"
     if sniff_video_mime(header) is not None:
         return "video"
+    if sniff_audio_mime(header) is not None:
+        return "audio"
     return None
 
 

@@ -3,13 +3,17 @@
 Decoding runs ahead of the encoder in a bounded window of worker threads
 (Pillow releases the GIL while decoding), the encoder works on full batches,
 and a background thread commits the results.
+
+Images and video keyframes go to the image-text space. Audio files and the sound
+of videos go to the audio-text space: their windows are decoded as a stream next to
+the audio encoder (indexer/audio_encode.py), so no file is ever held whole.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from search.encoders import IMAGE_TEXT
+from search.encoders import AUDIO_TEXT, IMAGE_TEXT
 from search.engine import Engine
 from search.errors import IndexingAborted
 from search.images import ImageLimits
 from search.store import FAILED, INDEXED, ItemRecord, SegmentRecord, item_id_for, segment_id_for
 
+from .audio_encode import AudioEncoder, EncodedAudio
 from .decode import Decoded, DecodeOptions, decode_candidate
 from .discover import Candidate, plan_run
 from .progress import NoProgress, Progress
@@ -40,6 +45,8 @@ class IndexOptions:
     write_batch_size: int = 256  # items per store commit
     fail_fast: bool = False  # stop at the first unreadable file
     decode: DecodeOptions = DecodeOptions()  # limits and keyframe selection
+    audio_hop: float = 0.0  # seconds between audio window starts; 0: one window length
+    silence_dbfs: float = -60.0  # quieter audio windows are skipped
 
     @classmethod
     def from_settings(cls, settings: Any) -> IndexOptions:
@@ -58,7 +65,11 @@ class IndexOptions:
                     settings.shot_threshold,
                     settings.duplicate_keyframe_threshold,
                 ),
+                max_audio_seconds=settings.max_audio_seconds,
+                video_audio=settings.video_audio,
             ),
+            audio_hop=settings.audio_hop,
+            silence_dbfs=settings.silence_dbfs,
         )
 
 
@@ -75,6 +86,7 @@ class Indexer:
         self.options = options
         self.progress = progress or NoProgress()
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._audio: AudioEncoder | None = None
 
     def run(
         self,
@@ -90,9 +102,11 @@ class Indexer:
         metadata = {str(Path(k).expanduser().resolve()): v for k, v in (metadata or {}).items()}
         self.encoder.load()  # fail on a bad model before touching the store
         self.engine.ensure_space()
-        self.store.remove_orphan_segments(IMAGE_TEXT)
-
         plan = plan_run(paths, self.store)
+        self._audio = self._prepare_audio(plan.to_index)
+        for space in self.store.spaces():
+            self.store.remove_orphan_segments(space.name)
+
         for root in plan.roots:
             self.store.add_root(root)
         report.times.discover = time.perf_counter() - started
@@ -103,7 +117,7 @@ class Indexer:
             report.removed = len(plan.removed_ids)
         self._update_metadata(plan.unchanged_ids, metadata)
 
-        writer = BatchWriter(self.store, IMAGE_TEXT, self.options.write_batch_size)
+        writer = BatchWriter(self.store, self.options.write_batch_size)
         self.progress.start(len(plan.to_index))
         try:
             pending: list[Decoded] = []
@@ -114,8 +128,12 @@ class Indexer:
                     self._record_touched(decoded, metadata, writer, report)
                 else:
                     pending.append(decoded)
-                    # Batches count segments: a video brings many keyframes at once.
-                    if sum(len(d.prepared) for d in pending) >= self.options.batch_size:
+                    # Batches count segments: a video brings many keyframes at once (an
+                    # audio file counts one; its windows are batched as they stream).
+                    if (
+                        sum(len(d.prepared) + d.has_audio for d in pending)
+                        >= self.options.batch_size
+                    ):
                         self._encode_and_write(pending, metadata, writer, report)
                         pending = []
             self._encode_and_write(pending, metadata, writer, report)
@@ -123,19 +141,49 @@ class Indexer:
             writer.close()
             self.progress.finish()
         report.times.write = writer.seconds
+        if self._audio is not None:
+            report.times.decode += self._audio.stats.decode_seconds
+            report.times.encode += self._audio.stats.encode_seconds
         if report.embedded or report.removed or report.failed:
             self.store.compact()
         self._update_index(report)
         report.times.wall = time.perf_counter() - started
         return report
 
+    def _prepare_audio(self, candidates: list[Candidate]) -> AudioEncoder | None:
+        """The audio encoder for this run, loaded and its space bound, when the run has
+        audio to index; None otherwise (audio files then fail with a reason)."""
+        space, encoder = self.engine.audio, self.engine.audio_encoder
+        decode = self.options.decode
+        wanted = any(
+            c.kind == "audio" or (c.kind == "video" and decode.video_audio) for c in candidates
+        )
+        if space is None or encoder is None or not wanted:
+            if space is None:
+                self.options = replace(self.options, decode=replace(decode, max_audio_seconds=None))
+            return None
+        encoder.load()  # a bad audio model fails the run here, before any work
+        space.ensure_space()
+        options = replace(
+            self.engine.audio_options(
+                decode.max_audio_seconds or 6 * 3600.0, self.options.audio_hop
+            ),
+            silence_dbfs=self.options.silence_dbfs,
+        )
+        return AudioEncoder(encoder, options, self.options.batch_size)
+
     def _update_index(self, report: IndexReport) -> None:
-        """Sync and save the ANN index here, so that servers load it instead of building
-        it on their first query; small spaces are searched exactly and need none."""
+        """Sync and save the ANN indexes here, so that servers load them instead of
+        building them on their first query; small spaces are searched exactly."""
         started = time.perf_counter()
-        space_index = self.engine.index
-        if space_index.wanted_kind() != "exact":
-            report.index_kind = space_index.refresh(save=True).kind
+        for space in self.engine.searchers:
+            if self.store.space(space.space) is None:
+                continue
+            space_index = space.index
+            if space_index.wanted_kind() != "exact":
+                kind = space_index.refresh(save=True).kind
+                if space.space == IMAGE_TEXT:
+                    report.index_kind = kind
         report.times.index = time.perf_counter() - started
 
     # -- stages ----------------------------------------------------------
@@ -169,33 +217,69 @@ class Indexer:
         started = time.perf_counter()
         images = [d for d in batch if d.candidate.kind == "image"]
         image_vectors = self._image_vectors(images, report)
-        videos = [d for d in batch if d.candidate.kind != "image"]
+        videos = [d for d in batch if d.candidate.kind == "video"]
         video_vectors = self._encode_in_batches([p for d in videos for p in d.prepared])
         report.times.encode += time.perf_counter() - started
+        sounds = [d for d in batch if d.has_audio]
+        audio = self._encode_audio(sounds)
         offset = 0
         for decoded in batch:
             c = decoded.candidate
-            item = self._item_record(decoded, metadata, INDEXED)
             if c.kind == "image":
                 vectors = [image_vectors[decoded.content_hash]]
             else:
                 vectors = list(video_vectors[offset : offset + len(decoded.prepared)])
                 offset += len(decoded.prepared)
-            segments = [
-                SegmentRecord(segment_id_for(item.id, index), item.id, vector, start, end)
-                for index, (vector, (start, end)) in enumerate(
-                    zip(vectors, decoded.spans, strict=True)
-                )
-            ]
-            report.segments += len(segments)
-            if decoded.error:
-                report.warnings.append((c.uri, decoded.error))
+            item = self._item_record(decoded, metadata, INDEXED)
+            segments = {IMAGE_TEXT: _segments(item.id, vectors, decoded.spans)} if vectors else {}
+            sound = audio.get(id(decoded))
+            if sound is not None:
+                failure = self._merge_audio(decoded, item, sound, segments)
+                if failure:
+                    decoded.error = failure
+                    self._record_failure(decoded, metadata, writer, report)
+                    continue
+            report.segments += sum(len(rows) for rows in segments.values())
+            if item.error:
+                report.warnings.append((c.uri, item.error))
             writer.add(item, segments, replaces=c.existed)
             if c.existed:
                 report.updated += 1
             else:
                 report.indexed += 1
-        self.progress.advance(len(batch))
+            self.progress.advance(1)
+
+    def _encode_audio(self, sounds: list[Decoded]) -> dict[int, EncodedAudio]:
+        if not sounds:
+            return {}
+        assert self._audio is not None
+        encoded = self._audio.encode_files([d.candidate.path for d in sounds])
+        return {id(d): e for d, e in zip(sounds, encoded, strict=True)}
+
+    def _merge_audio(
+        self,
+        decoded: Decoded,
+        item: ItemRecord,
+        sound: EncodedAudio,
+        segments: dict[str, list[SegmentRecord]],
+    ) -> str:
+        """Add a file's audio segments to its item; returns why an audio file failed."""
+        is_audio_file = decoded.candidate.kind == "audio"
+        notes = [item.error] if item.error else []
+        if sound.error:
+            if is_audio_file:
+                return sound.error
+            notes.append(f"sound not indexed: {sound.error}")
+        elif not sound.vectors:
+            if is_audio_file:
+                return f"silent: no window louder than {self.options.silence_dbfs:g} dBFS"  # recorded, so the report says why it is not searchable
+        else:
+            segments[AUDIO_TEXT] = _segments(item.id, sound.vectors, sound.spans)
+        if is_audio_file:
+            item.duration = sound.duration or item.duration
+        notes.extend(sound.warnings if not sound.error else [])
+        item.error = "; ".join(notes)
+        return ""
 
     def _encode_in_batches(self, prepared: list[np.ndarray]) -> np.ndarray:
         size = self.options.batch_size
@@ -259,7 +343,7 @@ class Indexer:
         report.failed.append((decoded.candidate.uri, decoded.error))
         item = self._item_record(decoded, metadata, FAILED)
         # A file that used to be indexed and is now unreadable loses its vectors.
-        writer.add(item, [], replaces=decoded.candidate.previously_indexed)
+        writer.add(item, {}, replaces=decoded.candidate.previously_indexed)
         self.progress.advance(1)
         if self.options.fail_fast:
             writer.close()
@@ -278,7 +362,7 @@ class Indexer:
         refreshed = replace(previous, bytes=c.bytes, mtime_ns=c.mtime_ns)
         if c.uri in metadata:
             refreshed.metadata = dict(metadata[c.uri])
-        writer.add(refreshed, [], replaces=False)
+        writer.add(refreshed, {}, replaces=False)
         report.unchanged += 1
         self.progress.advance(1)
 
@@ -292,6 +376,17 @@ class Indexer:
             if r.uri in metadata and metadata[r.uri] != r.metadata
         ]
         self.store.upsert_items(changed)
+
+
+def _segments(
+    item_id: str,
+    vectors: Sequence[np.ndarray],
+    spans: Sequence[tuple[float | None, float | None]] | Sequence[tuple[float, float]],
+) -> list[SegmentRecord]:
+    return [
+        SegmentRecord(segment_id_for(item_id, index), item_id, vector, start, end)
+        for index, (vector, (start, end)) in enumerate(zip(vectors, spans, strict=True))
+    ]
 
 
 def index_paths(

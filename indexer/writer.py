@@ -13,7 +13,7 @@ from search.store import ItemRecord, SegmentRecord, Store
 @dataclass
 class WriteBatch:
     items: list[ItemRecord] = field(default_factory=list)
-    segments: list[SegmentRecord] = field(default_factory=list)
+    segments: dict[str, list[SegmentRecord]] = field(default_factory=dict)  # by space
     replace_segments_of: list[str] = field(default_factory=list)  # re-embedded items
 
     def __len__(self) -> int:
@@ -23,13 +23,13 @@ class WriteBatch:
 class BatchWriter:
     """Buffers rows and commits them from one background thread, in order.
 
-    Per batch: old segments of re-embedded items are deleted, new segments are
-    written, then the item rows. An item row is the commit marker of its item.
+    Per batch: old segments of re-embedded items are deleted (in every space), new
+    segments are written space by space, then the item rows. An item row is the commit
+    marker of its item: segments without one are orphans, removed by the next run.
     """
 
-    def __init__(self, store: Store, space: str, batch_size: int, max_pending: int = 4):
+    def __init__(self, store: Store, batch_size: int, max_pending: int = 4):
         self.store = store
-        self.space = space
         self.batch_size = batch_size
         self.seconds = 0.0
         self._buffer = WriteBatch()
@@ -38,10 +38,14 @@ class BatchWriter:
         self._thread = threading.Thread(target=self._run, name="xmodal-writer", daemon=True)
         self._thread.start()
 
-    def add(self, item: ItemRecord, segments: list[SegmentRecord], replaces: bool) -> None:
+    def add(
+        self, item: ItemRecord, segments: dict[str, list[SegmentRecord]], replaces: bool
+    ) -> None:
+        """Queue an item with its segments per space; `replaces`: drop its old segments."""
         self._raise_if_failed()
         self._buffer.items.append(item)
-        self._buffer.segments.extend(segments)
+        for space, rows in segments.items():
+            self._buffer.segments.setdefault(space, []).extend(rows)
         if replaces:
             self._buffer.replace_segments_of.append(item.id)
         if len(self._buffer) >= self.batch_size:
@@ -74,8 +78,10 @@ class BatchWriter:
             started = time.perf_counter()
             try:
                 if batch.replace_segments_of:
-                    self.store.delete_segments(self.space, batch.replace_segments_of)
-                self.store.upsert_segments(self.space, batch.segments)
+                    for space in self.store.spaces():
+                        self.store.delete_segments(space.name, batch.replace_segments_of)
+                for space_name, rows in batch.segments.items():
+                    self.store.upsert_segments(space_name, rows)
                 self.store.upsert_items(batch.items)
             except BaseException as error:  # surfaced to the caller on its next call
                 self._error = error

@@ -1,32 +1,44 @@
-"""The query engine: a store plus the encoder of its image-text space.
+"""The query engine: a store plus one encoder per embedding space.
 
 engine = Engine.open("~/xmodal-data")
 result = engine.search_text("a red bicycle", k=5)
+
+Images and video keyframes live in the image-text space, audio windows (of audio
+files and of videos' soundtracks) in the audio-text space. A text query is asked in
+every space and the hits are merged by calibrated score (search/calibration.py);
+queries by example stay in the space of the example.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from search.encoders import IMAGE_TEXT, ImageTextEncoder, create_encoder
-from search.encoders.batching import TextBatcher
+from search.audio import AudioOptions, iter_audio_windows
+from search.encoders import (
+    AUDIO_TEXT,
+    IMAGE_TEXT,
+    AudioTextEncoder,
+    ImageTextEncoder,
+    create_audio_encoder,
+    create_encoder,
+)
 from search.errors import InvalidQueryError, UnknownItemError
-from search.exact_index import RankedItem, SpaceSnapshot
+from search.exact_index import RankedItem
 from search.filters import validate_filter
-from search.hits import Hit, SearchResult, SegmentHit
+from search.hits import Hit, SearchResult
 from search.images import ImageLimits, decode_image
-from search.settings import DEFAULT_MODEL
+from search.moments import best_moments, segment_hits
+from search.settings import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, NO_AUDIO_MODEL
 from search.space_index import AnnOptions, RowFilter, SpaceIndex, SpaceView
-from search.store import INDEXED, SpaceRecord, Store
+from search.space_search import SpaceSearcher
+from search.store import INDEXED, ItemRecord, SpaceRecord, Store
 
 MEDIA_KINDS = frozenset({"image", "video", "audio"})
 
@@ -34,7 +46,8 @@ MAX_TEXT_CHARS = 2000
 
 
 class Engine:
-    """Answers queries over one store. The encoder is injected (tests pass tiny models)."""
+    """Answers queries over one store. Encoders are injected (tests pass tiny models);
+    without an audio encoder the audio space is neither indexed nor searched."""
 
     def __init__(
         self,
@@ -47,25 +60,29 @@ class Engine:
         text_cache_size: int = 4096,
         ann: AnnOptions | None = None,
         text_batch_wait_ms: float = 0.0,
+        audio_encoder: AudioTextEncoder | None = None,
+        min_score: float | None = None,
+        max_query_audio_seconds: float = 60.0,
     ):
         self.store = store
-        self.encoder = encoder
         self.limits = limits
         self.max_k = max_k
         self.moment_margin = moment_margin  # cosine below an item's best that still makes a moment
         self.max_moments = max_moments
-        self.text_cache_size = text_cache_size
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._text_lock = threading.Lock()
-        # Concurrent text queries share forward passes (bench/text_batching.py).
-        self._text_batcher = TextBatcher(
-            lambda texts: self.encoder.encode_texts(texts), max_wait_ms=text_batch_wait_ms
-        )
-        self.index = SpaceIndex(store, IMAGE_TEXT, ann)
-        self._space_known = False
-        if store.space(IMAGE_TEXT) is not None:
-            # Refuse a different model before any work is done with it.
-            self.ensure_space()
+        self.min_score = min_score  # default threshold on calibrated text-query scores
+        self.max_query_audio_seconds = max_query_audio_seconds
+
+        def searcher(space: str, space_encoder: Any) -> SpaceSearcher:
+            return SpaceSearcher(
+                store, space, space_encoder, ann, text_cache_size, text_batch_wait_ms
+            )
+
+        self.image = searcher(IMAGE_TEXT, encoder)
+        self.audio = None if audio_encoder is None else searcher(AUDIO_TEXT, audio_encoder)
+        # Refuse a different model before any work is done with it.
+        for space in self.searchers:
+            if store.space(space.space) is not None:
+                space.ensure_space()
 
     @classmethod
     def open(
@@ -73,18 +90,64 @@ class Engine:
         data: str | Path,
         model: str | None = None,
         device: str = "auto",
+        audio_model: str | None = None,
         **options: Any,
     ) -> Engine:
-        """Open (or create) a store; the model defaults to the one the store was built with."""
+        """Open (or create) a store; models default to the ones the store was built with."""
         store = Store(data)
         encoder = create_encoder(model_for_store(store, model), device=device)
-        return cls(store, encoder, **options)
+        audio_spec = audio_model_for_store(store, audio_model)
+        audio_encoder = (
+            None if audio_spec is None else create_audio_encoder(audio_spec, device=device)
+        )
+        return cls(store, encoder, audio_encoder=audio_encoder, **options)
 
-    # -- space binding ---------------------------------------------------
+    # -- spaces ------------------------------------------------------------
+    @property
+    def encoder(self) -> ImageTextEncoder:
+        """The image-text encoder."""
+        encoder = self.image.encoder
+        assert isinstance(encoder, ImageTextEncoder)
+        return encoder
+
+    @property
+    def audio_encoder(self) -> AudioTextEncoder | None:
+        if self.audio is None:
+            return None
+        encoder = self.audio.encoder
+        assert isinstance(encoder, AudioTextEncoder)
+        return encoder
+
+    @property
+    def index(self) -> SpaceIndex:
+        """The image-text space's index."""
+        return self.image.index
+
+    @property
+    def searchers(self) -> list[SpaceSearcher]:
+        return [s for s in (self.image, self.audio) if s is not None]
+
+    def searcher(self, space: str) -> SpaceSearcher:
+        for s in self.searchers:
+            if s.space == space:
+                return s
+        raise InvalidQueryError(f"no {space} model is configured for this store")
+
     def ensure_space(self) -> SpaceRecord:
         """Create the image-text space for this encoder, or check it matches."""
-        return self.store.bind_space(
-            IMAGE_TEXT, self.encoder.spec, self.encoder.identity, self.encoder.dim
+        return self.image.ensure_space()
+
+    def audio_options(self, max_seconds: float, hop_seconds: float = 0.0) -> AudioOptions:
+        """Windows cut to what the audio model takes (its rate and clip length)."""
+        encoder = self.audio_encoder
+        if encoder is None:
+            raise InvalidQueryError("no audio model is configured for this store")
+        window = encoder.window_seconds
+        return AudioOptions(
+            sample_rate=encoder.sample_rate,
+            window_seconds=window,
+            hop_seconds=hop_seconds or window,
+            max_seconds=max_seconds,
         )
 
     # -- queries ---------------------------------------------------------
@@ -95,7 +158,11 @@ class Engine:
         offset: int = 0,
         filter: dict[str, Any] | None = None,
         kinds: Sequence[str] | None = None,
+        min_score: float | None = None,
     ) -> SearchResult:
+        """Text -> media in every space, one list ordered by calibrated score.
+
+        `min_score` (default: the engine's) drops hits calibrated below it."""
         started = time.perf_counter()
         text = (text or "").strip()
         if not text:
@@ -103,8 +170,41 @@ class Engine:
         if len(text) > MAX_TEXT_CHARS:
             raise InvalidQueryError(f"text query longer than {MAX_TEXT_CHARS} characters")
         self._check_page(k, offset)
-        vector = self._text_vector(text)
-        return self._search(vector, k, offset, Query(filter, kinds), started, time.perf_counter())
+        query = Query(filter, kinds)
+        query.validate()
+        threshold = self.min_score if min_score is None else min_score
+        wanted = None if kinds is None else frozenset(kinds)
+        encode_seconds = 0.0
+        found: list[tuple[float, SpaceSearcher, SpaceView, np.ndarray, RankedItem]] = []
+        for space in self.searchers:
+            if not space.holds_any(wanted):
+                continue
+            view = space.view()
+            if view is None:
+                continue
+            encoding = time.perf_counter()
+            vector = space.text_vector(text)
+            calibration = space.calibration(view)
+            encode_seconds += time.perf_counter() - encoding
+            for ranked in view.rank(vector, offset + k, 0, query.rows(view)):
+                calibrated = calibration.score(ranked.score)
+                if threshold is None or calibrated >= threshold:
+                    found.append((calibrated, space, view, vector, ranked))
+        ranked_at = time.perf_counter()
+        # A video found by both its pictures and its sound is listed once, by the better.
+        best: dict[str, tuple[float, SpaceSearcher, SpaceView, np.ndarray, RankedItem]] = {}
+        for entry in sorted(found, key=lambda e: -e[0]):
+            item_id = str(entry[2].snapshot.items.ids[entry[4].item_code])
+            best.setdefault(item_id, entry)
+        chosen = list(best.values())[offset : offset + k]
+        hits = self._hits([(s, v, q, r, c) for c, s, v, q, r in chosen])
+        done = time.perf_counter()
+        timings = {
+            "encode": encode_seconds * 1000.0,
+            "search": (ranked_at - started - encode_seconds) * 1000.0,
+            "fetch": (done - ranked_at) * 1000.0,
+        }
+        return SearchResult(hits, _ms_since(started), timings)
 
     def search_image(
         self,
@@ -122,7 +222,35 @@ class Engine:
         else:
             pil = decode_image(image, self.limits, draft_to=self.encoder.input_size).image
         vector = self.encoder.encode_images([pil])[0]
-        return self._search(vector, k, offset, Query(filter, kinds), started, time.perf_counter())
+        return self._search(self.image, vector, k, offset, Query(filter, kinds), started)
+
+    def search_audio(
+        self,
+        audio: bytes | Path,
+        k: int = 10,
+        offset: int = 0,
+        filter: dict[str, Any] | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> SearchResult:
+        """Query by a sound: an audio (or video) file's path or bytes. Its first
+        `max_query_audio_seconds` are cut into the model's windows and averaged."""
+        started = time.perf_counter()
+        self._check_page(k, offset)
+        space = self.searcher(AUDIO_TEXT)
+        encoder = self.audio_encoder
+        assert encoder is not None
+        # The file may be long: only its beginning is decoded.
+        options = replace(
+            self.audio_options(self.max_query_audio_seconds),
+            read_seconds=self.max_query_audio_seconds,
+        )
+        clips = [window.samples for window in iter_audio_windows(audio, options)]
+        if not clips:
+            raise InvalidQueryError("the query audio is silent")
+        vectors = encoder.encode_audio(clips, options.sample_rate)
+        vector = vectors.mean(axis=0)
+        vector /= np.linalg.norm(vector) or 1.0
+        return self._search(space, vector, k, offset, Query(filter, kinds), started)
 
     def search_similar(
         self,
@@ -132,26 +260,27 @@ class Engine:
         filter: dict[str, Any] | None = None,
         kinds: Sequence[str] | None = None,
     ) -> SearchResult:
-        """Items similar to an indexed item, the item itself excluded."""
+        """Items similar to an indexed item, the item itself excluded. An image or video
+        is compared by its pictures, an audio file by its sound."""
         started = time.perf_counter()
         self._check_page(k, offset)
-        view = self._view()
-        snapshot = None if view is None else view.snapshot
-        if snapshot is None or item_id not in snapshot.code_of:
-            item = self.store.item(item_id)  # raises UnknownItemError
-            if item.status != INDEXED:
-                raise InvalidQueryError(f"item {item_id!r} could not be indexed: {item.error}")
-            raise UnknownItemError(item_id)
-        code = int(snapshot.code_of.get_loc(item_id))
-        vectors = snapshot.item_vectors(code)
-        if len(vectors) == 0:
-            raise UnknownItemError(item_id)
-        query = vectors.mean(axis=0)
-        query /= np.linalg.norm(query) or 1.0
-        assert view is not None
-        return self._rank(
-            view, query, k, offset, Query(filter, kinds), started, started, exclude_code=code
-        )
+        for space in self.searchers:
+            view = space.view()
+            snapshot = None if view is None else view.snapshot
+            if snapshot is None or item_id not in snapshot.code_of:
+                continue
+            code = int(snapshot.code_of.get_loc(item_id))
+            vectors = snapshot.item_vectors(code)
+            if len(vectors) == 0:
+                continue  # e.g. a silent video has no sound segments
+            assert view is not None
+            query = vectors.mean(axis=0)
+            query /= np.linalg.norm(query) or 1.0
+            return self._rank(space, view, query, k, offset, Query(filter, kinds), started, code)
+        item = self.store.item(item_id)  # raises UnknownItemError
+        if item.status != INDEXED:
+            raise InvalidQueryError(f"item {item_id!r} could not be indexed: {item.error}")
+        raise UnknownItemError(item_id)
 
     def search_vector(
         self,
@@ -160,88 +289,61 @@ class Engine:
         offset: int = 0,
         filter: dict[str, Any] | None = None,
         kinds: Sequence[str] | None = None,
+        space: str = IMAGE_TEXT,
     ) -> SearchResult:
-        """Query by a precomputed unit vector of the image-text space."""
+        """Query by a precomputed unit vector of one space (default image-text)."""
         started = time.perf_counter()
         self._check_page(k, offset)
         query = np.asarray(vector, np.float32)
-        return self._search(query, k, offset, Query(filter, kinds), started, started)
+        return self._search(self.searcher(space), query, k, offset, Query(filter, kinds), started)
 
     def item(self, item_id: str):
         return self.store.item(item_id)
 
-    # -- internals -------------------------------------------------------
-    def _text_vector(self, text: str) -> np.ndarray:
-        """The text tower's output, from an LRU cache: repeated queries skip the model."""
-        with self._text_lock:
-            cached = self._text_cache.get(text)
-            if cached is not None:
-                self._text_cache.move_to_end(text)
-                return cached
-        vector = self._text_batcher.encode(text)
-        vector.setflags(write=False)
-        with self._text_lock:
-            self._text_cache[text] = vector
-            while len(self._text_cache) > self.text_cache_size:
-                self._text_cache.popitem(last=False)
-        return vector
+    def warm(self) -> None:
+        """Load the models and the spaces' vectors, indexes and calibrations now, not on
+        the first query."""
+        for space in self.searchers:
+            if space is self.image or space.view() is not None:
+                space.warm()
 
+    # -- internals -------------------------------------------------------
     def _check_page(self, k: int, offset: int) -> None:
         if not 1 <= k <= self.max_k:
             raise InvalidQueryError(f"k must be between 1 and {self.max_k}")
         if offset < 0:
             raise InvalidQueryError("offset must be >= 0")
 
-    def _view(self) -> SpaceView | None:
-        """The space as of the store's current version; None before any indexing."""
-        if not self._space_known:
-            if self.store.space(IMAGE_TEXT) is None:
-                return None
-            self._space_known = True  # spaces are never removed
-        return self.index.view()
-
-    def warm(self) -> None:
-        """Load the model and the space's vectors and index now, not on the first query."""
-        self.encoder.load()
-        self._view()
-
     def _search(
         self,
+        space: SpaceSearcher,
         vector: np.ndarray,
         k: int,
         offset: int,
         query: Query,
         started: float,
-        encoded: float,
     ) -> SearchResult:
-        view = self._view()
+        view = space.view()
         if view is None:
             query.validate()
             return SearchResult([], _ms_since(started))
-        return self._rank(view, vector, k, offset, query, started, encoded)
+        return self._rank(space, view, vector, k, offset, query, started)
 
     def _rank(
         self,
+        space: SpaceSearcher,
         view: SpaceView,
         vector: np.ndarray,
         k: int,
         offset: int,
         query: Query,
         started: float,
-        encoded: float,
         exclude_code: int | None = None,
     ) -> SearchResult:
+        encoded = time.perf_counter()
         ranked = view.rank(vector, k, offset, query.rows(view), exclude_code)
         ranked_at = time.perf_counter()
-        snapshot = view.snapshot
-        records = snapshot.records([r.item_code for r in ranked])
-        hits = []
-        for record, r in zip(records, ranked, strict=True):
-            if record.kind == "image":
-                segments = self._segment_hits(snapshot, r)
-            else:
-                segments = self._moments(snapshot, r.item_code, vector)
-            hits.append(Hit(record, r.score, segments))
+        hits = self._hits([(space, view, vector, r, None) for r in ranked])
         done = time.perf_counter()
         timings = {
             "encode": (encoded - started) * 1000.0,
@@ -250,43 +352,31 @@ class Engine:
         }
         return SearchResult(hits, _ms_since(started), timings)
 
-    @staticmethod
-    def _segment_hits(snapshot: SpaceSnapshot, ranked: RankedItem) -> list[SegmentHit]:
-        return [
-            SegmentHit(
-                id=str(snapshot.segment_ids[row]),
-                score=score,
-                start=_optional(snapshot.starts[row]),
-                end=_optional(snapshot.ends[row]),
-            )
-            for row, score in zip(ranked.segment_rows, ranked.segment_scores, strict=True)
-        ]
-
-    def _moments(self, snapshot: SpaceSnapshot, code: int, vector: np.ndarray) -> list[SegmentHit]:
-        """A timed item's best moments: keyframes scoring within `moment_margin` of its best,
-        adjacent ones merged into one span; best first."""
-        rows = snapshot.item_rows(code)
-        scores = snapshot.vectors[rows] @ vector
-        best = float(scores.max())
-        chosen = sorted(
-            (float(snapshot.starts[row]), float(snapshot.ends[row]), float(score), int(row))
-            for row, score in zip(rows, scores, strict=True)
-            if score >= best - self.moment_margin
-        )
-        moments: list[list[Any]] = []
-        for start, end, score, row in chosen:
-            if moments and abs(moments[-1][1] - start) < 1e-6:
-                last = moments[-1]
-                last[1] = end
-                if score > last[2]:
-                    last[2], last[3] = score, row
+    def _hits(self, found: list[Found]) -> list[Hit]:
+        """Hits with their item records (one lookup per space) and segments."""
+        records: dict[int, ItemRecord] = {}
+        by_view: dict[int, list[int]] = {}
+        for position, entry in enumerate(found):
+            by_view.setdefault(id(entry[1]), []).append(position)
+        for positions in by_view.values():
+            snapshot = found[positions[0]][1].snapshot
+            codes = [found[p][3].item_code for p in positions]
+            records.update(zip(positions, snapshot.records(codes), strict=True))
+        hits = []
+        for position, (space, view, vector, ranked, calibrated) in enumerate(found):
+            record = records[position]
+            if record.kind == "image":
+                segments = segment_hits(view.snapshot, ranked)
             else:
-                moments.append([start, end, score, row])
-        moments.sort(key=lambda m: -m[2])
-        return [
-            SegmentHit(id=str(snapshot.segment_ids[row]), score=score, start=start, end=end)
-            for start, end, score, row in moments[: self.max_moments]
-        ]
+                segments = best_moments(
+                    view.snapshot, ranked.item_code, vector, self.moment_margin, self.max_moments
+                )
+            hits.append(Hit(record, ranked.score, segments, space.space, calibrated))
+        return hits
+
+
+# A ranked item with where it was found: space, view, query vector, calibrated score.
+Found = tuple[SpaceSearcher, SpaceView, np.ndarray, RankedItem, float | None]
 
 
 @dataclass(frozen=True)
@@ -316,14 +406,17 @@ def model_for_store(store: Store, requested: str | None) -> str:
     return space.model_spec if space is not None else DEFAULT_MODEL
 
 
-def _optional(value: Any) -> float | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return float(value)
+def audio_model_for_store(store: Store, requested: str | None) -> str | None:
+    """The audio model: the one asked for, else the store's, else the default;
+    None when audio is switched off ("none")."""
+    if requested:
+        return None if requested.strip().lower() == NO_AUDIO_MODEL else requested
+    space = store.space(AUDIO_TEXT)
+    return space.model_spec if space is not None else DEFAULT_AUDIO_MODEL
 
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 3)
 
 
-__all__ = ["Engine", "model_for_store"]
+__all__ = ["Engine", "audio_model_for_store", "model_for_store"]

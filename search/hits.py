@@ -15,11 +15,24 @@ class SegmentHit:
     end: float | None = None
 
 
+# What a hit matched, by the space that found it.
+MATCHED_BY_SPACE = {"image-text": "picture", "audio-text": "sound"}
+
+
 @dataclass
 class Hit:
     item: ItemRecord
-    score: float  # the item's best segment score
+    score: float  # the item's best segment similarity (cosine in `space`)
     segments: list[SegmentHit] = field(default_factory=list)
+    space: str = "image-text"  # the space the hit was found in
+    # Text queries: the score on the scale shared by all spaces (search/calibration.py);
+    # the list is ordered by it. None for queries by example, which stay in one space.
+    calibrated: float | None = None
+
+    @property
+    def matched(self) -> str:
+        """ "picture" or "sound": what of the item matched (a video has both)."""
+        return MATCHED_BY_SPACE.get(self.space, self.space)
 
 
 @dataclass

@@ -20,6 +20,8 @@ from pydantic_settings import (
 )
 
 DEFAULT_MODEL = "open_clip:ViT-B-32/laion2b_s34b_b79k"
+DEFAULT_AUDIO_MODEL = "clap:laion/clap-htsat-unfused"
+NO_AUDIO_MODEL = "none"
 
 
 def default_data_dir() -> Path:
@@ -37,6 +39,10 @@ class Settings(BaseSettings):
     data: Path = Field(default_factory=default_data_dir)
     # Image-text model spec for a new store; an existing store keeps the model it was built with.
     model: str | None = None
+    # Audio-text model spec for a new store's audio space (audio files and the sound of
+    # videos); an existing store keeps its own. "none": audio files are recorded as not
+    # indexed and videos are indexed by their pictures only.
+    audio_model: str | None = None
     # "auto" picks CUDA when available, else CPU; or name a torch device ("cpu", "cuda:1").
     device: str = "auto"
     # Images per forward pass; larger batches pay off on GPU.
@@ -61,6 +67,14 @@ class Settings(BaseSettings):
     keyframe_min_gap: float = Field(default=0.5, ge=0)
     shot_threshold: float = Field(default=0.2, gt=0, le=1)
     duplicate_keyframe_threshold: float = Field(default=0.04, ge=0, le=1)
+    # Audio: windows of the audio model's length (CLAP: 10 s) start every `audio_hop`
+    # seconds (0: one window length, no overlap); windows quieter than `silence_dbfs` are
+    # skipped; files longer than `max_audio_seconds` are refused.
+    audio_hop: float = Field(default=0.0, ge=0)
+    silence_dbfs: float = Field(default=-60.0, le=0)
+    max_audio_seconds: float = Field(default=6 * 3600.0, gt=0)
+    # Index the sound of videos into the audio space too (needs an audio model).
+    video_audio: bool = True
     # Stop the run at the first unreadable file instead of recording it and going on.
     fail_fast: bool = False
     # HTTP server.
@@ -76,6 +90,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     # Longest side of generated thumbnails, in pixels.
     thumbnail_size: int = Field(default=256, ge=16, le=2048)
+    # Text queries: drop hits whose calibrated score (robust standard deviations above
+    # the best match unrelated queries find in the same space, search/calibration.py)
+    # is below this; None keeps every hit. A request's own min_score overrides it.
+    min_score: float | None = None
+    # Audio queries: only the first this many seconds of an uploaded clip are used.
+    max_query_audio_seconds: float = Field(default=60.0, gt=0)
     # Largest k (results per page) a query may ask for.
     max_k: int = Field(default=1000, ge=1)
     # Concurrent text queries share one forward pass; after a pass that had company, the

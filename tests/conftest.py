@@ -16,6 +16,9 @@ import pytest
 from PIL import Image
 
 TINY_ARCH = "xmodal-tiny"
+TINY_CLAP_RATE = 16000  # lower than CLAP's 48 kHz to keep the mel features cheap
+TINY_CLAP_WINDOW = 2
+TINY_CLAP_DIM = 16
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +78,88 @@ def engine(tmp_path: Path, tiny_encoder):
     from search import Engine, Store
 
     return Engine(Store(tmp_path / "data"), tiny_encoder)
+
+
+def make_tiny_clap(folder: Path, seed: int) -> Path:
+    """A tiny CLAP model (16 kHz, 2 s windows, 16-d) with seeded weights, saved to `folder`."""
+    import torch
+    from transformers import (
+        ClapAudioConfig,
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapProcessor,
+        ClapTextConfig,
+        RobertaTokenizer,
+    )
+
+    # Byte-level BPE with single characters only: enough to tokenize test prompts offline.
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["\u0120"]  # Ġ: space
+    tokenizer = RobertaTokenizer(
+        vocab={token: i for i, token in enumerate(special + letters)}, merges=[]
+    )
+    text = ClapTextConfig(
+        vocab_size=len(special) + len(letters),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        projection_dim=TINY_CLAP_DIM,
+    )
+    # spec_size / num_mel_bins = freq_ratio 4: the mel (<= 256 frames x 16 bins) is
+    # folded into a 64x64 image; 16x16 patches of 4, windows of 4, two Swin stages.
+    audio = ClapAudioConfig(
+        num_mel_bins=16,
+        spec_size=64,
+        window_size=4,
+        depths=[1, 1],
+        num_attention_heads=[2, 2],
+        patch_embeds_hidden_size=16,
+        hidden_size=32,  # patch_embeds_hidden_size * 2 ** (len(depths) - 1)
+        projection_dim=TINY_CLAP_DIM,
+    )
+    config = ClapConfig(
+        text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=TINY_CLAP_DIM
+    )
+    extractor = ClapFeatureExtractor(
+        feature_size=16,
+        sampling_rate=TINY_CLAP_RATE,
+        hop_length=160,
+        fft_window_size=400,
+        max_length_s=TINY_CLAP_WINDOW,
+        frequency_max=TINY_CLAP_RATE // 2,
+        truncation="rand_trunc",
+        padding="repeatpad",
+    )
+    torch.manual_seed(seed)
+    model = ClapModel(config).eval()
+    model.save_pretrained(folder)
+    ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_clap(tmp_path_factory.mktemp("clap") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_encoder(tiny_clap_dir: Path):
+    from search.encoders import create_audio_encoder
+
+    encoder = create_audio_encoder(f"clap:local-dir:{tiny_clap_dir}", device="cpu")
+    encoder.load()
+    return encoder
+
+
+@pytest.fixture
+def audio_engine(tmp_path: Path, tiny_encoder, tiny_audio_encoder):
+    """An engine with tiny image-text and audio-text models."""
+    from search import Engine, Store
+
+    return Engine(Store(tmp_path / "data"), tiny_encoder, audio_encoder=tiny_audio_encoder)
 
 
 def photo(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:

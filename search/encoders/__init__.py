@@ -1,17 +1,33 @@
 """Encoders: a registry from model spec to encoder, one embedding space each."""
 
 from . import builtin as _builtin  # registers the built-in model names
+from . import clap_encoder as _clap_encoder  # registers the "clap" family
 from . import open_clip_encoder as _open_clip_encoder  # registers the "open_clip" family
+from .audio_base import AUDIO_TEXT, AudioTextEncoder
 from .base import IMAGE_TEXT, ImageTextEncoder
-from .registry import create_encoder, list_encoders, register_alias, register_encoder, resolve_spec
+from .registry import (
+    Encoder,
+    create_any_encoder,
+    create_audio_encoder,
+    create_encoder,
+    list_encoders,
+    register_alias,
+    register_encoder,
+    resolve_spec,
+)
 
 __all__ = [
+    "AUDIO_TEXT",
     "IMAGE_TEXT",
+    "AudioTextEncoder",
+    "Encoder",
     "ImageTextEncoder",
+    "create_any_encoder",
+    "create_audio_encoder",
     "create_encoder",
     "list_encoders",
     "register_alias",
     "register_encoder",
     "resolve_spec",
 ]
-del _builtin, _open_clip_encoder
+del _builtin, _clap_encoder, _open_clip_encoder

@@ -25,6 +25,7 @@ from search.errors import ModelLoadError, ModelSpecError
 from .audio_base import AudioTextEncoder
 from .digest import file_digest
 from .open_clip_encoder import pick_device
+from .registry import register_encoder
 
 DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
@@ -344,6 +345,6 @@ def _normalise(output: Any) -> np.ndarray:
     return features.cpu().numpy().astype(np.float32, copy=False)
 
 
+@register_encoder("clap")
 def create_clap_encoder(rest: str, device: str = "auto") -> ClapEncoder:
-    """Factory for specs `clap:...`; registering it is left to the encoders package."""
     return ClapEncoder(rest, device=device)

@@ -12,9 +12,12 @@ from typing import Any
 
 from search.errors import ModelSpecError
 
+from .audio_base import AudioTextEncoder
 from .base import ImageTextEncoder
 
-EncoderFactory = Callable[..., ImageTextEncoder]
+# Every encoder belongs to one space: image-text (open_clip) or audio-text (CLAP).
+Encoder = ImageTextEncoder | AudioTextEncoder
+EncoderFactory = Callable[..., Encoder]
 
 _FACTORIES: dict[str, EncoderFactory] = {}
 _ALIASES: dict[str, Callable[[], str]] = {}
@@ -54,6 +57,8 @@ def resolve_spec(spec: str) -> str:
         hint = ""
         if (not sep and "/" in spec) or spec.startswith(("ViT", "RN", "convnext", "EVA")):
             hint = f" Did you mean 'open_clip:{spec}'?"
+            if "clap" in spec.lower():
+                hint = f" Did you mean 'clap:{spec}'?"
         known = ", ".join(list_encoders())
         raise ModelSpecError(f"unknown model spec {spec!r}.{hint} Known: {known}")
     if not rest:
@@ -61,9 +66,33 @@ def resolve_spec(spec: str) -> str:
     return spec
 
 
-def create_encoder(spec: str, **overrides: Any) -> ImageTextEncoder:
+def create_any_encoder(spec: str, **overrides: Any) -> Encoder:
     """Build (but do not load) the encoder for a spec; `overrides` go to its factory."""
     full = resolve_spec(spec)
     family, _, rest = full.partition(":")
     encoder = _FACTORIES[family](rest, **overrides)
-    return encoder.named(spec.strip()) if spec.strip() in _ALIASES else encoder
+    if spec.strip() in _ALIASES:
+        encoder.named(spec.strip())
+    return encoder
+
+
+def create_encoder(spec: str, **overrides: Any) -> ImageTextEncoder:
+    """The image-text encoder for a spec; an audio model here is a spec error."""
+    encoder = create_any_encoder(spec, **overrides)
+    if not isinstance(encoder, ImageTextEncoder):
+        raise ModelSpecError(
+            f"{spec.strip()} is an audio-text model; give it as the audio model "
+            "(--audio-model, XMODAL_AUDIO_MODEL), not as the image-text model"
+        )
+    return encoder
+
+
+def create_audio_encoder(spec: str, **overrides: Any) -> AudioTextEncoder:
+    """The audio-text encoder for a spec; an image model here is a spec error."""
+    encoder = create_any_encoder(spec, **overrides)
+    if not isinstance(encoder, AudioTextEncoder):
+        raise ModelSpecError(
+            f"{spec.strip()} is an image-text model; an audio model is a CLAP spec such as "
+            "clap:laion/clap-htsat-unfused or xmodal-ref-audio"
+        )
+    return encoder

@@ -12,74 +12,10 @@ import pytest
 from search.encoders.audio_base import AUDIO_TEXT
 from search.encoders.clap_encoder import ClapEncoder, ClapSpec
 from search.errors import ModelLoadError, ModelSpecError
-
-SAMPLE_RATE = 16000  # lower than CLAP's 48 kHz to keep the mel features cheap
-WINDOW_SECONDS = 2
-DIM = 16
-
-
-def _tiny_clap(folder: Path, seed: int) -> Path:
-    import torch
-    from transformers import (
-        ClapAudioConfig,
-        ClapConfig,
-        ClapFeatureExtractor,
-        ClapModel,
-        ClapProcessor,
-        ClapTextConfig,
-        RobertaTokenizer,
-    )
-
-    # Byte-level BPE with single characters only: enough to tokenize test prompts offline.
-    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["\u0120"]  # Ġ: space
-    tokenizer = RobertaTokenizer(
-        vocab={token: i for i, token in enumerate(special + letters)}, merges=[]
-    )
-    text = ClapTextConfig(
-        vocab_size=len(special) + len(letters),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=66,
-        projection_dim=DIM,
-    )
-    # spec_size / num_mel_bins = freq_ratio 4: the mel (<= 256 frames x 16 bins) is
-    # folded into a 64x64 image; 16x16 patches of 4, windows of 4, two Swin stages.
-    audio = ClapAudioConfig(
-        num_mel_bins=16,
-        spec_size=64,
-        window_size=4,
-        depths=[1, 1],
-        num_attention_heads=[2, 2],
-        patch_embeds_hidden_size=16,
-        hidden_size=32,  # patch_embeds_hidden_size * 2 ** (len(depths) - 1)
-        projection_dim=DIM,
-    )
-    config = ClapConfig(
-        text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=DIM
-    )
-    extractor = ClapFeatureExtractor(
-        feature_size=16,
-        sampling_rate=SAMPLE_RATE,
-        hop_length=160,
-        fft_window_size=400,
-        max_length_s=WINDOW_SECONDS,
-        frequency_max=SAMPLE_RATE // 2,
-        truncation="rand_trunc",
-        padding="repeatpad",
-    )
-    torch.manual_seed(seed)
-    model = ClapModel(config).eval()
-    model.save_pretrained(folder)
-    ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_clap(tmp_path_factory.mktemp("clap") / "tiny", seed=0)
+from tests.conftest import TINY_CLAP_DIM as DIM
+from tests.conftest import TINY_CLAP_RATE as SAMPLE_RATE
+from tests.conftest import TINY_CLAP_WINDOW as WINDOW_SECONDS
+from tests.conftest import make_tiny_clap
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +73,7 @@ def test_identity_and_dim_do_not_load(tiny_clap_dir: Path, tmp_path: Path) -> No
     copy = shutil.copytree(tiny_clap_dir, tmp_path / "copy")
     assert ClapEncoder(str(copy)).identity == first.identity  # by content, not by path
 
-    _tiny_clap(tmp_path / "other", seed=1)
+    make_tiny_clap(tmp_path / "other", seed=1)
     assert ClapEncoder(str(tmp_path / "other")).identity != first.identity
 
     hub = ClapEncoder("laion/clap-htsat-unfused")

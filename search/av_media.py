@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,22 @@ def import_av(extra: str) -> Any:
     return av
 
 
-def open_container(path: Path, extra: str, unreadable: str) -> Any:
-    """An opened container; empty or unreadable files raise MediaDecodeError, the latter
-    starting with `unreadable` (e.g. "not a readable video")."""
+def open_container(source: Path | bytes, extra: str, unreadable: str) -> Any:
+    """An opened container, from a file or from bytes in memory (an upload); empty or
+    unreadable media raise MediaDecodeError, the latter starting with `unreadable`
+    (e.g. "not a readable video")."""
     av = import_av(extra)
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise MediaDecodeError(f"cannot read file: {error}") from error
+    if isinstance(source, bytes):
+        size = len(source)
+    else:
+        try:
+            size = source.stat().st_size
+        except OSError as error:
+            raise MediaDecodeError(f"cannot read file: {error}") from error
     if size == 0:
         raise MediaDecodeError("empty file (0 bytes)")
     try:
-        return av.open(str(path))
+        return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
     except av.FFmpegError as error:
         raise MediaDecodeError(f"{unreadable}: {error}") from error
 

@@ -1,4 +1,4 @@
-"""Audio decoding into windows (indexer.audio) on synthetic files from tests.media.audio."""
+"""Audio decoding into windows (search.audio) on synthetic files from tests.media.audio."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.audio import (
+from search.audio import (
     AudioDecodeStats,
     AudioOptions,
     AudioWindow,

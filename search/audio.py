@@ -49,6 +49,9 @@ class AudioOptions:
     silence_dbfs: float = -60.0  # windows quieter than this (RMS, dB full scale) are skipped
     max_seconds: float = 6 * 3600.0  # longer files are refused
     min_window_seconds: float = 1.0  # a shorter trailing partial window is dropped
+    # Decode only this many seconds from the start (a query clip): longer files are
+    # cut there instead of refused.
+    read_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -61,6 +64,8 @@ class AudioOptions:
             raise ValueError("hop_seconds is shorter than one sample")
         if self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, not {self.max_seconds}")
+        if self.read_seconds is not None and self.read_seconds <= 0:
+            raise ValueError(f"read_seconds must be positive, not {self.read_seconds}")
 
     @property
     def window_samples(self) -> int:
@@ -105,8 +110,8 @@ def _av() -> Any:
     return import_av("audio")
 
 
-def _open(path: Path) -> Any:
-    return open_container(path, "audio", "not an audio file (or damaged beyond reading)")
+def _open(source: Path | bytes) -> Any:
+    return open_container(source, "audio", "not an audio file (or damaged beyond reading)")
 
 
 def _audio_stream(container: Any) -> Any:
@@ -130,6 +135,14 @@ def probe_audio(path: Path) -> AudioInfo:
         )
     finally:
         container.close()
+
+
+def sniff_audio_mime(header: bytes) -> str | None:
+    """The audio MIME type the file's first bytes announce (WAV, FLAC, MP3, Ogg, M4A...)."""
+    import filetype
+
+    kind = filetype.guess(header)
+    return kind.mime if kind is not None and kind.mime.startswith("audio/") else None
 
 
 def _dbfs(samples: np.ndarray) -> float:
@@ -201,24 +214,27 @@ class _Windower:
 
 
 def iter_audio_windows(
-    path: Path, options: AudioOptions = AudioOptions(), stats: AudioDecodeStats | None = None
+    source: Path | bytes,
+    options: AudioOptions = AudioOptions(),
+    stats: AudioDecodeStats | None = None,
 ) -> Iterator[AudioWindow]:
-    """Non-silent windows of the first audio stream of `path`, in time order.
+    """Non-silent windows of the first audio stream of a file (or its bytes), in order.
 
     Raises MediaDecodeError (on first iteration) for an empty or unreadable file, a file
     without an audio stream, one over `max_seconds`, or one where nothing decodes."""
     av = _av()
     stats = stats if stats is not None else AudioDecodeStats()
-    container = _open(Path(path))
+    container = _open(source if isinstance(source, bytes) else Path(source))
     try:
         stream = _audio_stream(container)
         header_duration = stream_duration(container, stream)
-        if header_duration > options.max_seconds:
+        cut = options.read_seconds
+        if cut is None and header_duration > options.max_seconds:
             raise MediaDecodeError(
                 f"audio lasts {header_duration:,.0f} s, over the limit of {options.max_seconds:,.0f} s"
             )
         rate = options.sample_rate
-        limit = round(options.max_seconds * rate)
+        limit = round((options.max_seconds if cut is None else cut) * rate)
         windower = _Windower(options, stats)
         resampler = _new_resampler(av, rate)
         next_time: float | None = None  # where the next frame should start (stream time)
@@ -266,9 +282,14 @@ def iter_audio_windows(
                     for chunk in chunks(resample(frame)):
                         yield from windower.push(chunk)
                     if windower.total > limit:
+                        if cut is not None:
+                            break
                         raise MediaDecodeError(
                             f"audio lasts over the limit of {options.max_seconds:,.0f} s"
                         )
+                else:
+                    continue
+                break  # read_seconds reached
         except av.FFmpegError as error:  # the container itself is damaged: keep what decoded
             stats.warnings.append(f"stopped reading at a damaged part of the file: {error}")
         for chunk in chunks(list(resampler.resample(None))):

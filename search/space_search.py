@@ -1,0 +1,117 @@
+"""One embedding space as the engine queries it: its encoder, its vectors and index,
+a cache of text vectors, and the calibration of its scores."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from search.calibration import Calibration, null_queries
+from search.encoders import Encoder
+from search.encoders.batching import TextBatcher
+from search.space_index import AnnOptions, SpaceIndex, SpaceView
+from search.store import SpaceRecord, Store
+
+# The kinds of media each space can hold: a video has pictures and sound.
+SPACE_KINDS = {
+    "image-text": frozenset({"image", "video"}),
+    "audio-text": frozenset({"audio", "video"}),
+}
+
+
+class SpaceSearcher:
+    def __init__(
+        self,
+        store: Store,
+        space: str,
+        encoder: Encoder,
+        ann: AnnOptions | None = None,
+        text_cache_size: int = 4096,
+        text_batch_wait_ms: float = 0.0,
+    ):
+        self.store = store
+        self.space = space
+        self.encoder = encoder
+        self.index = SpaceIndex(store, space, ann)
+        self.kinds = SPACE_KINDS.get(space, frozenset())
+        self.text_cache_size = text_cache_size
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_lock = threading.Lock()
+        # Concurrent text queries share forward passes (bench/text_batching.py).
+        self._text_batcher = TextBatcher(
+            lambda texts: self.encoder.encode_texts(texts), max_wait_ms=text_batch_wait_ms
+        )
+        self._exists = False
+        self._null_vectors: np.ndarray | None = None
+        self._calibration: tuple[tuple[int, int], Calibration] | None = None
+        self._calibration_lock = threading.Lock()
+
+    def ensure_space(self) -> SpaceRecord:
+        """Create the space for this encoder, or check that the store's was built with it."""
+        return self.store.bind_space(
+            self.space, self.encoder.spec, self.encoder.identity, self.encoder.dim
+        )
+
+    def view(self) -> SpaceView | None:
+        """The space as of the store's current version; None before anything was indexed."""
+        if not self._exists:
+            if self.store.space(self.space) is None:
+                return None
+            self._exists = True  # spaces are never removed
+        return self.index.view()
+
+    def holds_any(self, kinds: frozenset[str] | None) -> bool:
+        return kinds is None or bool(kinds & self.kinds)
+
+    def text_vector(self, text: str) -> np.ndarray:
+        """The text tower's output, from an LRU cache: repeated queries skip the model."""
+        with self._text_lock:
+            cached = self._text_cache.get(text)
+            if cached is not None:
+                self._text_cache.move_to_end(text)
+                return cached
+        vector = self._text_batcher.encode(text)
+        vector.setflags(write=False)
+        with self._text_lock:
+            self._text_cache[text] = vector
+            while len(self._text_cache) > self.text_cache_size:
+                self._text_cache.popitem(last=False)
+        return vector
+
+    def calibration(self, view: SpaceView) -> Calibration:
+        """How text-query similarities in this view compare with unrelated queries'
+        (search/calibration.py); computed once per store version."""
+        cached = self._calibration
+        if cached is not None and cached[0] == view.version:
+            return cached[1]
+        with self._calibration_lock:
+            cached = self._calibration
+            if cached is not None and cached[0] == view.version:
+                return cached[1]
+            if self._null_vectors is None:
+                self._null_vectors = self.encoder.encode_texts(null_queries())
+            calibration = Calibration.fit(null_best_scores(view, self._null_vectors))
+            self._calibration = (view.version, calibration)
+            return calibration
+
+    def warm(self) -> None:
+        self.encoder.load()
+        view = self.view()
+        if view is not None:
+            self.calibration(view)
+
+
+def null_best_scores(view: SpaceView, queries: np.ndarray) -> np.ndarray:
+    """Each query's best similarity over the view's segments."""
+    snapshot = view.snapshot
+    if len(snapshot) == 0:
+        return np.full(len(queries), -np.inf)
+    if view.ann is None:
+        best = np.full(len(queries), -np.inf, np.float32)
+        for start in range(0, len(snapshot), 65_536):  # bounded memory for big exact spaces
+            block = snapshot.vectors[start : start + 65_536] @ queries.T
+            best = np.maximum(best, block.max(axis=0))
+        return best
+    return np.array([ranked[0].score if (ranked := view.rank(q, 1)) else -np.inf for q in queries])
