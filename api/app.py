@@ -22,11 +22,14 @@ def open_engine(settings: Settings) -> Engine:
     return Engine.open(
         settings.data,
         model=settings.model,
+        audio_model=settings.audio_model,
         device=settings.device,
         limits=ImageLimits.from_settings(settings),
         max_k=settings.max_k,
         ann=AnnOptions.from_settings(settings),
         text_batch_wait_ms=settings.text_batch_wait_ms,
+        min_score=settings.min_score,
+        max_query_audio_seconds=settings.max_query_audio_seconds,
     )
 
 

@@ -37,6 +37,14 @@ ModelOpt = Annotated[
     str | None,
     typer.Option("--model", help="Model spec; default: the store's model, else ViT-B-32 LAION-2B."),
 ]
+AudioModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--audio-model",
+        help="Audio model spec (CLAP); default: the store's, else laion/clap-htsat-unfused; "
+        "'none' indexes no sound.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
@@ -63,6 +71,7 @@ def index(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders to index (recursively).")],
     data: DataOpt = None,
     model: ModelOpt = None,
+    audio_model: AudioModelOpt = None,
     metadata: Annotated[
         Path | None, typer.Option(help="CSV or JSONL with a `file` column and metadata fields.")
     ] = None,
@@ -71,14 +80,19 @@ def index(
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first unreadable file.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index images under PATHS; re-runs only process what changed."""
+    """Index images, videos and sounds under PATHS; re-runs only process what changed."""
     from indexer import IndexOptions, index_paths
     from indexer.metadata_file import read_metadata_file
 
     from .progress_bar import RichProgress
 
     settings = build_settings(
-        data=data, model=model, batch_size=batch_size, decode_workers=workers, fail_fast=fail_fast
+        data=data,
+        model=model,
+        audio_model=audio_model,
+        batch_size=batch_size,
+        decode_workers=workers,
+        fail_fast=fail_fast,
     )
     metadata_map = read_metadata_file(metadata) if metadata else None
     engine = open_engine(settings)
@@ -138,6 +152,7 @@ def _report_json(report: Any) -> dict[str, Any]:
 def search(
     text: Annotated[str | None, typer.Argument(help="What to look for.")] = None,
     image: Annotated[Path | None, typer.Option(help="Query by this image file.")] = None,
+    audio: Annotated[Path | None, typer.Option(help="Query by this sound file.")] = None,
     similar: Annotated[str | None, typer.Option(help="Query by an indexed item id.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     offset: Annotated[int, typer.Option(help="Skip this many results.")] = 0,
@@ -146,24 +161,35 @@ def search(
     ] = None,
     kind: Annotated[
         list[str] | None,
-        typer.Option("--kind", help="Only this kind of media (repeatable): image, video."),
+        typer.Option("--kind", help="Only this kind of media (repeatable): image, video, audio."),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(help="Text queries: drop hits calibrated below this (3: clear matches)."),
     ] = None,
     data: DataOpt = None,
     model: ModelOpt = None,
+    audio_model: AudioModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search by TEXT, by --image FILE, or by --similar ITEM_ID."""
-    given = [q for q in (text, image, similar) if q]
+    """Search by TEXT, by --image FILE, by --audio FILE, or by --similar ITEM_ID."""
+    given = [q for q in (text, image, audio, similar) if q]
     if len(given) != 1:
-        raise InvalidQueryError("give exactly one of TEXT, --image FILE or --similar ID")
+        raise InvalidQueryError(
+            "give exactly one of TEXT, --image FILE, --audio FILE or --similar ID"
+        )
     filter_spec = parse_filter_json(filter)
-    engine = open_engine(build_settings(data=data, model=model))
+    engine = open_engine(build_settings(data=data, model=model, audio_model=audio_model))
     if text:
-        result = engine.search_text(text, k, offset, filter_spec, kind)
+        result = engine.search_text(text, k, offset, filter_spec, kind, min_score)
     elif image:
         if not image.is_file():
             raise InvalidQueryError(f"no such image file: {image}")
         result = engine.search_image(image, k, offset, filter_spec, kind)
+    elif audio:
+        if not audio.is_file():
+            raise InvalidQueryError(f"no such sound file: {audio}")
+        result = engine.search_audio(audio, k, offset, filter_spec, kind)
     else:
         result = engine.search_similar(str(similar), k, offset, filter_spec, kind)
     if as_json:
@@ -174,11 +200,20 @@ def search(
     if not result.hits:
         console.print("no results")
         return
-    table = Table("rank", "score", "file", "id")
+    calibrated = any(hit.calibrated is not None for hit in result.hits)
+    table = Table("rank", "score", *(["calibrated"] if calibrated else []), "matched", "file", "id")
     for rank, hit in enumerate(result.hits, offset + 1):
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.item.uri, hit.item.id)
+        scale = [f"{hit.calibrated:.2f}"] if hit.calibrated is not None else []
+        table.add_row(str(rank), f"{hit.score:.4f}", *scale, hit.matched, hit.item.uri, hit.item.id)
         for moment in hit.segments if hit.item.kind != "image" else []:
-            table.add_row("", f"{moment.score:.4f}", format_moment(hit.item.uri, moment), "")
+            table.add_row(
+                "",
+                f"{moment.score:.4f}",
+                *([""] if calibrated else []),
+                "",
+                format_moment(hit.item.uri, moment),
+                "",
+            )
     console.print(table)
     console.print(f"{len(result.hits)} result(s) in {result.took_ms:.1f} ms")
 
@@ -189,13 +224,14 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
     data: DataOpt = None,
     model: ModelOpt = None,
+    audio_model: AudioModelOpt = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
     from api.app import create_app
 
-    settings = build_settings(host=host, port=port, data=data, model=model)
+    settings = build_settings(host=host, port=port, data=data, model=model, audio_model=audio_model)
     application = create_app(settings)
     # The model, the vectors and a large index load before the port opens, so the first
     # requests are not the slow ones.
@@ -215,19 +251,25 @@ def reindex(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rebuild the vector index of the store from scratch and save it."""
+    """Rebuild the vector index of every space of the store from scratch and save it."""
     settings = build_settings(data=data, index_kind=kind)
     engine = open_engine(settings)
-    report = engine.index.refresh(save=True, rebuild=True)
+    reports = {
+        space.space: space.index.refresh(save=True, rebuild=True)
+        for space in engine.searchers
+        if engine.store.space(space.space) is not None
+    }
     if as_json:
-        print(json.dumps(report.__dict__, indent=2))
+        print(json.dumps({name: r.__dict__ for name, r in reports.items()}, indent=2))
         return
-    if report.kind == "exact":
-        console.print(f"{report.segments} segments: searched exactly, no index needed")
-        return
-    console.print(
-        f"built a {report.kind} index over {report.segments} segments in {report.seconds:.1f} s"
-    )
+    for name, report in reports.items():
+        if report.kind == "exact":
+            console.print(f"{name}: {report.segments} segments, searched exactly, no index needed")
+        else:
+            console.print(
+                f"{name}: built a {report.kind} index over {report.segments} segments "
+                f"in {report.seconds:.1f} s"
+            )
 
 
 @app.command()
@@ -286,7 +328,10 @@ def eval_command(
     dataset: Annotated[
         Path, typer.Argument(help="Folder with captions.csv, or a COCO captions JSON.")
     ],
-    model: ModelOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model to evaluate: image-text for images, audio-text for sounds."),
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option("--data", help="Index into (and keep) this store instead of a temporary one."),
@@ -296,7 +341,8 @@ def eval_command(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Retrieval quality: text->image and image->text Recall@1/5/10, median and mean rank."""
+    """Retrieval quality on captioned images or sounds: text->media and media->text
+    Recall@1/5/10, median and mean rank."""
     from search.evaluation import read_dataset
 
     from .evaluate import evaluate
@@ -310,12 +356,17 @@ def eval_command(
         keep_store=data is not None,
         progress=None if as_json else RichProgress(errors),
     )
-    metrics = report.metrics
-    directions = {"text_to_image": metrics.text_to_image, "image_to_text": metrics.image_to_text}
+    metrics, media = report.metrics, report.media
+    directions = {
+        f"text_to_{media}": metrics.text_to_media,
+        f"{media}_to_text": metrics.media_to_text,
+    }
+    files = "sounds" if media == "audio" else "images"
     if as_json:
-        summary = {
+        summary: dict[str, Any] = {
             "model": report.model,
-            "images": report.images,
+            "media": media,
+            files: report.images,
             "captions": report.captions,
             "failed": [{"path": p, "reason": r} for p, r in report.failed],
         }
@@ -339,10 +390,10 @@ def eval_command(
             f"{d.mean_rank:.2f}",
             str(d.queries),
         )
-    console.print(f"{report.model}: {report.images} images, {report.captions} captions")
+    console.print(f"{report.model}: {report.images} {files}, {report.captions} captions")
     console.print(table)
     if report.failed:
-        console.print(f"{len(report.failed)} image(s) could not be indexed and were left out")
+        console.print(f"{len(report.failed)} file(s) could not be indexed and were left out")
 
 
 @app.command()

@@ -1,4 +1,8 @@
-"""`xmodal eval`: index a captioned dataset through the real pipeline, then measure retrieval."""
+"""`xmodal eval`: index a captioned dataset through the real pipeline, then measure retrieval.
+
+A dataset is images (text->image, image->text) or sounds (text->audio, audio->text);
+a sound's score for a caption is that of its best window, as in search.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from indexer import IndexOptions, Progress, index_paths
+from indexer.discover import media_kind
 from search import IMAGE_TEXT, Engine, Settings
-from search.evaluation import CaptionedDataset, RetrievalMetrics, retrieval_metrics
+from search.encoders import AUDIO_TEXT
+from search.errors import SourceError
+from search.evaluation import CaptionedDataset, RetrievalMetrics, metrics_from_scores
 from search.store import item_id_for
 
 TEXT_BATCH = 256
@@ -19,10 +26,22 @@ TEXT_BATCH = 256
 @dataclass
 class EvalReport:
     model: str
-    images: int
+    media: str  # "image" or "audio"
+    images: int  # files indexed (images or sounds)
     captions: int
-    failed: list[tuple[str, str]]  # images that could not be indexed (left out of the metrics)
+    failed: list[tuple[str, str]]  # files that could not be indexed (left out of the metrics)
     metrics: RetrievalMetrics
+
+
+def dataset_media(dataset: CaptionedDataset) -> str:
+    """ "image" or "audio": what the dataset's files are (videos are not evaluated)."""
+    kinds = {media_kind(path) for path in dataset.images}
+    if kinds == {"image"} or kinds == {"audio"}:
+        return kinds.pop() or "image"
+    raise SourceError(
+        "a dataset is either images or sounds; this one has "
+        + ", ".join(sorted(str(k or "unrecognised files") for k in kinds))
+    )
 
 
 def evaluate(
@@ -31,33 +50,40 @@ def evaluate(
     keep_store: bool,
     progress: Progress | None = None,
 ) -> EvalReport:
-    """Index the dataset's images (into settings.data when keep_store, else a temporary
-    store) and compute text->image and image->text metrics from what the store holds."""
+    """Index the dataset's files (into settings.data when keep_store, else a temporary
+    store) and compute both directions' metrics from what the store holds. For sounds,
+    `settings.model` may name the audio model (it is what the user evaluates)."""
     from api.app import open_engine
 
+    media = dataset_media(dataset)
+    if media == "audio" and settings.model and not settings.audio_model:
+        settings = settings.model_copy(update={"audio_model": settings.model, "model": None})
     if keep_store:
-        return _evaluate_in(open_engine(settings), dataset, settings, progress)
+        return _evaluate_in(open_engine(settings), dataset, media, settings, progress)
     with tempfile.TemporaryDirectory(prefix="xmodal-eval-") as scratch:
         settings = settings.model_copy(update={"data": Path(scratch)})
-        return _evaluate_in(open_engine(settings), dataset, settings, progress)
+        return _evaluate_in(open_engine(settings), dataset, media, settings, progress)
 
 
 def _evaluate_in(
-    engine: Engine, dataset: CaptionedDataset, settings: Settings, progress: Progress | None
+    engine: Engine,
+    dataset: CaptionedDataset,
+    media: str,
+    settings: Settings,
+    progress: Progress | None,
 ) -> EvalReport:
+    space = engine.searcher(AUDIO_TEXT if media == "audio" else IMAGE_TEXT)
     report = index_paths(
         engine, dataset.images, IndexOptions.from_settings(settings), progress=progress
     )
     failed = {Path(path) for path, _ in report.failed}
-    # Image vectors exactly as stored by the indexer; captions of failed images are dropped.
     keep = [i for i, path in enumerate(dataset.images) if path.resolve() not in failed]
     new_index = {old: new for new, old in enumerate(keep)}
-    vectors = np.stack(
-        [
-            engine.store.item_vectors(IMAGE_TEXT, item_id_for(str(dataset.images[i].resolve())))[0]
-            for i in keep
-        ]
-    )
+    # Vectors exactly as stored by the indexer; captions of failed files are dropped.
+    segments = [
+        engine.store.item_vectors(space.space, item_id_for(str(dataset.images[i].resolve())))
+        for i in keep
+    ]
     pairs = [
         (c, new_index[i])
         for c, i in zip(dataset.captions, dataset.caption_image, strict=True)
@@ -66,9 +92,11 @@ def _evaluate_in(
     captions = [c for c, _ in pairs]
     text_vectors = np.concatenate(
         [
-            engine.encoder.encode_texts(captions[i : i + TEXT_BATCH])
+            space.encoder.encode_texts(captions[i : i + TEXT_BATCH])
             for i in range(0, len(captions), TEXT_BATCH)
         ]
     )
-    metrics = retrieval_metrics(text_vectors, vectors, captions, [i for _, i in pairs])
-    return EvalReport(engine.encoder.spec, len(keep), len(captions), report.failed, metrics)
+    # A file's score is its best segment's (an image has one; a sound, a window each).
+    scores = np.stack([(text_vectors @ vectors.T).max(axis=1) for vectors in segments], axis=1)
+    metrics = metrics_from_scores(scores, captions, [i for _, i in pairs])
+    return EvalReport(space.encoder.spec, media, len(keep), len(captions), report.failed, metrics)

@@ -22,6 +22,12 @@ class SearchRequest(BaseModel):
         description='Metadata filter, e.g. {"category": "shoes", "width": {"$gte": 800}}.',
     )
     kinds: list[MediaKind] | None = Field(None, description="Only these kinds of media.")
+    min_score: float | None = Field(
+        None,
+        description="Text queries: drop hits whose calibrated_score is below this (default: "
+        "the server's min_score setting). 3 keeps matches well above what unrelated queries "
+        "reach.",
+    )
 
     @model_validator(mode="after")
     def exactly_one_query(self) -> SearchRequest:
@@ -72,11 +78,24 @@ class HitOut(BaseModel):
     id: str
     uri: str
     kind: str
-    score: float
+    score: float = Field(description="Cosine similarity of the best segment, in its space.")
+    matched: Literal["picture", "sound"] = Field(
+        description="What matched: the pictures (images, video keyframes) or the sound "
+        "(audio files, the soundtrack of a video)."
+    )
+    calibrated_score: float | None = Field(
+        None,
+        description="Text queries: the score on the scale shared by all spaces (robust "
+        "standard deviations above the best match of unrelated queries); hits are ordered "
+        "by it. Null for queries by example.",
+    )
     width: int
     height: int
     duration: float | None = None
-    segments: list[SegmentOut] = Field(description="An image's segment, or a video's best moments.")
+    segments: list[SegmentOut] = Field(
+        description="An image's segment, or the best moments (start, end in seconds) of a "
+        "video or a sound, adjacent windows merged."
+    )
     metadata: dict[str, Any]
 
     @classmethod
@@ -87,6 +106,8 @@ class HitOut(BaseModel):
             uri=item.uri,
             kind=item.kind,
             score=hit.score,
+            matched=hit.matched,  # type: ignore[arg-type]
+            calibrated_score=None if hit.calibrated is None else round(hit.calibrated, 4),
             width=item.width,
             height=item.height,
             duration=item.duration,

@@ -23,7 +23,7 @@ import numpy as np
 
 from search.encoders import AUDIO_TEXT, IMAGE_TEXT
 from search.engine import Engine
-from search.errors import IndexingAborted
+from search.errors import IndexingAborted, ModelLoadError
 from search.images import ImageLimits
 from search.store import FAILED, INDEXED, ItemRecord, SegmentRecord, item_id_for, segment_id_for
 
@@ -100,9 +100,12 @@ class Indexer:
         started = time.perf_counter()
         report = IndexReport()
         metadata = {str(Path(k).expanduser().resolve()): v for k, v in (metadata or {}).items()}
-        self.encoder.load()  # fail on a bad model before touching the store
-        self.engine.ensure_space()
         plan = plan_run(paths, self.store)
+        # Models load before the store is written to, so that a bad one fails the run
+        # at once; a run with no pictures (a sound library) needs no image model.
+        if any(c.kind != "audio" for c in plan.to_index) or self.store.space(IMAGE_TEXT):
+            self.encoder.load()
+            self.engine.ensure_space()
         self._audio = self._prepare_audio(plan.to_index)
         for space in self.store.spaces():
             self.store.remove_orphan_segments(space.name)
@@ -162,7 +165,13 @@ class Indexer:
             if space is None:
                 self.options = replace(self.options, decode=replace(decode, max_audio_seconds=None))
             return None
-        encoder.load()  # a bad audio model fails the run here, before any work
+        try:
+            encoder.load()  # a bad audio model fails the run here, before any work
+        except ModelLoadError as error:
+            raise ModelLoadError(
+                f"{error} (the audio model is needed for sound; to index pictures only, "
+                "set --audio-model none or XMODAL_AUDIO_MODEL=none)"
+            ) from error
         space.ensure_space()
         options = replace(
             self.engine.audio_options(

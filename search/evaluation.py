@@ -1,8 +1,8 @@
-"""Retrieval quality on captioned datasets: readers and metrics.
+"""Retrieval quality on captioned datasets (images or sounds): readers and metrics.
 
 Formats users have:
   - a folder with `captions.csv` (columns `file`, `caption`; one row per caption,
-    several rows per image allowed), files relative to the folder;
+    several rows per file allowed), files relative to the folder: images or sounds;
   - a COCO-style captions JSON (`images` with `id` and `file_name`, `annotations`
     with `image_id` and `caption`), files relative to an image folder.
 
@@ -29,13 +29,13 @@ DEFAULT_KS = (1, 5, 10)
 
 @dataclass
 class CaptionedDataset:
-    images: list[Path]  # absolute paths, one per distinct image
+    images: list[Path]  # absolute paths, one per distinct file (images or sounds)
     captions: list[str]
-    caption_image: list[int]  # for each caption, the index of its image
+    caption_image: list[int]  # for each caption, the index of its file
 
     def __post_init__(self) -> None:
         if not self.images or not self.captions:
-            raise SourceError("the dataset has no captioned images")
+            raise SourceError("the dataset has no captioned files")
 
 
 def _normalise(text: str) -> str:
@@ -98,8 +98,8 @@ class DirectionMetrics:
 
 @dataclass
 class RetrievalMetrics:
-    text_to_image: DirectionMetrics
-    image_to_text: DirectionMetrics
+    text_to_media: DirectionMetrics  # captions find their image (or sound)
+    media_to_text: DirectionMetrics  # images (or sounds) find their captions
     ks: tuple[int, ...] = field(default=DEFAULT_KS)
 
 
@@ -126,7 +126,17 @@ def retrieval_metrics(
     ks: tuple[int, ...] = DEFAULT_KS,
 ) -> RetrievalMetrics:
     """Text->image and image->text metrics from unit vectors (captions × images)."""
-    scores = text_vectors @ image_vectors.T
+    return metrics_from_scores(text_vectors @ image_vectors.T, captions, caption_image, ks)
+
+
+def metrics_from_scores(
+    scores: np.ndarray,
+    captions: list[str],
+    caption_image: list[int],
+    ks: tuple[int, ...] = DEFAULT_KS,
+) -> RetrievalMetrics:
+    """Both directions from a captions × files score matrix (e.g. a sound's score is
+    its best window's)."""
     n_captions, n_images = scores.shape
     images_of_text: dict[str, set[int]] = defaultdict(set)
     for text, image in zip(captions, caption_image, strict=True):

@@ -126,7 +126,8 @@ def test_index_saves_the_ann_index_and_reindex_rebuilds_it(
     assert json.loads(out)["hits"][0]["uri"] == str(library / "new.jpg")
 
     code, out, _ = xmodal("reindex", "--kind", "flat", "--json")
-    assert code == 0 and json.loads(out)["kind"] == "flat" and json.loads(out)["built"]
+    rebuilt = json.loads(out)["image-text"]
+    assert code == 0 and rebuilt["kind"] == "flat" and rebuilt["built"]
     code, out, _ = xmodal("reindex", "--kind", "bogus")
     assert code == 2 and "index kind" in out + _
 

@@ -24,12 +24,12 @@ def test_metrics_on_a_case_whose_answer_is_known_by_construction():
         [0.8, 0.5, 0.33],  # caption of image 2: images 0 and 1 above it    -> rank 3
     )
     metrics = retrieval_metrics(texts, images, ["a", "b", "c"], [0, 1, 2], ks=(1, 2, 3))
-    t2i = metrics.text_to_image
+    t2i = metrics.text_to_media
     assert t2i.recall == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
     assert (t2i.median_rank, t2i.mean_rank, t2i.queries) == (2.0, 2.0, 3)
     # image -> text, by columns: image 0 ties with caption c (a tie is not "above") -> 1;
     # image 1 scores 0.5 everywhere -> 1; image 2's caption (0.33) is below caption b -> 2.
-    i2t = metrics.image_to_text
+    i2t = metrics.media_to_text
     assert i2t.recall == {1: pytest.approx(2 / 3), 2: 1.0, 3: 1.0}
     assert (i2t.median_rank, i2t.mean_rank) == (1.0, pytest.approx(4 / 3))
 
@@ -38,7 +38,7 @@ def test_identical_captions_of_different_images_are_all_relevant():
     images = unit([1, 0], [0.9, 0.1])
     texts = unit([0, 1], [0, 1])  # both captions point nowhere near image 0
     metrics = retrieval_metrics(texts, images, ["a red circle", "A red  circle"], [0, 1], ks=(1,))
-    assert metrics.text_to_image.recall[1] == 1.0
+    assert metrics.text_to_media.recall[1] == 1.0
 
 
 def test_reads_captions_csv_and_coco_json(tmp_path):
