@@ -13,7 +13,7 @@ def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) ->
     from api.app import create_app, open_engine
     from indexer import IndexOptions, index_paths
     from indexer.metadata_file import read_metadata_file
-    from search.encoders.builtin import REFERENCE_MODEL
+    from search.encoders.builtin import REFERENCE_AUDIO_MODEL, REFERENCE_MODEL
     from training.demo_library import write_demo_library
 
     from .progress_bar import RichProgress
@@ -21,7 +21,13 @@ def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) ->
     data = data.resolve()
     library = data / "library"
     metadata_file = write_demo_library(library)
-    settings = Settings(data=data / "store", model=REFERENCE_MODEL, host=host, port=port)
+    settings = Settings(
+        data=data / "store",
+        model=REFERENCE_MODEL,
+        audio_model=REFERENCE_AUDIO_MODEL,
+        host=host,
+        port=port,
+    )
     engine = open_engine(settings)
     report = index_paths(
         engine,
@@ -44,8 +50,14 @@ def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) ->
         f"  curl -s -X POST {base}/search -H 'content-type: application/json' "
         f"""-d '{{"item_id": "{first}", "k": 3, "filter": {{"colours": "red"}}}}'"""
     )
+    print(
+        f"  curl -s -X POST {base}/search -H 'content-type: application/json' "
+        """-d '{"text": "a high beep repeated three times", "k": 3, "min_score": 3}'"""
+    )
     example = sorted(library.glob("*.jpg"))[0]
-    print(f"  curl -s -F file=@{example} {base}/search/image", flush=True)
+    print(f"  curl -s -F file=@{example} {base}/search/image")
+    sound = sorted(library.glob("*.wav"))[0]
+    print(f"  curl -s -F file=@{sound} {base}/search/audio", flush=True)
     if serve:
         import uvicorn
 

@@ -1,17 +1,23 @@
-"""The library `xmodal demo` serves: captioned shapes with their attributes as metadata."""
+"""The library `xmodal demo` serves: captioned shapes and captioned sounds, with their
+attributes as metadata."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from training import sounds
 from training.shapes import generate
 
 DEMO_SEED = 7
 
 
-def write_demo_library(folder: Path, count: int = 240) -> Path:
-    """JPEGs plus a metadata.jsonl (caption, colours, shapes); skipped when already written."""
+DEMO_SOUND_RATE = 16000  # the reference audio model's rate: nothing to resample
+
+
+def write_demo_library(folder: Path, count: int = 240, sound_count: int = 60) -> Path:
+    """JPEGs and WAVs plus a metadata.jsonl (caption; colours and shapes, or sound kinds);
+    skipped when already written."""
     folder.mkdir(parents=True, exist_ok=True)
     metadata_path = folder / "metadata.jsonl"
     if metadata_path.exists():
@@ -34,5 +40,12 @@ def write_demo_library(folder: Path, count: int = 240) -> Path:
                 }
             )
         )
+    for number, clip in enumerate(
+        sounds.generate(sound_count, DEMO_SEED, "train", DEMO_SOUND_RATE)
+    ):
+        kinds = sorted({event.kind for event in clip.spec.events})
+        name = f"sound-{number:03d}-{'-'.join(kinds)}.wav"
+        sounds.write_wav(folder / name, clip.samples, DEMO_SOUND_RATE)
+        lines.append(json.dumps({"file": name, "caption": clip.caption, "sounds": kinds}))
     metadata_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return metadata_path

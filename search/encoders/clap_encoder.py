@@ -237,16 +237,13 @@ class ClapEncoder(AudioTextEncoder):
         if self._processor is None:
             with self._load_lock:
                 if self._processor is None:
-                    from transformers import ClapProcessor
-
+                    ClapProcessor = _transformers().ClapProcessor
                     self._processor = self._from_pretrained(ClapProcessor)
         return self._processor
 
     def _load(self) -> None:
-        from transformers import ClapModel
-
         self._load_processor()
-        model = self._from_pretrained(ClapModel)
+        model = self._from_pretrained(_transformers().ClapModel)
         device = pick_device(self._device_request)
         model.to(device)
         model.eval()
@@ -333,6 +330,16 @@ class ClapEncoder(AudioTextEncoder):
         if self.device.startswith("cuda"):
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as error:
+        raise ModelLoadError(
+            "CLAP models need transformers: pip install 'xmodal[audio]'"
+        ) from error
+    return transformers
 
 
 def _normalise(output: Any) -> np.ndarray:

@@ -38,14 +38,14 @@ def test_demo_serves_and_its_printed_curl_returns_hits(tmp_path):
         deadline = time.monotonic() + 180
         curls: list[str] = []
         assert process.stdout is not None
-        while time.monotonic() < deadline and len(curls) < 3:
+        while time.monotonic() < deadline and len(curls) < 5:
             line = process.stdout.readline()
             if not line:
                 break
             lines.append(line)
             if line.strip().startswith("curl "):
                 curls.append(line.strip())
-        assert len(curls) == 3, "".join(lines)
+        assert len(curls) == 5, "".join(lines)
         assert any(f"http://127.0.0.1:{port}" in line for line in lines)
         for curl in curls:
             for _ in range(100):  # the server starts right after the commands are printed
