@@ -11,6 +11,7 @@ queries by example stay in the space of the example.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from search.encoders import (
     create_audio_encoder,
     create_encoder,
 )
-from search.errors import InvalidQueryError, UnknownItemError
+from search.errors import InvalidQueryError, ModelLoadError, UnknownItemError
 from search.exact_index import RankedItem
 from search.filters import validate_filter
 from search.hits import Hit, SearchResult
@@ -39,6 +40,8 @@ from search.settings import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, NO_AUDIO_MODEL
 from search.space_index import AnnOptions, RowFilter, SpaceIndex, SpaceView
 from search.space_search import SpaceSearcher
 from search.store import INDEXED, ItemRecord, SpaceRecord, Store
+
+log = logging.getLogger(__name__)
 
 MEDIA_KINDS = frozenset({"image", "video", "audio"})
 
@@ -97,9 +100,17 @@ class Engine:
         store = Store(data)
         encoder = create_encoder(model_for_store(store, model), device=device)
         audio_spec = audio_model_for_store(store, audio_model)
-        audio_encoder = (
-            None if audio_spec is None else create_audio_encoder(audio_spec, device=device)
-        )
+        audio_encoder = None
+        if audio_spec is not None:
+            audio_encoder = create_audio_encoder(audio_spec, device=device)
+            try:
+                audio_encoder.identity  # noqa: B018  (a local model folder must exist)
+            except ModelLoadError as error:
+                if audio_model:  # asked for by name: an error
+                    raise
+                # The store's audio model went missing: pictures stay searchable.
+                log.warning("sound is not searchable: %s", error)
+                audio_encoder = None
         return cls(store, encoder, audio_encoder=audio_encoder, **options)
 
     # -- spaces ------------------------------------------------------------

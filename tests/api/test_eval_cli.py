@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.encoders import ImageTextEncoder, list_encoders, register_encoder
+from search.encoders import AudioTextEncoder, ImageTextEncoder, list_encoders, register_encoder
+from tests.media.audio import place, silence, tone, write_audio
 
 PRIMARIES = {"red": 0, "green": 1, "blue": 2}
 
@@ -51,20 +52,54 @@ class PrimaryColourEncoder(ImageTextEncoder):
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+BANDS = {"low": (50.0, 300.0), "mid": (300.0, 1200.0), "high": (1200.0, 8000.0)}
+
+
+class PitchBandEncoder(AudioTextEncoder):
+    """Embeds a clip as its energy per pitch band and a text as the bands it names."""
+
+    def __init__(self, rest: str, device: str = "auto"):
+        self._spec = f"test-pitch:{rest}"
+
+    identity = property(lambda self: self._spec)
+    dim = property(lambda self: 3)
+    sample_rate = property(lambda self: 16000)
+    window_seconds = property(lambda self: 2.0)
+
+    def load(self) -> None:
+        pass
+
+    def encode_audio(self, batch, sample_rate=None) -> np.ndarray:
+        rows = []
+        for clip in batch:
+            power = np.abs(np.fft.rfft(clip)) ** 2
+            freqs = np.fft.rfftfreq(len(clip), 1 / 16000)
+            rows.append([power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in BANDS.values()])
+        vectors = np.sqrt(np.asarray(rows, np.float64)) + 1e-6
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = np.full((len(texts), 3), 1e-3, np.float32)
+        for row, text in enumerate(texts):
+            for column, band in enumerate(BANDS):
+                vectors[row, column] += band in text.split()
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _register_test_encoder():
     if "test-colour:" not in list_encoders():
         register_encoder("test-colour")(PrimaryColourEncoder)
+    if "test-pitch:" not in list_encoders():
+        register_encoder("test-pitch")(PitchBandEncoder)
 
 
-def run_eval(folder, monkeypatch, capsys) -> dict:
+def run_eval(folder, monkeypatch, capsys, model: str = "test-colour:x") -> dict:
     import sys
 
     from api.cli import main
 
-    monkeypatch.setattr(
-        sys, "argv", ["xmodal", "eval", str(folder), "--model", "test-colour:x", "--json"]
-    )
+    monkeypatch.setattr(sys, "argv", ["xmodal", "eval", str(folder), "--model", model, "--json"])
     with pytest.raises(SystemExit) as done:
         main()
     assert done.value.code in (0, None)
@@ -109,3 +144,26 @@ def test_eval_refuses_a_dataset_without_captions(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as done:
         main()
     assert done.value.code == 2 and "captions.csv" in capsys.readouterr().err
+
+
+def test_eval_on_captioned_sounds_scores_each_by_its_best_window(tmp_path, monkeypatch, capsys):
+    rate = 16000
+    # 6 s each: three 2 s windows, only one of which holds the tone (the others are
+    # silent and skipped, or in "mixed.wav" hold another band).
+    write_audio(
+        tmp_path / "low.wav", place(silence(6.0, rate), tone(150.0, 2.0, rate), 4.0, rate), rate
+    )
+    write_audio(
+        tmp_path / "high.wav", place(silence(6.0, rate), tone(3000.0, 2.0, rate), 0.0, rate), rate
+    )
+    mixed = place(tone(600.0, 6.0, rate, amplitude=0.3), tone(150.0, 2.0, rate), 2.0, rate)
+    write_audio(tmp_path / "mid.wav", mixed, rate)
+    (tmp_path / "captions.csv").write_text(
+        "file,caption\nlow.wav,a low hum\nhigh.wav,a high beep\nmid.wav,a mid tone\n"
+    )
+    report = run_eval(tmp_path, monkeypatch, capsys, model="test-pitch:x")
+    assert report["media"] == "audio" and (report["sounds"], report["captions"]) == (3, 3)
+    # "a low hum" scores low.wav's tone window 1.0 and mid.wav's 150 + 600 Hz window about
+    # 0.86, so every caption (and every sound, by its best window) ranks its own first.
+    assert report["text_to_audio"]["R@1"] == 1.0
+    assert report["audio_to_text"]["R@1"] == 1.0
