@@ -85,7 +85,7 @@ class HitOut(BaseModel):
     )
     calibrated_score: float | None = Field(
         None,
-        description="Text queries: the score on the scale shared by all spaces (robust "
+        description="Text queries: the score on the scale shared by all spaces ("
         "standard deviations above the best match of unrelated queries); hits are ordered "
         "by it. Null for queries by example.",
     )

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     # Longest side of generated thumbnails, in pixels.
     thumbnail_size: int = Field(default=256, ge=16, le=2048)
-    # Text queries: drop hits whose calibrated score (robust standard deviations above
+    # Text queries: drop hits whose calibrated score (standard deviations above
     # the best match unrelated queries find in the same space, search/calibration.py)
     # is below this; None keeps every hit. A request's own min_score overrides it.
     min_score: float | None = None
