@@ -77,12 +77,14 @@ def clap_sized_model(folder: Path) -> str:
     if not (folder / "config.json").exists():
         special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
         letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["\u0120"]
-        tokenizer = RobertaTokenizer(vocab={t: i for i, t in enumerate(special + letters)}, merges=[])
+        tokenizer = RobertaTokenizer(
+            vocab={t: i for i, t in enumerate(special + letters)}, merges=[]
+        )
         torch.manual_seed(0)
         ClapModel(ClapConfig()).eval().save_pretrained(folder)
-        ClapProcessor(feature_extractor=ClapFeatureExtractor(), tokenizer=tokenizer).save_pretrained(
-            folder
-        )
+        ClapProcessor(
+            feature_extractor=ClapFeatureExtractor(), tokenizer=tokenizer
+        ).save_pretrained(folder)
     return f"clap:local-dir:{folder}"
 
 
@@ -106,8 +108,11 @@ def bench_model(spec: str, paths: list[Path], batch_size: int, end_to_end: bool)
     encoder = create_audio_encoder(spec, device="cpu")
     meter = CpuMeter()
     encoder.load()
-    print(f"{spec}: loaded in {meter.stop()['wall']:.1f} s; {encoder.sample_rate} Hz, "
-          f"{encoder.window_seconds:g} s windows, {encoder.dim}-d", flush=True)
+    print(
+        f"{spec}: loaded in {meter.stop()['wall']:.1f} s; {encoder.sample_rate} Hz, "
+        f"{encoder.window_seconds:g} s windows, {encoder.dim}-d",
+        flush=True,
+    )
     options = AudioOptions(
         sample_rate=encoder.sample_rate,
         window_seconds=encoder.window_seconds,
@@ -148,7 +153,9 @@ def bench_model(spec: str, paths: list[Path], batch_size: int, end_to_end: bool)
             result = index_paths(engine, [paths[0].parent], IndexOptions(batch_size=batch_size))
             measured = meter.stop()
             assert not result.failed, result.failed
-            report("end to end: index_paths", audio_seconds, measured, f"{result.segments} segments")
+            report(
+                "end to end: index_paths", audio_seconds, measured, f"{result.segments} segments"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
