@@ -92,4 +92,3 @@ def test_one_threshold_means_the_same_in_both_spaces(library):
         for _, text in _captions_of(captions, suffix)[:10]:
             wrong = engine.search_text(text, k=1, kinds=[other]).hits[0]
             assert wrong.calibrated is not None and wrong.calibrated < MIN_SCORE, text
-
