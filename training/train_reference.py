@@ -15,7 +15,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from search.encoders.preprocess import resize_center_crop
 from search.images import decode_image
 from training import shapes
+from training.options import add_training_options, card_basics
 
 ARCH = "xmodal-ref"
 IMAGE_SIZE = 64
@@ -99,17 +99,9 @@ def retrieval_recall(model, tokenizer, pixels: np.ndarray, texts: list[str], ks=
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("search/models/xmodal-ref.pt"))
-    parser.add_argument("--seed", type=int, default=0)
+    add_training_options(parser, batch_size=256, lr=2e-3)
     parser.add_argument("--train-images", type=int, default=40_000)
     parser.add_argument("--eval-images", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--minutes", type=float, default=10.0, help="training time budget")
-    parser.add_argument(
-        "--max-steps", type=int, default=0, help="stop after this many steps (0: by time)"
-    )
-    parser.add_argument("--partial-captions", type=float, default=0.25)
-    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
 
     import open_clip
@@ -205,16 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     torch.save(state, args.out)
     card = {
-        "architecture": ARCH,
-        "command": "python -m training.train_reference "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "seed": args.seed,
+        **card_basics(
+            ARCH, "training.train_reference", argv, args, step, data_seconds, train_seconds
+        ),
         "train_images": args.train_images,
-        "batch_size": args.batch_size,
-        "steps": step,
-        "data_seconds": round(data_seconds, 1),
-        "train_seconds": round(train_seconds, 1),
-        "torch_threads": torch.get_num_threads(),
         "quick_check_text_to_image": figures,
         "bytes": args.out.stat().st_size,
     }

@@ -137,6 +137,7 @@ class ClapEncoder(AudioTextEncoder):
         self._dim: int | None = None
         self._model: Any = None
         self._processor: Any = None
+        self._lowercase = False
         self._load_lock = threading.RLock()  # load() takes it, then loads the processor
         self.device = "cpu"
 
@@ -249,6 +250,9 @@ class ClapEncoder(AudioTextEncoder):
         model.eval()
         self.device = device
         self._dim = int(model.config.projection_dim)
+        # A model trained on lower-case captions says so in its config (xmodal-ref-audio);
+        # hub CLAP models are cased and keep the text as written.
+        self._lowercase = bool(getattr(model.config, "xmodal_lowercase_text", False))
         self._model = model
 
     # -- audio -----------------------------------------------------------
@@ -310,7 +314,7 @@ class ClapEncoder(AudioTextEncoder):
         max_length = int(self._model.config.text_config.max_position_embeddings) - 2
         max_length = min(max_length, int(tokenizer.model_max_length))
         tokens = tokenizer(
-            list(texts),
+            [text.lower() for text in texts] if self._lowercase else list(texts),
             padding=True,
             truncation=True,
             max_length=max_length,
@@ -339,6 +343,8 @@ def _transformers() -> Any:
         raise ModelLoadError(
             "CLAP models need transformers: pip install 'xmodal[audio]'"
         ) from error
+    # Its per-load progress bars would interleave with xmodal's own output.
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
