@@ -117,7 +117,11 @@ def _open(source: Path | bytes) -> Any:
 def _audio_stream(container: Any) -> Any:
     if not container.streams.audio:
         raise MediaDecodeError("no audio stream")
-    return container.streams.audio[0]
+    stream = container.streams.audio[0]
+    if stream.codec_context is None:  # FFmpeg knows the container, not the codec
+        tag = getattr(stream, "codec_tag", "") or "unknown"
+        raise MediaDecodeError(f"unsupported audio codec ({tag}): this FFmpeg cannot decode it")
+    return stream
 
 
 def probe_audio(path: Path) -> AudioInfo:

@@ -3,6 +3,7 @@ with tiny image-text and audio-text models (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from search.encoders import AUDIO_TEXT, IMAGE_TEXT
 from search.store import FAILED, INDEXED, item_id_for
 from tests.conftest import TINY_CLAP_WINDOW
 from tests.media.audio import (
+    corrupt_middle,
     noise_burst,
     place,
     silence,
@@ -26,6 +28,17 @@ from tests.media.audio import (
 )
 
 RATE = 22050  # not the model's 16 kHz: the decoder resamples
+
+
+def wav_with_unknown_codec(path: Path) -> Path:
+    """A RIFF/WAVE file whose format tag no decoder knows (0x9999)."""
+    data = bytes(range(256)) * 100
+    fmt = struct.pack("<HHIIHH", 0x9999, 1, 16000, 32000, 2, 16)
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data))
+    path.write_bytes(
+        b"RIFF" + struct.pack("<I", 4 + len(chunks) + len(data)) + b"WAVE" + chunks + data
+    )
+    return path
 
 
 def segments_of(store: Store, space: str, item_id: str) -> list[tuple[float, float]]:
@@ -109,19 +122,29 @@ def test_bad_audio_is_recorded_and_the_job_goes_on(audio_engine, tmp_path):
     text_file(lib / "notes.mp3")
     write_audio(lib / "quiet.wav", silence(3.0, RATE), RATE)
     write_audio(lib / "long.wav", tone(300.0, 12.0, RATE), RATE)
+    wav_with_unknown_codec(lib / "odd-codec.wav")
+    # Damaged packets mid-file: indexed for what decodes, with a warning.
+    clean = write_audio(tmp_path / "clean.m4a", tone(700.0, 8.0, RATE), RATE)
+    corrupt_middle(clean, lib / "damaged.m4a", fraction=0.2)
     # Odd rate and 5.1 layout: resampled and mixed down, not refused.
     odd = np.stack([tone(500.0, 3.0, 11025)] * 6)
     write_audio(lib / "surround.flac", odd, 11025)
     options = IndexOptions(decode=DecodeOptions(max_audio_seconds=10.0))
     report = index_paths(audio_engine, [lib], options)
     reasons = {Path(path).name: reason for path, reason in report.failed}
-    assert set(reasons) == {"empty.wav", "notes.mp3", "quiet.wav", "long.wav"}
+    assert set(reasons) == {"empty.wav", "notes.mp3", "quiet.wav", "long.wav", "odd-codec.wav"}
     assert "empty" in reasons["empty.wav"]
+    assert "unsupported audio codec" in reasons["odd-codec.wav"]
     assert "not an audio file" in reasons["notes.mp3"]
     assert "silent" in reasons["quiet.wav"]
     assert "over the limit" in reasons["long.wav"]
-    assert report.indexed == 2
+    assert report.indexed == 3
+    warnings = {Path(path).name: note for path, note in report.warnings}
+    assert "corrupt packet" in warnings["damaged.m4a"]
     store = audio_engine.store
+    damaged = store.item(item_id_for(str(lib / "damaged.m4a")))
+    assert damaged.status == INDEXED and "corrupt packet" in damaged.error
+    assert segments_of(store, AUDIO_TEXT, damaged.id)
     for name in reasons:
         item = store.item(item_id_for(str(lib / name)))
         assert item.status == FAILED and item.error == reasons[name]
