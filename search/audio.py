@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -313,3 +314,21 @@ def iter_audio_windows(
 
 def _new_resampler(av: Any, rate: int) -> Any:
     return av.AudioResampler(format="flt", layout="mono", rate=rate)
+
+
+def resample_mono(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Mono float32 samples at `target_rate`, through the resampler decoding uses, so
+    that a model trained on resampled clips hears what indexing will feed it."""
+    samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
+    if rate == target_rate:
+        return samples[0]
+    av = _av()
+    frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+    frame.sample_rate = rate
+    frame.pts = 0
+    frame.time_base = Fraction(1, rate)
+    resampler = _new_resampler(av, target_rate)
+    out = [*resampler.resample(frame), *resampler.resample(None)]
+    if not out:
+        return np.zeros(0, np.float32)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in out])

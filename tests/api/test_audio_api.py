@@ -104,3 +104,32 @@ def test_cli_prints_audio_moments(
         main()
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert hits[0]["uri"] == str(sounds / "hum.flac")
+
+
+def test_cli_indexes_sounds_with_the_audio_model_given(
+    tmp_path, make_image, tiny_spec, tiny_clap_dir, monkeypatch, capsys
+):
+    lib = tmp_path / "cli-lib"
+    make_image(lib / "picture.jpg", seed=5)
+    write_audio(lib / "hum.flac", tone(150.0, 3.0, RATE, amplitude=0.3), RATE)
+    monkeypatch.setenv("XMODAL_DATA", str(tmp_path / "cli-data"))
+
+    def xmodal(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["xmodal", *args])
+        with pytest.raises(SystemExit) as done:
+            main()
+        out, err = capsys.readouterr()
+        return int(done.value.code or 0), out, err
+
+    audio_model = f"clap:local-dir:{tiny_clap_dir}"
+    code, out, _ = xmodal(
+        "index", str(lib), "--model", tiny_spec, "--audio-model", audio_model, "--json"
+    )
+    assert code == 0 and json.loads(out)["indexed"] == 2
+    info = json.loads(xmodal("info", "--json")[1])
+    assert {s["name"]: s["model_spec"] for s in info["spaces"]}["audio-text"] == audio_model
+    # Later runs use the store's audio model without being told.
+    code, out, _ = xmodal("search", "a hum", "--kind", "audio", "--json")
+    assert code == 0 and json.loads(out)["hits"][0]["uri"] == str(lib / "hum.flac")
+    code, _, err = xmodal("index", str(lib), "--audio-model", "xmodal-ref")
+    assert code == 2 and "image-text model" in err

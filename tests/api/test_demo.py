@@ -55,7 +55,10 @@ def test_demo_serves_and_its_printed_curl_returns_hits(tmp_path):
                 time.sleep(0.2)
             body = json.loads(result.stdout)
             assert body["hits"], curl
-            assert {"id", "uri", "score", "segments", "metadata"} <= set(body["hits"][0])
+            first = body["hits"][0]
+            assert {"id", "uri", "score", "matched", "segments", "metadata"} <= set(first)
+            if "beep" in curl or "/search/audio" in curl:  # the sounds' queries find sounds
+                assert first["matched"] == "sound" and first["uri"].endswith(".wav"), curl
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
