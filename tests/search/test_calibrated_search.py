@@ -13,7 +13,7 @@ from search.encoders.builtin import REFERENCE_AUDIO_MODEL, REFERENCE_MODEL
 from training import shapes, sounds
 
 # The threshold the README recommends. Measured on this library: the sounds' captions
-# calibrate at 4.4-7 in the audio space (median 5.4), the pictures' at 3.2-4.6 in the
+# calibrate at 4.4-6.1 in the audio space (median 5.4), the pictures' at 3.2-4.6 in the
 # image space (median 3.8); a caption's best hit in the other space at most 1.8; of 300
 # random letter strings and word salads, 2.3% reach 3 (the reference models' small
 # tokenizers map some fragments onto words they know), none of the queries below 1.5.
