@@ -49,7 +49,7 @@ def test_held_out_recall_at_5(tmp_path, split, minimum):
         keep_store=False,
     )
     assert report.failed == [] and report.images == 150
-    assert report.metrics.text_to_image.recall[5] >= minimum
+    assert report.metrics.text_to_media.recall[5] >= minimum
 
 
 @pytest.mark.slow
@@ -94,7 +94,7 @@ def test_images_rendered_by_other_code_are_understood(reference_encoder):
         captions,
         list(range(len(captions))),
     )
-    assert metrics.text_to_image.recall[5] >= OTHER_RENDERER_R5_MIN
+    assert metrics.text_to_media.recall[5] >= OTHER_RENDERER_R5_MIN
 
 
 def test_a_red_circle_finds_red_circles(tmp_path, reference_encoder):
