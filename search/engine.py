@@ -314,9 +314,11 @@ class Engine:
     def warm(self) -> None:
         """Load the models and the spaces' vectors, indexes and calibrations now, not on
         the first query."""
-        for space in self.searchers:
-            if space is self.image or space.view() is not None:
-                space.warm()
+        present = [space for space in self.searchers if space.view() is not None]
+        # A new store warms the image model, so that a bad one fails before serving;
+        # a sound-only store never needs it.
+        for space in present or [self.image]:
+            space.warm()
 
     # -- internals -------------------------------------------------------
     def _check_page(self, k: int, offset: int) -> None:

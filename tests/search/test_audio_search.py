@@ -148,3 +148,20 @@ def test_calibration_follows_the_store(audio_engine, mixed, make_image):
     index_paths(audio_engine, [mixed])
     after = space.calibration(space.view())
     assert after is not before
+
+
+def test_a_sound_library_never_needs_the_image_model(tmp_path, tiny_audio_encoder):
+    """Indexing, warming and searching sounds work while the image model cannot load."""
+    from search import Engine, ModelLoadError, Store, create_encoder
+
+    unloadable = create_encoder(f"open_clip:xmodal-tiny/{tmp_path / 'missing.pt'}", device="cpu")
+    with pytest.raises(ModelLoadError):
+        unloadable.load()
+    engine = Engine(Store(tmp_path / "data"), unloadable, audio_encoder=tiny_audio_encoder)
+    lib = tmp_path / "sounds"
+    write_audio(lib.mkdir() or lib / "hum.wav", tone(150.0, 3.0, RATE, amplitude=0.3), RATE)
+    assert index_paths(engine, [lib]).indexed == 1
+    engine.warm()
+    hits = engine.search_text("a hum", k=3).hits
+    assert [h.item.uri for h in hits] == [str(lib / "hum.wav")]
+    assert engine.store.space(IMAGE_TEXT) is None
