@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from search.encoders import AudioTextEncoder
 from search.errors import MediaDecodeError
 
 _DONE = object()
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,13 +40,13 @@ class EncodedAudio:
 
 @dataclass
 class AudioEncodeStats:
-    decode_seconds: float = 0.0  # in the decode thread
+    decode_seconds: float = 0.0  # in the decode thread, beside the encoding
     encode_seconds: float = 0.0
     windows: int = 0
 
 
-def prefetched(windows: Iterator[AudioWindow], depth: int) -> Iterator[AudioWindow]:
-    """Run a window iterator in a background thread, at most `depth` windows ahead.
+def prefetched(windows: Iterator[T], depth: int) -> Iterator[T]:
+    """Run an iterator in a background thread, at most `depth` items ahead.
 
     Errors are raised where the consumer is; a consumer that stops early stops the
     thread too (at its next window)."""
@@ -75,8 +77,7 @@ def prefetched(windows: Iterator[AudioWindow], depth: int) -> Iterator[AudioWind
                 return
             if isinstance(item, BaseException):
                 raise item
-            assert isinstance(item, AudioWindow)
-            yield item
+            yield cast(T, item)
     finally:
         stop.set()
         while thread.is_alive():  # unblock a producer waiting on a full queue
@@ -103,37 +104,47 @@ class AudioEncoder:
         self.stats = AudioEncodeStats()
 
     def encode_files(self, paths: Sequence[Path]) -> list[EncodedAudio]:
-        """The audio of each file, in order. A file that fails gets `error`; others go on."""
+        """The audio of each file, in order. A file that fails gets `error`; others go on.
+
+        One background thread decodes the files one after another, a few windows ahead
+        of the encoder, across file boundaries: while a batch is encoded the next
+        files are already being decoded, however short they are."""
         results = [EncodedAudio() for _ in paths]
         pending: list[tuple[int, AudioWindow]] = []
+        for number, window in prefetched(self._windows(paths, results), self.prefetch):
+            pending.append((number, window))
+            if len(pending) >= self.batch_size:
+                self._encode(pending, results)
+                pending = []
+        self._encode(pending, results)
+        for result in results:
+            if result.error:  # windows encoded before the failure are dropped with it
+                result.vectors, result.spans = [], []
+        return results
+
+    def _windows(
+        self, paths: Sequence[Path], results: list[EncodedAudio]
+    ) -> Iterator[tuple[int, AudioWindow]]:
+        """(file number, window) for every file in turn; runs in the decode thread, which
+        fills in each file's duration, warnings and error (read once it has finished)."""
         for number, path in enumerate(paths):
-            result = results[number]
-            decode = AudioDecodeStats()
-            started, encoding_before = time.perf_counter(), self.stats.encode_seconds
+            result, decode = results[number], AudioDecodeStats()
+            started = time.perf_counter()
             try:
-                for window in prefetched(
-                    iter_audio_windows(path, self.options, decode), self.prefetch
-                ):
-                    pending.append((number, window))
-                    if len(pending) >= self.batch_size:
-                        self._encode(pending, results)
-                        pending = []
+                for window in iter_audio_windows(path, self.options, decode):
+                    self.stats.decode_seconds += time.perf_counter() - started
+                    yield number, window
+                    started = time.perf_counter()
             except MediaDecodeError as error:
                 result.error = str(error)
             except OSError as error:
                 result.error = f"cannot read file: {error.strerror or error}"
             except Exception as error:  # one bad file must never end the job
                 result.error = f"unexpected {type(error).__name__}: {error}"
-            encoding = self.stats.encode_seconds - encoding_before
-            self.stats.decode_seconds += time.perf_counter() - started - encoding
+            self.stats.decode_seconds += time.perf_counter() - started
             result.duration = decode.duration
             result.skipped_silent = decode.skipped_silent
             result.warnings = list(decode.warnings)
-        self._encode(pending, results)
-        for result in results:
-            if result.error:  # windows encoded before the failure are dropped with it
-                result.vectors, result.spans = [], []
-        return results
 
     def _encode(self, pending: list[tuple[int, AudioWindow]], results: list[EncodedAudio]) -> None:
         if not pending:
