@@ -36,8 +36,8 @@ class EvalReport:
 def dataset_media(dataset: CaptionedDataset) -> str:
     """ "image" or "audio": what the dataset's files are (videos are not evaluated)."""
     kinds = {media_kind(path) for path in dataset.images}
-    if kinds == {"image"} or kinds == {"audio"}:
-        return kinds.pop() or "image"
+    if kinds in ({"image"}, {"audio"}):
+        return str(kinds.pop())
     raise SourceError(
         "a dataset is either images or sounds; this one has "
         + ", ".join(sorted(str(k or "unrecognised files") for k in kinds))

@@ -23,10 +23,11 @@ class DecodeOptions:
     image_limits: ImageLimits = ImageLimits()
     video_limits: VideoLimits = VideoLimits()
     keyframes: KeyframeSettings = KeyframeSettings()
-    # Audio: files longer than this are refused; None: no audio model, audio files
-    # fail and videos are indexed by their pictures only.
-    max_audio_seconds: float | None = 6 * 3600.0
+    max_audio_seconds: float = 6 * 3600.0  # longer audio files are refused
     video_audio: bool = True  # index the sound of videos too
+    # Whether this run indexes sound at all (it has an audio model): without one, audio
+    # files fail with a reason and videos are indexed by their pictures only.
+    sound: bool = True
 
 
 @dataclass
@@ -57,14 +58,19 @@ def _file_hash(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _same_as_indexed(result: Decoded) -> bool:
+    """Whether the file's content hash is that of its indexed version (a touched file)."""
+    candidate = result.candidate
+    result.same_content = (
+        candidate.previously_indexed and result.content_hash == candidate.previous_hash
+    )
+    return result.same_content
+
+
 def _decode_image(result: Decoded, encoder: ImageTextEncoder, options: DecodeOptions) -> None:
     data = result.candidate.path.read_bytes()
     result.content_hash = hashlib.sha256(data).hexdigest()
-    if (
-        result.candidate.previously_indexed
-        and result.content_hash == result.candidate.previous_hash
-    ):
-        result.same_content = True
+    if _same_as_indexed(result):
         return
     decoded = decode_image(data, options.image_limits, draft_to=encoder.input_size)
     result.width, result.height = decoded.width, decoded.height
@@ -75,17 +81,13 @@ def _decode_image(result: Decoded, encoder: ImageTextEncoder, options: DecodeOpt
 def _hash_unless_same(result: Decoded) -> bool:
     """Hash the file (streamed: never read whole); True when the indexed content is the same."""
     result.content_hash = _file_hash(result.candidate.path)
-    result.same_content = (
-        result.candidate.previously_indexed
-        and result.content_hash == result.candidate.previous_hash
-    )
-    return result.same_content
+    return _same_as_indexed(result)
 
 
 def _decode_audio(result: Decoded, options: DecodeOptions) -> None:
     if _hash_unless_same(result):
         return
-    if options.max_audio_seconds is None:
+    if not options.sound:
         raise MediaDecodeError("no audio model is configured (audio_model = none)")
     info = probe_audio(result.candidate.path)  # unreadable, no audio stream: fails here
     if info.duration > options.max_audio_seconds:
@@ -119,7 +121,7 @@ def _decode_video(result: Decoded, encoder: ImageTextEncoder, options: DecodeOpt
     result.prepared = [k.prepared for k in video.keyframes if k.prepared is not None]
     result.spans = [(k.start, k.end) for k in video.keyframes]
     result.error = "; ".join(video.warnings)
-    if options.video_audio and options.max_audio_seconds is not None:
+    if options.video_audio and options.sound:
         result.has_audio = _video_has_sound(result.candidate.path)
 
 

@@ -162,8 +162,6 @@ class Indexer:
             c.kind == "audio" or (c.kind == "video" and decode.video_audio) for c in candidates
         )
         if space is None or encoder is None or not wanted:
-            if space is None:
-                self.options = replace(self.options, decode=replace(decode, max_audio_seconds=None))
             return None
         try:
             encoder.load()  # a bad audio model fails the run here, before any work
@@ -174,9 +172,7 @@ class Indexer:
             ) from error
         space.ensure_space()
         options = replace(
-            self.engine.audio_options(
-                decode.max_audio_seconds or 6 * 3600.0, self.options.audio_hop
-            ),
+            self.engine.audio_options(decode.max_audio_seconds, self.options.audio_hop),
             silence_dbfs=self.options.silence_dbfs,
         )
         return AudioEncoder(encoder, options, self.options.batch_size)
@@ -199,7 +195,8 @@ class Indexer:
     def _decoded(self, candidates: list[Candidate], report: IndexReport) -> Iterator[Decoded]:
         """Decode in worker threads, in order, at most a window of files ahead."""
         window_size = max(2 * self.options.batch_size, 2 * self.options.decode_workers)
-        options, encoder = self.options.decode, self.encoder
+        options = replace(self.options.decode, sound=self._audio is not None)
+        encoder = self.encoder
         with ThreadPoolExecutor(self.options.decode_workers, "xmodal-decode") as pool:
             todo = iter(candidates)
             window: deque[Future[Decoded]] = deque(
@@ -272,21 +269,23 @@ class Indexer:
         sound: EncodedAudio,
         segments: dict[str, list[SegmentRecord]],
     ) -> str:
-        """Add a file's audio segments to its item; returns why an audio file failed."""
+        """Add a file's audio segments to its item; returns why an audio file failed
+        (a silent one too, so that the report says why it is not searchable). A video
+        whose sound fails keeps its pictures, with a note."""
         is_audio_file = decoded.candidate.kind == "audio"
+        if is_audio_file and (sound.error or not sound.vectors):
+            return (
+                sound.error or f"silent: no window louder than {self.options.silence_dbfs:g} dBFS"
+            )
         notes = [item.error] if item.error else []
         if sound.error:
-            if is_audio_file:
-                return sound.error
             notes.append(f"sound not indexed: {sound.error}")
-        elif not sound.vectors:
-            if is_audio_file:
-                return f"silent: no window louder than {self.options.silence_dbfs:g} dBFS"  # recorded, so the report says why it is not searchable
         else:
-            segments[AUDIO_TEXT] = _segments(item.id, sound.vectors, sound.spans)
+            notes.extend(sound.warnings)
+            if sound.vectors:
+                segments[AUDIO_TEXT] = _segments(item.id, sound.vectors, sound.spans)
         if is_audio_file:
             item.duration = sound.duration or item.duration
-        notes.extend(sound.warnings if not sound.error else [])
         item.error = "; ".join(notes)
         return ""
 

@@ -186,7 +186,7 @@ class Engine:
         threshold = self.min_score if min_score is None else min_score
         wanted = None if kinds is None else frozenset(kinds)
         encode_seconds = 0.0
-        found: list[tuple[float, SpaceSearcher, SpaceView, np.ndarray, RankedItem]] = []
+        found: list[Found] = []
         for space in self.searchers:
             if not space.holds_any(wanted):
                 continue
@@ -200,15 +200,13 @@ class Engine:
             for ranked in view.rank(vector, offset + k, 0, query.rows(view)):
                 calibrated = calibration.score(ranked.score)
                 if threshold is None or calibrated >= threshold:
-                    found.append((calibrated, space, view, vector, ranked))
+                    found.append((space, view, vector, ranked, calibrated))
         ranked_at = time.perf_counter()
         # A video found by both its pictures and its sound is listed once, by the better.
-        best: dict[str, tuple[float, SpaceSearcher, SpaceView, np.ndarray, RankedItem]] = {}
-        for entry in sorted(found, key=lambda e: -e[0]):
-            item_id = str(entry[2].snapshot.items.ids[entry[4].item_code])
-            best.setdefault(item_id, entry)
-        chosen = list(best.values())[offset : offset + k]
-        hits = self._hits([(s, v, q, r, c) for c, s, v, q, r in chosen])
+        best: dict[str, Found] = {}
+        for entry in sorted(found, key=lambda e: -(e[4] or 0.0)):
+            best.setdefault(str(entry[1].snapshot.items.ids[entry[3].item_code]), entry)
+        hits = self._hits(list(best.values())[offset : offset + k])
         done = time.perf_counter()
         timings = {
             "encode": encode_seconds * 1000.0,
@@ -411,21 +409,21 @@ class Query:
         return view.row_filter(spec, None if self.kinds is None else tuple(sorted(self.kinds)))
 
 
-def model_for_store(store: Store, requested: str | None) -> str:
-    """The model to use: the one asked for, else the store's, else the default."""
+def model_for_store(
+    store: Store, requested: str | None, space: str = IMAGE_TEXT, default: str = DEFAULT_MODEL
+) -> str:
+    """The model to use: the one asked for, else the store's for the space, else the default."""
     if requested:
         return requested
-    space = store.space(IMAGE_TEXT)
-    return space.model_spec if space is not None else DEFAULT_MODEL
+    record = store.space(space)
+    return record.model_spec if record is not None else default
 
 
 def audio_model_for_store(store: Store, requested: str | None) -> str | None:
-    """The audio model: the one asked for, else the store's, else the default;
-    None when audio is switched off ("none")."""
-    if requested:
-        return None if requested.strip().lower() == NO_AUDIO_MODEL else requested
-    space = store.space(AUDIO_TEXT)
-    return space.model_spec if space is not None else DEFAULT_AUDIO_MODEL
+    """The audio model, as model_for_store; None when sound is switched off ("none")."""
+    if requested and requested.strip().lower() == NO_AUDIO_MODEL:
+        return None
+    return model_for_store(store, requested, AUDIO_TEXT, DEFAULT_AUDIO_MODEL)
 
 
 def _ms_since(started: float) -> float:

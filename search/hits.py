@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from search.encoders.audio_base import AUDIO_TEXT
+from search.encoders.base import IMAGE_TEXT
 from search.store import ItemRecord
 
 
@@ -16,7 +18,7 @@ class SegmentHit:
 
 
 # What a hit matched, by the space that found it.
-MATCHED_BY_SPACE = {"image-text": "picture", "audio-text": "sound"}
+MATCHED_BY_SPACE = {IMAGE_TEXT: "picture", AUDIO_TEXT: "sound"}
 
 
 @dataclass
@@ -24,7 +26,7 @@ class Hit:
     item: ItemRecord
     score: float  # the item's best segment similarity (cosine in `space`)
     segments: list[SegmentHit] = field(default_factory=list)
-    space: str = "image-text"  # the space the hit was found in
+    space: str = IMAGE_TEXT  # the space the hit was found in
     # Text queries: the score on the scale shared by all spaces (search/calibration.py);
     # the list is ordered by it. None for queries by example, which stay in one space.
     calibrated: float | None = None

@@ -9,15 +9,15 @@ from collections import OrderedDict
 import numpy as np
 
 from search.calibration import Calibration, null_queries
-from search.encoders import Encoder
+from search.encoders import AUDIO_TEXT, IMAGE_TEXT, Encoder
 from search.encoders.batching import TextBatcher
 from search.space_index import AnnOptions, SpaceIndex, SpaceView
 from search.store import SpaceRecord, Store
 
 # The kinds of media each space can hold: a video has pictures and sound.
 SPACE_KINDS = {
-    "image-text": frozenset({"image", "video"}),
-    "audio-text": frozenset({"audio", "video"}),
+    IMAGE_TEXT: frozenset({"image", "video"}),
+    AUDIO_TEXT: frozenset({"audio", "video"}),
 }
 
 
