@@ -27,14 +27,20 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/xmodal demo --data $(DEMO_DATA) --host $(HOST) --port $(PORT)
 
+SOURCES := xmodal search indexer api web training tests bench tools setup.py
+
+# mypy and import-linter read the package tree (tools/package_tree.py): the layer
+# folders as installed under `xmodal`.
 lint: install
-	$(VENV)/bin/ruff check search indexer api training tests bench
-	$(VENV)/bin/ruff format --check search indexer api training tests bench
-	$(VENV)/bin/mypy
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+	$(PY) tools/package_tree.py > /dev/null
+	cd build/package-tree && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml
+	cd build/package-tree && ../../$(VENV)/bin/lint-imports --no-cache ../../pyproject.toml
 
 format: install
-	$(VENV)/bin/ruff format search indexer api training tests bench
-	$(VENV)/bin/ruff check --fix search indexer api training tests bench
+	$(VENV)/bin/ruff format $(SOURCES)
+	$(VENV)/bin/ruff check --fix $(SOURCES)
 
 test: lint
 	$(PY) -m pytest -q

@@ -1,7 +1,25 @@
-"""Entry points: the HTTP API (create_app) and the `xmodal` command line."""
+"""Entry points: the HTTP API (`create_app`), the `xmodal` command line and settings.
 
-__version__ = "0.1.0"
+Imported lazily, so that the command line starts without loading the web stack."""
 
-from .app import create_app
+from __future__ import annotations
 
-__all__ = ["__version__", "create_app"]
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xmodal.api.app import create_app
+    from xmodal.api.settings import Settings
+
+__all__ = ["Settings", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from xmodal.api.app import create_app
+
+        return create_app
+    if name == "Settings":
+        from xmodal.api.settings import Settings
+
+        return Settings
+    raise AttributeError(f"module 'xmodal.api' has no attribute {name!r}")

@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
-from search import Engine, Settings
-from search.images import ImageLimits
-from search.space_index import AnnOptions
+from xmodal import __version__
+from xmodal.api.settings import Settings
+from xmodal.search import Engine
+from xmodal.search.images import ImageLimits
+from xmodal.search.space_index import AnnOptions
 
-from . import __version__
 from .errors import install_error_handlers
 from .routes import health, items, search
 from .thumbnails import ThumbnailCache

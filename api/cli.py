@@ -15,9 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from search import Engine, Settings, XmodalError
-from search.errors import IndexingAborted, InvalidQueryError, ModelLoadError
-from search.filters import parse_filter_json
+from xmodal.api.settings import Settings
+from xmodal.search import Engine, XmodalError
+from xmodal.search.errors import IndexingAborted, InvalidQueryError, ModelLoadError
+from xmodal.search.filters import parse_filter_json
 
 app = typer.Typer(
     name="xmodal",
@@ -61,7 +62,7 @@ def exit_code_for(error: XmodalError) -> int:
 
 
 def open_engine(settings: Settings) -> Engine:
-    from api.app import open_engine as open_for_settings
+    from xmodal.api.app import open_engine as open_for_settings
 
     return open_for_settings(settings)
 
@@ -81,8 +82,8 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index images, videos and sounds under PATHS; re-runs only process what changed."""
-    from indexer import IndexOptions, index_paths
-    from indexer.metadata_file import read_metadata_file
+    from xmodal.indexer import IndexOptions, index_paths
+    from xmodal.indexer.metadata_file import read_metadata_file
 
     from .progress_bar import RichProgress
 
@@ -193,7 +194,7 @@ def search(
     else:
         result = engine.search_similar(str(similar), k, offset, filter_spec, kind)
     if as_json:
-        from api.schemas import SearchResponse
+        from xmodal.api.schemas import SearchResponse
 
         print(SearchResponse.of(result).model_dump_json(indent=2))
         return
@@ -229,7 +230,7 @@ def serve(
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from api.app import create_app
+    from xmodal.api.app import create_app
 
     settings = build_settings(host=host, port=port, data=data, model=model, audio_model=audio_model)
     application = create_app(settings)
@@ -275,7 +276,7 @@ def reindex(
 @app.command()
 def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
     """What the store holds: items per kind and status, spaces and models, versions."""
-    from search import Store
+    from xmodal.search import Store
 
     settings = build_settings(data=data)
     store = Store(settings.data)
@@ -314,8 +315,8 @@ def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
 
 
 def saved_index_state(store: Any, space: str) -> dict[str, Any] | None:
-    from search.ann.synced import IndexDirectory
-    from search.space_index import index_root
+    from xmodal.search.ann.synced import IndexDirectory
+    from xmodal.search.space_index import index_root
 
     state = IndexDirectory(index_root(store.path, space)).state()
     if state is None:
@@ -343,7 +344,7 @@ def eval_command(
 ) -> None:
     """Retrieval quality on captioned images or sounds: text->media and media->text
     Recall@1/5/10, median and mean rank."""
-    from search.evaluation import read_dataset
+    from xmodal.search.evaluation import read_dataset
 
     from .evaluate import evaluate
     from .progress_bar import RichProgress
@@ -399,7 +400,7 @@ def eval_command(
 @app.command()
 def models() -> None:
     """List encoder families and built-in model names."""
-    from search import list_encoders
+    from xmodal.search import list_encoders
 
     for name in list_encoders():
         console.print(name)

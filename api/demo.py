@@ -6,15 +6,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from search import Settings
+from xmodal.api.settings import Settings
 
 
 def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) -> None:
-    from api.app import create_app, open_engine
-    from indexer import IndexOptions, index_paths
-    from indexer.metadata_file import read_metadata_file
-    from search.encoders.builtin import REFERENCE_AUDIO_MODEL, REFERENCE_MODEL
-    from training.demo_library import write_demo_library
+    from xmodal.api.app import create_app, open_engine
+    from xmodal.indexer import IndexOptions, index_paths
+    from xmodal.indexer.metadata_file import read_metadata_file
+    from xmodal.search.encoders.builtin import REFERENCE_AUDIO_MODEL, REFERENCE_MODEL
+    from xmodal.synthetic.demo_library import write_demo_library
 
     from .progress_bar import RichProgress
 

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from search import Engine, Settings
+from xmodal.api.settings import Settings
+from xmodal.search import Engine
 
 from .thumbnails import ThumbnailCache
 

@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from search.errors import (
+from xmodal.search.errors import (
     InvalidQueryError,
     MediaDecodeError,
     ModelLoadError,

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer import IndexOptions, Progress, index_paths
-from indexer.discover import media_kind
-from search import IMAGE_TEXT, Engine, Settings
-from search.encoders import AUDIO_TEXT
-from search.errors import SourceError
-from search.evaluation import CaptionedDataset, RetrievalMetrics, metrics_from_scores
-from search.store import item_id_for
+from xmodal.api.settings import Settings
+from xmodal.indexer import IndexOptions, Progress, index_paths
+from xmodal.indexer.discover import media_kind
+from xmodal.search import IMAGE_TEXT, Engine
+from xmodal.search.encoders import AUDIO_TEXT
+from xmodal.search.errors import SourceError
+from xmodal.search.evaluation import CaptionedDataset, RetrievalMetrics, metrics_from_scores
+from xmodal.search.store import item_id_for
 
 TEXT_BATCH = 256
 
@@ -53,7 +54,7 @@ def evaluate(
     """Index the dataset's files (into settings.data when keep_store, else a temporary
     store) and compute both directions' metrics from what the store holds. For sounds,
     `settings.model` may name the audio model (it is what the user evaluates)."""
-    from api.app import open_engine
+    from xmodal.api.app import open_engine
 
     media = dataset_media(dataset)
     if media == "audio" and settings.model and not settings.audio_model:

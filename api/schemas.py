@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from search.hits import Hit, SearchResult
-from search.store import ItemRecord
+from xmodal.search.hits import Hit, SearchResult
+from xmodal.search.store import ItemRecord
 
 MediaKind = Literal["image", "video", "audio"]
 

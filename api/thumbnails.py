@@ -6,10 +6,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from indexer.video import frame_at
-from search.errors import UnknownItemError
-from search.images import ImageLimits, decode_image
-from search.store import INDEXED, ItemRecord
+from xmodal.indexer.video import frame_at
+from xmodal.search.errors import UnknownItemError
+from xmodal.search.images import ImageLimits, decode_image
+from xmodal.search.store import INDEXED, ItemRecord
 
 from .errors import OriginalMissing
 

@@ -100,8 +100,8 @@ def make_data(n: int, nq: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def write_store(path: Path, vectors: np.ndarray, batch: int, start: int = 0) -> dict[str, float]:
-    from search.store import Store
-    from search.store.records import ItemRecord, SegmentRecord, item_id_for, segment_id_for
+    from xmodal.search.store import Store
+    from xmodal.search.store.records import ItemRecord, SegmentRecord, item_id_for, segment_id_for
 
     store = Store(path)
     store.bind_space(SPACE, "bench", "bench:random-clustered", vectors.shape[1])
@@ -124,7 +124,7 @@ def write_store(path: Path, vectors: np.ndarray, batch: int, start: int = 0) -> 
 
 
 def read_store(path: Path) -> tuple[np.ndarray, list[str]]:
-    from search.store import Store
+    from xmodal.search.store import Store
 
     table = Store(path).segments_table(SPACE)
     column = table.column("vector").combine_chunks()
@@ -395,7 +395,7 @@ class VectorsOnly:
 
 
 def ann_options(kind: str, p: Params, train_size: int) -> Any:
-    from search.space_index import AnnOptions
+    from xmodal.search.space_index import AnnOptions
 
     return AnnOptions(
         kind=kind,
@@ -427,8 +427,8 @@ def bench_faiss(
     """xmodal's index built the way the indexer builds it (store snapshot, keys, sync,
     save), searched through its layer (labels mapped back to store rows) and through the
     whole engine (hits with item records), against raw FAISS on the same vectors."""
-    from search import Engine, Store
-    from search.space_index import SpaceIndex
+    from xmodal.search import Engine, Store
+    from xmodal.search.space_index import SpaceIndex
 
     row = Row(kind)
     n, dim = vectors.shape
@@ -531,7 +531,7 @@ def bench_faiss(
 def churn_figures(space: Any, vectors: np.ndarray, n: int) -> str:
     """Writes 1% new items, syncs, deletes them again, syncs: what an indexer run between
     two queries costs the next query."""
-    from search.store.records import item_id_for
+    from xmodal.search.store.records import item_id_for
 
     extra = max(1, n // 100)
     meter = CpuMeter()
@@ -624,7 +624,7 @@ def bench_lancedb(
     import lancedb
     from lancedb.index import IvfPq
 
-    from search.store.schema import segments_table_name
+    from xmodal.search.store.schema import segments_table_name
 
     row = Row("lancedb")
     position = {sid: i for i, sid in enumerate(ids)}

@@ -77,8 +77,8 @@ def free_port() -> int:
 
 def build_store(data: Path, items: int, seed: int) -> list[str]:
     """Item ids of a store holding `items` clustered unit vectors (one segment each)."""
-    from search import Engine
-    from search.store import ItemRecord, SegmentRecord, segment_id_for
+    from xmodal.search import Engine
+    from xmodal.search.store import ItemRecord, SegmentRecord, segment_id_for
 
     engine = Engine.open(data, model="xmodal-ref")
     engine.ensure_space()
@@ -110,7 +110,7 @@ def build_store(data: Path, items: int, seed: int) -> list[str]:
 
 def save_index(data: Path):
     """What `xmodal index` does after its writes: sync the ANN index and save it."""
-    from search import Engine
+    from xmodal.search import Engine
 
     engine = Engine.open(data, model="xmodal-ref")
     return engine.index.refresh(save=True)

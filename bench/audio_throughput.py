@@ -46,7 +46,7 @@ FILE_RATE = 44100
 
 def write_library(folder: Path, files: int, seconds: float, seed: int) -> list[Path]:
     from tests.media.audio import write_audio
-    from training import sounds
+    from xmodal.synthetic import sounds
 
     marker = folder / f".complete-{files}-{seconds}-{seed}"
     paths = [folder / f"sound-{i:03d}.mp3" for i in range(files)]
@@ -99,11 +99,11 @@ def report(name: str, audio_seconds: float, meter: dict[str, float], extra: str 
 
 
 def bench_model(spec: str, paths: list[Path], batch_size: int, end_to_end: bool) -> None:
-    from indexer import IndexOptions, index_paths
-    from indexer.audio_encode import AudioEncoder
-    from search import Engine, Store
-    from search.audio import AudioOptions, iter_audio_windows
-    from search.encoders import create_audio_encoder, create_encoder
+    from xmodal.indexer import IndexOptions, index_paths
+    from xmodal.indexer.audio_encode import AudioEncoder
+    from xmodal.search import Engine, Store
+    from xmodal.search.audio import AudioOptions, iter_audio_windows
+    from xmodal.search.encoders import create_audio_encoder, create_encoder
 
     encoder = create_audio_encoder(spec, device="cpu")
     meter = CpuMeter()

@@ -55,10 +55,10 @@ SALAD_WORDS = [
 
 
 def build(items: int, seed: int) -> tuple[object, dict[str, str]]:
-    from indexer import index_paths
-    from search import Engine, Store
-    from search.encoders import create_audio_encoder, create_encoder
-    from training import shapes, sounds
+    from xmodal.indexer import index_paths
+    from xmodal.search import Engine, Store
+    from xmodal.search.encoders import create_audio_encoder, create_encoder
+    from xmodal.synthetic import shapes, sounds
 
     folder = Path(tempfile.mkdtemp(prefix="xmodal-calibration-"))
     captions: dict[str, str] = {}

@@ -241,7 +241,7 @@ def model_only(label: str, encoder, prepared: list[np.ndarray], batches: int) ->
 
 def prepared_batch(encoder, folder: Path, batch_size: int) -> list[np.ndarray]:
     """The first batch_size photos, decoded and prepared exactly as the indexer does."""
-    from search.images import decode_image
+    from xmodal.search.images import decode_image
 
     files = sorted(folder.glob("*.jpg"))
     files = (files * (batch_size // max(1, len(files)) + 1))[:batch_size]
@@ -276,7 +276,7 @@ class RunResult:
 
 
 def index_run(label: str, engine, folder: Path, options) -> RunResult:
-    from indexer import index_paths
+    from xmodal.indexer import index_paths
 
     progress = TimingProgress()
     meter = CpuMeter()
@@ -289,7 +289,7 @@ def index_run(label: str, engine, folder: Path, options) -> RunResult:
 
 # -- main ------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    from indexer import IndexOptions
+    from xmodal.indexer import IndexOptions
 
     defaults = IndexOptions()
     parser = argparse.ArgumentParser(
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from search import IMAGE_TEXT, Engine, Store
+    from xmodal.search import IMAGE_TEXT, Engine, Store
 
     folder = photo_folder(args.images, args.width, args.height, args.quality, args.seed)
     checkpoint = random_checkpoint(args.seed)

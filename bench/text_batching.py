@@ -125,8 +125,8 @@ def run_clients(
 
 
 def bench_model(spec: str, args: argparse.Namespace) -> list[tuple[Run, ...]]:
-    from search.encoders import create_encoder
-    from search.encoders.batching import TextBatcher
+    from xmodal.search.encoders import create_encoder
+    from xmodal.search.encoders.batching import TextBatcher
 
     encoder = create_encoder(spec, device=args.device)
     started = time.perf_counter()

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. keyframe extraction alone, and 3. the pipeline: only with indexer.video
     try:
-        from indexer.video import KeyframeSettings, VideoLimits, extract_keyframes
+        from xmodal.indexer.video import KeyframeSettings, VideoLimits, extract_keyframes
     except ImportError as error:
         print_decode(decodes, info)
         print()
@@ -281,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        from indexer import index_paths
-        from search import IMAGE_TEXT, Engine
+        from xmodal.indexer import index_paths
+        from xmodal.search import IMAGE_TEXT, Engine
 
         folder = place_clip(clip, data_dir / "library")
         engine = Engine.open(fresh_dir(data_dir / "store"), model=args.model)

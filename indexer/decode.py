@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from search.audio import probe_audio
-from search.encoders import ImageTextEncoder
-from search.errors import MediaDecodeError
-from search.images import ImageLimits, decode_image
+from xmodal.search.audio import probe_audio
+from xmodal.search.encoders import ImageTextEncoder
+from xmodal.search.errors import MediaDecodeError
+from xmodal.search.images import ImageLimits, decode_image
 
 from .discover import Candidate
 from .video import KeyframeSettings, VideoLimits, extract_keyframes

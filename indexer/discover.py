@@ -7,10 +7,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search.audio import AUDIO_EXTENSIONS, sniff_audio_mime
-from search.errors import SourceError
-from search.images import IMAGE_EXTENSIONS, sniff_image_mime
-from search.store import INDEXED, Store
+from xmodal.search.audio import AUDIO_EXTENSIONS, sniff_audio_mime
+from xmodal.search.errors import SourceError
+from xmodal.search.images import IMAGE_EXTENSIONS, sniff_image_mime
+from xmodal.search.store import INDEXED, Store
 
 from .video import VIDEO_EXTENSIONS, sniff_video_mime
 

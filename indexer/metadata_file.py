@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from search.errors import SourceError
+from xmodal.search.errors import SourceError
 
 
 def read_metadata_file(path: Path) -> dict[str, dict[str, Any]]:

@@ -21,11 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from search.encoders import AUDIO_TEXT, IMAGE_TEXT
-from search.engine import Engine
-from search.errors import IndexingAborted, ModelLoadError
-from search.images import ImageLimits
-from search.store import FAILED, INDEXED, ItemRecord, SegmentRecord, item_id_for, segment_id_for
+from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT
+from xmodal.search.engine import Engine
+from xmodal.search.errors import IndexingAborted, ModelLoadError
+from xmodal.search.images import ImageLimits
+from xmodal.search.store import (
+    FAILED,
+    INDEXED,
+    ItemRecord,
+    SegmentRecord,
+    item_id_for,
+    segment_id_for,
+)
 
 from .audio_encode import AudioEncoder, EncodedAudio
 from .decode import Decoded, DecodeOptions, decode_candidate

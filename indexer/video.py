@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from search.av_media import import_av, open_container, stream_duration
-from search.errors import MediaDecodeError
+from xmodal.search.av_media import import_av, open_container, stream_duration
+from xmodal.search.errors import MediaDecodeError
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv"}

@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from search.store import ItemRecord, SegmentRecord, Store
+from xmodal.search.store import ItemRecord, SegmentRecord, Store
 
 
 @dataclass

@@ -1,8 +1,14 @@
 """xmodal's search engine: encoders, the store, and queries. No HTTP, no bulk jobs."""
 
-from search.encoders import IMAGE_TEXT, ImageTextEncoder, create_encoder, list_encoders
-from search.engine import Engine, model_for_store
-from search.errors import (
+from xmodal.search.encoders import (
+    DEFAULT_MODEL,
+    IMAGE_TEXT,
+    ImageTextEncoder,
+    create_encoder,
+    list_encoders,
+)
+from xmodal.search.engine import Engine, model_for_store
+from xmodal.search.errors import (
     IndexingAborted,
     InvalidQueryError,
     MediaDecodeError,
@@ -14,10 +20,9 @@ from search.errors import (
     UnknownItemError,
     XmodalError,
 )
-from search.hits import Hit, SearchResult, SegmentHit
-from search.images import ImageLimits, decode_image
-from search.settings import DEFAULT_MODEL, Settings
-from search.store import ItemRecord, Store
+from xmodal.search.hits import Hit, SearchResult, SegmentHit
+from xmodal.search.images import ImageLimits, decode_image
+from xmodal.search.store import ItemRecord, Store
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -35,7 +40,6 @@ __all__ = [
     "ModelSpecError",
     "SearchResult",
     "SegmentHit",
-    "Settings",
     "SourceError",
     "Store",
     "StoreError",

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from search.errors import MediaDecodeError
+from xmodal.search.errors import MediaDecodeError
 
 from .av_media import import_av, open_container, stream_duration
 

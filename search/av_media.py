@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from search.errors import MediaDecodeError
+from xmodal.search.errors import MediaDecodeError
 
 
 def import_av(extra: str) -> Any:

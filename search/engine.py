@@ -21,25 +21,27 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from search.audio import AudioOptions, iter_audio_windows
-from search.encoders import (
+from xmodal.search.audio import AudioOptions, iter_audio_windows
+from xmodal.search.encoders import (
     AUDIO_TEXT,
+    DEFAULT_AUDIO_MODEL,
+    DEFAULT_MODEL,
     IMAGE_TEXT,
+    NO_AUDIO_MODEL,
     AudioTextEncoder,
     ImageTextEncoder,
     create_audio_encoder,
     create_encoder,
 )
-from search.errors import InvalidQueryError, ModelLoadError, UnknownItemError
-from search.exact_index import RankedItem
-from search.filters import validate_filter
-from search.hits import Hit, SearchResult
-from search.images import ImageLimits, decode_image
-from search.moments import best_moments, segment_hits
-from search.settings import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, NO_AUDIO_MODEL
-from search.space_index import AnnOptions, RowFilter, SpaceIndex, SpaceView
-from search.space_search import SpaceSearcher
-from search.store import INDEXED, ItemRecord, SpaceRecord, Store
+from xmodal.search.errors import InvalidQueryError, ModelLoadError, UnknownItemError
+from xmodal.search.exact_index import RankedItem
+from xmodal.search.filters import validate_filter
+from xmodal.search.hits import Hit, SearchResult
+from xmodal.search.images import ImageLimits, decode_image
+from xmodal.search.moments import best_moments, segment_hits
+from xmodal.search.space_index import AnnOptions, RowFilter, SpaceIndex, SpaceView
+from xmodal.search.space_search import SpaceSearcher
+from xmodal.search.store import INDEXED, ItemRecord, SpaceRecord, Store
 
 log = logging.getLogger(__name__)
 

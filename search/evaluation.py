@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search.errors import SourceError
+from xmodal.search.errors import SourceError
 
 DEFAULT_KS = (1, 5, 10)
 

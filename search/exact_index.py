@@ -16,9 +16,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from search.filters import ItemTable
-from search.store import INDEXED, ItemRecord, Store
-from search.store.store import item_from_row
+from xmodal.search.filters import ItemTable
+from xmodal.search.store import INDEXED, ItemRecord, Store
+from xmodal.search.store.store import item_from_row
 
 _FILTER_FIELDS = ("id", "uri", "kind", "width", "height", "bytes", "mtime_ns")
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from search.errors import InvalidQueryError
+from xmodal.search.errors import InvalidQueryError
 
 ITEM_FIELDS = {"kind", "uri", "width", "height", "bytes", "mtime"}
 _OPERATORS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"}

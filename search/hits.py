@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from search.encoders.audio_base import AUDIO_TEXT
-from search.encoders.base import IMAGE_TEXT
-from search.store import ItemRecord
+from xmodal.search.encoders.audio_base import AUDIO_TEXT
+from xmodal.search.encoders.base import IMAGE_TEXT
+from xmodal.search.store import ItemRecord
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 import filetype
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from search.errors import MediaDecodeError
+from xmodal.search.errors import MediaDecodeError
 
 IMAGE_MIME_TYPES = frozenset(
     {

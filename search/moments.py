@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from search.exact_index import RankedItem, SpaceSnapshot
-from search.hits import SegmentHit
+from xmodal.search.exact_index import RankedItem, SpaceSnapshot
+from xmodal.search.hits import SegmentHit
 
 
 def segment_hits(snapshot: SpaceSnapshot, ranked: RankedItem) -> list[SegmentHit]:

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from search.ann.faiss_index import HNSW_UP_TO, FaissIndex, list_index_kinds
-from search.ann.synced import (
+from xmodal.search.ann.faiss_index import HNSW_UP_TO, FaissIndex, list_index_kinds
+from xmodal.search.ann.synced import (
     REBUILD_DEAD_SHARE,
     IndexDirectory,
     LabelMap,
@@ -33,9 +33,9 @@ from search.ann.synced import (
     empty_index,
     segment_keys,
 )
-from search.errors import InvalidQueryError, StoreError
-from search.exact_index import RankedItem, SpaceSnapshot, group_by_item, page
-from search.store import Store
+from xmodal.search.errors import InvalidQueryError, StoreError
+from xmodal.search.exact_index import RankedItem, SpaceSnapshot, group_by_item, page
+from xmodal.search.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from collections import OrderedDict
 
 import numpy as np
 
-from search.calibration import Calibration, null_queries
-from search.encoders import AUDIO_TEXT, IMAGE_TEXT, Encoder
-from search.encoders.batching import TextBatcher
-from search.space_index import AnnOptions, SpaceIndex, SpaceView
-from search.store import SpaceRecord, Store
+from xmodal.search.calibration import Calibration, null_queries
+from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT, Encoder
+from xmodal.search.encoders.batching import TextBatcher
+from xmodal.search.space_index import AnnOptions, SpaceIndex, SpaceView
+from xmodal.search.store import SpaceRecord, Store
 
 # The kinds of media each space can hold: a video has pictures and sound.
 SPACE_KINDS = {

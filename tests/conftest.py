@@ -49,7 +49,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import open_clip
     import torch
 
-    from search.encoders.open_clip_encoder import register_builtin_configs
+    from xmodal.search.encoders.open_clip_encoder import register_builtin_configs
 
     register_builtin_configs()
     torch.manual_seed(0)
@@ -66,7 +66,7 @@ def tiny_spec(tiny_checkpoint: Path) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_spec: str):
-    from search import create_encoder
+    from xmodal.search import create_encoder
 
     encoder = create_encoder(tiny_spec, device="cpu")
     encoder.load()
@@ -75,7 +75,7 @@ def tiny_encoder(tiny_spec: str):
 
 @pytest.fixture
 def engine(tmp_path: Path, tiny_encoder):
-    from search import Engine, Store
+    from xmodal.search import Engine, Store
 
     return Engine(Store(tmp_path / "data"), tiny_encoder)
 
@@ -147,7 +147,7 @@ def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_audio_encoder(tiny_clap_dir: Path):
-    from search.encoders import create_audio_encoder
+    from xmodal.search.encoders import create_audio_encoder
 
     encoder = create_audio_encoder(f"clap:local-dir:{tiny_clap_dir}", device="cpu")
     encoder.load()
@@ -157,7 +157,7 @@ def tiny_audio_encoder(tiny_clap_dir: Path):
 @pytest.fixture
 def audio_engine(tmp_path: Path, tiny_encoder, tiny_audio_encoder):
     """An engine with tiny image-text and audio-text models."""
-    from search import Engine, Store
+    from xmodal.search import Engine, Store
 
     return Engine(Store(tmp_path / "data"), tiny_encoder, audio_encoder=tiny_audio_encoder)
 

@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw, ImageFilter
 open_clip = pytest.importorskip("open_clip")
 torch = pytest.importorskip("torch")
 
-from indexer import IndexOptions, index_paths  # noqa: E402
-from search import IMAGE_TEXT, Engine  # noqa: E402
+from xmodal.indexer import IndexOptions, index_paths  # noqa: E402
+from xmodal.search import IMAGE_TEXT, Engine  # noqa: E402
 
 ARCH = "ViT-B-32"
 MIN_COSINE = 0.99

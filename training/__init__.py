@@ -1,4 +1,5 @@
 """The project's own reference models: captioned media generators and training.
 
-Nothing here is needed at query time; the trained checkpoints ship inside `search`.
+Not installed: the trained checkpoints ship inside `xmodal.search`, the generators they
+train on in `xmodal.synthetic`.
 """

@@ -10,7 +10,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from training.shapes import generate
+from xmodal.synthetic.shapes import generate
 
 
 def write_dataset(folder: Path, count: int, seed: int, split: str) -> Path:

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from training import sounds
 from training.options import add_training_options, card_basics
+from xmodal.synthetic import sounds
 
 ARCH = "xmodal-ref-audio"
 SAMPLE_RATE = 16000  # below CLAP's 48 kHz: the sounds stay under 8 kHz where it matters
@@ -157,7 +157,7 @@ def mel_features(extractor: Any, clips: list[np.ndarray]) -> np.ndarray:
 def as_indexed(samples: np.ndarray, rate: int) -> np.ndarray:
     """A clip as indexing would feed it: stored as 16-bit PCM at `rate`, then resampled
     to the model's rate by the decoder's resampler (search.audio), cut to one window."""
-    from search.audio import resample_mono
+    from xmodal.search.audio import resample_mono
 
     pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767.0) / 32767.0
     clip = resample_mono(pcm.astype(np.float32), rate, SAMPLE_RATE)
@@ -255,7 +255,7 @@ def unrelated_texts(count: int, seed: int) -> list[str]:
     """Language about something other than sound: captions of the generated pictures
     (training/shapes.py), which share none of the sounds' concepts. (Not the null
     queries of search/calibration.py, which must stay unseen.)"""
-    from training import shapes
+    from xmodal.synthetic import shapes
 
     rng = np.random.default_rng([seed, 11])
     return [shapes.caption(shapes.random_scene(rng), rng) for _ in range(count)]
@@ -334,8 +334,8 @@ def train_step(
 # -- evaluation ------------------------------------------------------------------
 def recall_through_encoder(folder: Path, split: str, count: int, seed: int) -> dict[str, float]:
     """Text->audio R@1/5/10 of the saved folder, loaded the way the search engine loads it."""
-    from search.encoders.clap_encoder import ClapEncoder
-    from search.evaluation import retrieval_metrics
+    from xmodal.search.encoders.clap_encoder import ClapEncoder
+    from xmodal.search.evaluation import retrieval_metrics
 
     encoder = ClapEncoder(f"local-dir:{folder.resolve()}", device="cpu")
     items = list(sounds.generate(count, seed, split, encoder.sample_rate, WINDOW_SECONDS))

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from search.encoders.preprocess import resize_center_crop
-from search.images import decode_image
-from training import shapes
 from training.options import add_training_options, card_basics
+from xmodal.search.encoders.preprocess import resize_center_crop
+from xmodal.search.images import decode_image
+from xmodal.synthetic import shapes
 
 ARCH = "xmodal-ref"
 IMAGE_SIZE = 64
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from open_clip.loss import ClipLoss
 
-    from search.encoders.open_clip_encoder import register_builtin_configs
+    from xmodal.search.encoders.open_clip_encoder import register_builtin_configs
 
     started = time.time()
     torch.manual_seed(args.seed)

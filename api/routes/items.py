@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from search.errors import UnknownItemError
+from xmodal.search.errors import UnknownItemError
 
 from ..deps import EngineDep, ThumbnailsDep
 from ..errors import OriginalMissing

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from search.filters import parse_filter_json
+from xmodal.search.filters import parse_filter_json
 
 from ..deps import EngineDep, SettingsDep
 from ..errors import PayloadTooLarge

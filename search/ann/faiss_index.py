@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from search.errors import StoreError
+from xmodal.search.errors import StoreError
 
 from .base import VectorIndex
 

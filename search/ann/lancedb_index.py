@@ -35,7 +35,7 @@ import pyarrow as pa
 from lancedb.index import IvfPq
 from lancedb.query import LanceVectorQueryBuilder
 
-from search.errors import InvalidQueryError, StoreError
+from xmodal.search.errors import InvalidQueryError, StoreError
 
 from .base import VectorIndex
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from search.errors import StoreError
-from search.locks import ReadWriteLock
+from xmodal.search.errors import StoreError
+from xmodal.search.locks import ReadWriteLock
 
 from .base import VectorIndex
 from .faiss_index import FaissIndex, create_index

@@ -1,10 +1,10 @@
 """Encoders: a registry from model spec to encoder, one embedding space each."""
 
-from . import builtin as _builtin  # registers the built-in model names
 from . import clap_encoder as _clap_encoder  # registers the "clap" family
 from . import open_clip_encoder as _open_clip_encoder  # registers the "open_clip" family
 from .audio_base import AUDIO_TEXT, AudioTextEncoder
 from .base import IMAGE_TEXT, ImageTextEncoder
+from .builtin import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, NO_AUDIO_MODEL
 from .registry import (
     Encoder,
     create_any_encoder,
@@ -18,7 +18,10 @@ from .registry import (
 
 __all__ = [
     "AUDIO_TEXT",
+    "DEFAULT_AUDIO_MODEL",
+    "DEFAULT_MODEL",
     "IMAGE_TEXT",
+    "NO_AUDIO_MODEL",
     "AudioTextEncoder",
     "Encoder",
     "ImageTextEncoder",
@@ -30,4 +33,4 @@ __all__ = [
     "register_encoder",
     "resolve_spec",
 ]
-del _builtin, _clap_encoder, _open_clip_encoder
+del _clap_encoder, _open_clip_encoder

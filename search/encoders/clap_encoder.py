@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from search.errors import ModelLoadError, ModelSpecError
+from xmodal.search.errors import ModelLoadError, ModelSpecError
 
 from .audio_base import AudioTextEncoder
 from .digest import file_digest

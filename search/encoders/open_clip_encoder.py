@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from search.errors import ModelLoadError, ModelSpecError
+from xmodal.search.errors import ModelLoadError, ModelSpecError
 
 from .base import ImageTextEncoder
 from .digest import file_digest
@@ -41,7 +41,7 @@ def register_builtin_configs() -> None:
             return
         import open_clip
 
-        open_clip.add_model_config(Path(str(resources.files("search") / "model_configs")))
+        open_clip.add_model_config(Path(str(resources.files("xmodal.search") / "model_configs")))
         _configs_registered = True
 
 

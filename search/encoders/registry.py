@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from search.errors import ModelSpecError
+from xmodal.search.errors import ModelSpecError
 
 from .audio_base import AudioTextEncoder
 from .base import ImageTextEncoder

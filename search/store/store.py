@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from search.errors import ModelMismatchError, StoreError, UnknownItemError
+from xmodal.search.errors import ModelMismatchError, StoreError, UnknownItemError
 
 from .records import INDEXED, ItemRecord, SegmentRecord, SpaceRecord
 from .schema import (

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from api import create_app
-from indexer import index_paths
-from search import Settings
+from xmodal.api import create_app
+from xmodal.api.settings import Settings
+from xmodal.indexer import index_paths
 
 
 @pytest.fixture

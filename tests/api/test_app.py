@@ -4,7 +4,7 @@ import io
 
 from PIL import Image
 
-from search.store import item_id_for
+from xmodal.search.store import item_id_for
 
 HIT_KEYS = {"id", "uri", "kind", "score", "segments", "metadata", "width", "height"}
 
@@ -103,7 +103,7 @@ def test_media_serves_the_original_with_ranges(client, indexed):
 
 
 def test_media_outside_indexed_roots_is_not_served(client, engine, indexed, tmp_path):
-    from search.store import ItemRecord
+    from xmodal.search.store import ItemRecord
 
     secret = tmp_path / "secret.txt"
     secret.write_text("private")

@@ -8,12 +8,12 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from api import create_app
-from api.cli import main
-from indexer import index_paths
-from search import Settings
-from search.store import item_id_for
 from tests.media.audio import place, silence, text_file, tone, write_audio
+from xmodal.api import create_app
+from xmodal.api.cli import main
+from xmodal.api.settings import Settings
+from xmodal.indexer import index_paths
+from xmodal.search.store import item_id_for
 
 RATE = 16000
 

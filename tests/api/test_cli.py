@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from api.cli import main
+from xmodal.api.cli import main
 
 
 @pytest.fixture

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.encoders import AudioTextEncoder, ImageTextEncoder, list_encoders, register_encoder
 from tests.media.audio import place, silence, tone, write_audio
+from xmodal.search.encoders import (
+    AudioTextEncoder,
+    ImageTextEncoder,
+    list_encoders,
+    register_encoder,
+)
 
 PRIMARIES = {"red": 0, "green": 1, "blue": 2}
 
@@ -97,7 +102,7 @@ def _register_test_encoder():
 def run_eval(folder, monkeypatch, capsys, model: str = "test-colour:x") -> dict:
     import sys
 
-    from api.cli import main
+    from xmodal.api.cli import main
 
     monkeypatch.setattr(sys, "argv", ["xmodal", "eval", str(folder), "--model", model, "--json"])
     with pytest.raises(SystemExit) as done:
@@ -138,7 +143,7 @@ def test_identical_captions_count_for_every_image_they_describe(tmp_path, monkey
 def test_eval_refuses_a_dataset_without_captions(tmp_path, monkeypatch, capsys):
     import sys
 
-    from api.cli import main
+    from xmodal.api.cli import main
 
     monkeypatch.setattr(sys, "argv", ["xmodal", "eval", str(tmp_path), "--model", "test-colour:x"])
     with pytest.raises(SystemExit) as done:

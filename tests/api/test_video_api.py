@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from api import create_app
-from indexer import index_paths
-from search import Settings
-from search.store import item_id_for
 from tests.media import videos
+from xmodal.api import create_app
+from xmodal.api.settings import Settings
+from xmodal.indexer import index_paths
+from xmodal.search.store import item_id_for
 
 RED, GREEN, BLUE = (220, 30, 30), (30, 180, 40), (30, 60, 220)
 
@@ -72,7 +72,7 @@ def test_video_media_is_seekable(client, video_library):
 
 
 def test_cli_prints_moments(engine, video_library, monkeypatch, capsys):
-    from api.cli import main
+    from xmodal.api.cli import main
 
     monkeypatch.setenv("XMODAL_DATA", str(engine.store.path))
     monkeypatch.setenv("COLUMNS", "200")

@@ -9,11 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer import IndexOptions, index_paths
-from indexer.decode import DecodeOptions
-from search import Engine, Store
-from search.encoders import AUDIO_TEXT, IMAGE_TEXT
-from search.store import FAILED, INDEXED, item_id_for
 from tests.conftest import TINY_CLAP_WINDOW
 from tests.media.audio import (
     corrupt_middle,
@@ -26,6 +21,11 @@ from tests.media.audio import (
     video_with_audio,
     write_audio,
 )
+from xmodal.indexer import IndexOptions, index_paths
+from xmodal.indexer.decode import DecodeOptions
+from xmodal.search import Engine, Store
+from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT
+from xmodal.search.store import FAILED, INDEXED, item_id_for
 
 RATE = 22050  # not the model's 16 kHz: the decoder resamples
 

@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from indexer import IndexOptions, index_paths
-from indexer.metadata_file import read_metadata_file
-from search import IndexingAborted, SourceError
-from search.store import FAILED, INDEXED, item_id_for
+from xmodal.indexer import IndexOptions, index_paths
+from xmodal.indexer.metadata_file import read_metadata_file
+from xmodal.search import IndexingAborted, SourceError
+from xmodal.search.store import FAILED, INDEXED, item_id_for
 
 
 def rows(engine):

@@ -7,13 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from indexer import IndexOptions, index_paths
-from indexer.decode import DecodeOptions
-from indexer.video import KeyframeSettings, VideoLimits, extract_keyframes, frame_at
-from search import MediaDecodeError
-from search.store import item_id_for
 from tests.media import videos
-from training.shapes import Scene, ShapeObject
+from xmodal.indexer import IndexOptions, index_paths
+from xmodal.indexer.decode import DecodeOptions
+from xmodal.indexer.video import KeyframeSettings, VideoLimits, extract_keyframes, frame_at
+from xmodal.search import MediaDecodeError
+from xmodal.search.store import item_id_for
+from xmodal.synthetic.shapes import Scene, ShapeObject
 
 RED, GREEN, BLUE, WHITE = (220, 30, 30), (30, 180, 40), (30, 60, 220), (240, 240, 240)
 
@@ -76,7 +76,7 @@ def shape_scene(colour: str, shape: str, position: str = "center") -> Scene:
 
 @pytest.fixture
 def reference_engine(tmp_path):
-    from search import Engine, Store, create_encoder
+    from xmodal.search import Engine, Store, create_encoder
 
     return Engine(Store(tmp_path / "data"), create_encoder("xmodal-ref", device="cpu"))
 
@@ -108,7 +108,7 @@ def test_text_finds_the_moment_of_a_red_circle(tmp_path, reference_engine):
 
 
 def test_videos_rank_with_images_and_kinds_narrow_the_list(tmp_path, reference_engine):
-    from training.shapes import render
+    from xmodal.synthetic.shapes import render
 
     lib = tmp_path / "lib"
     lib.mkdir()

@@ -136,7 +136,7 @@ def solid(rgb: Sequence[int]) -> Solid:
 
 
 def _resolve_scene(scene: Any, seed: int) -> Any:
-    from training.shapes import Scene, ShapeObject, random_scene
+    from xmodal.synthetic.shapes import Scene, ShapeObject, random_scene
 
     if scene is None:
         return random_scene(np.random.default_rng([seed, 0]))
@@ -149,13 +149,13 @@ def _resolve_scene(scene: Any, seed: int) -> Any:
 
 def shape_scene(colour: str, shape: str, size: str = "large", position: str = "center"):
     """A one-object Scene, e.g. shape_scene("red", "circle")."""
-    from training.shapes import Scene, ShapeObject
+    from xmodal.synthetic.shapes import Scene, ShapeObject
 
     return Scene((ShapeObject(colour, shape, size, position),))
 
 
 def _render(scene: Any, seed: int, side: int) -> Image.Image:
-    from training.shapes import render
+    from xmodal.synthetic.shapes import render
 
     return render(scene, np.random.default_rng([seed, 1]), side=side)
 
@@ -194,7 +194,7 @@ class SceneFrames(_Sized):
         return self.for_size((256, 256))(t, index)
 
     def caption(self) -> str:
-        from training.shapes import caption
+        from xmodal.synthetic.shapes import caption
 
         return caption(self.scene, np.random.default_rng([self.seed, 3]))
 

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from search.ann import choose_index_kind, create_index
-from search.ann.faiss_index import FaissIndex
+from xmodal.search.ann import choose_index_kind, create_index
+from xmodal.search.ann.faiss_index import FaissIndex
 
 
 def clustered(n: int, dim: int = 64, clusters: int = 40, seed: int = 0) -> np.ndarray:
@@ -114,7 +114,7 @@ def test_label_masks_select_and_widen_the_search(data, kind):
 
 
 def test_ivfpq_refuses_too_few_vectors_to_train():
-    from search.errors import StoreError
+    from xmodal.search.errors import StoreError
 
     index = create_index("ivfpq", 64)
     with pytest.raises(StoreError, match="at least 256 vectors"):

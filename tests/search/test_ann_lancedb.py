@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from search.ann.lancedb_index import LanceDbIndex, LanceDbParams
-from search.errors import StoreError
 from tests.search.test_ann import clustered, exact_top, recall
+from xmodal.search.ann.lancedb_index import LanceDbIndex, LanceDbParams
+from xmodal.search.errors import StoreError
 
 DIM = 64
 # 16 partitions and 16 sub-vectors keep the build under a second; recall measured ~0.98
@@ -155,7 +155,7 @@ def test_empty_index_pads_and_wrong_dims_are_refused(tmp_path):
 
 
 def test_created_by_kind_and_takes_label_masks(tmp_path):
-    from search.ann import create_index
+    from xmodal.search.ann import create_index
 
     vectors = clustered(300, dim=16, seed=2)
     index = create_index("lancedb", 16, path=tmp_path / "lance")

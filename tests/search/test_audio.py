@@ -8,14 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.audio import (
-    AudioDecodeStats,
-    AudioOptions,
-    AudioWindow,
-    iter_audio_windows,
-    probe_audio,
-)
-from search.errors import MediaDecodeError
 from tests.media.audio import (
     LOSSY,
     corrupt_middle,
@@ -29,6 +21,14 @@ from tests.media.audio import (
     write_audio,
     write_audio_stream,
 )
+from xmodal.search.audio import (
+    AudioDecodeStats,
+    AudioOptions,
+    AudioWindow,
+    iter_audio_windows,
+    probe_audio,
+)
+from xmodal.search.errors import MediaDecodeError
 
 SUFFIXES = [".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"]
 RATE = 44100

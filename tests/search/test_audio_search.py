@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer import IndexOptions, index_paths
-from search import InvalidQueryError, MediaDecodeError
-from search.calibration import MIN_SPREAD, Calibration, null_queries
-from search.encoders import AUDIO_TEXT, IMAGE_TEXT
-from search.store import item_id_for
 from tests.media.audio import noise_burst, place, silence, tone, video_with_audio, write_audio
+from xmodal.indexer import IndexOptions, index_paths
+from xmodal.search import InvalidQueryError, MediaDecodeError
+from xmodal.search.calibration import MIN_SPREAD, Calibration, null_queries
+from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT
+from xmodal.search.store import item_id_for
 
 RATE = 16000
 
@@ -152,7 +152,7 @@ def test_calibration_follows_the_store(audio_engine, mixed, make_image):
 
 def test_a_sound_library_never_needs_the_image_model(tmp_path, tiny_audio_encoder):
     """Indexing, warming and searching sounds work while the image model cannot load."""
-    from search import Engine, ModelLoadError, Store, create_encoder
+    from xmodal.search import Engine, ModelLoadError, Store, create_encoder
 
     unloadable = create_encoder(f"open_clip:xmodal-tiny/{tmp_path / 'missing.pt'}", device="cpu")
     with pytest.raises(ModelLoadError):

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from indexer import index_paths
-from search import Engine, Store
-from search.encoders import create_audio_encoder, create_encoder
-from search.encoders.builtin import REFERENCE_AUDIO_MODEL, REFERENCE_MODEL
-from training import shapes, sounds
+from xmodal.indexer import index_paths
+from xmodal.search import Engine, Store
+from xmodal.search.encoders import create_audio_encoder, create_encoder
+from xmodal.search.encoders.builtin import REFERENCE_AUDIO_MODEL, REFERENCE_MODEL
+from xmodal.synthetic import shapes, sounds
 
 # The threshold the README recommends. Measured on this library: the sounds' captions
 # calibrate at 4.4-6.1 in the audio space (median 5.4), the pictures' at 3.2-4.6 in the

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search import ModelLoadError, ModelSpecError, create_encoder, list_encoders
-from search.encoders import register_encoder
-from search.encoders.open_clip_encoder import OpenClipSpec
 from tests.conftest import TINY_ARCH, photo
+from xmodal.search import ModelLoadError, ModelSpecError, create_encoder, list_encoders
+from xmodal.search.encoders import register_encoder
+from xmodal.search.encoders.open_clip_encoder import OpenClipSpec
 
 
 def test_spec_forms_parse():
@@ -109,7 +109,7 @@ def _fake_hub_repo(cache: Path, repo_id: str, files: dict[str, Path | bytes]) ->
 def test_hf_hub_spec_loads_from_local_cache(hf_cache, tiny_checkpoint):
     import open_clip
 
-    from search.encoders.open_clip_encoder import register_builtin_configs
+    from xmodal.search.encoders.open_clip_encoder import register_builtin_configs
 
     register_builtin_configs()
     config = {"model_cfg": open_clip.get_model_config(TINY_ARCH), "preprocess_cfg": {}}

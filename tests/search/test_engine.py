@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer import index_paths
-from search import InvalidQueryError, UnknownItemError
-from search.calibration import null_queries
-from search.store import item_id_for
+from xmodal.indexer import index_paths
+from xmodal.search import InvalidQueryError, UnknownItemError
+from xmodal.search.calibration import null_queries
+from xmodal.search.store import item_id_for
 
 
 @pytest.fixture

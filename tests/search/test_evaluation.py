@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from search import SourceError
-from search.evaluation import read_dataset, retrieval_metrics
+from xmodal.search import SourceError
+from xmodal.search.evaluation import read_dataset, retrieval_metrics
 
 
 def unit(*rows):

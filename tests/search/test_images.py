@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search import ImageLimits, MediaDecodeError, decode_image
-from search.images import register_optional_plugins, sniff_image_mime
 from tests.conftest import photo, png_with_bad_crc, png_with_huge_header, truncated_jpeg
+from xmodal.search import ImageLimits, MediaDecodeError, decode_image
+from xmodal.search.images import register_optional_plugins, sniff_image_mime
 
 
 def encoded(image: Image.Image, format: str, **options) -> bytes:

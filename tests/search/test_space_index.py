@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search import Engine, Store
-from search.ann.synced import IndexDirectory, SyncedIndex, empty_index, segment_keys
-from search.encoders import IMAGE_TEXT
-from search.space_index import AnnOptions, index_root
-from search.store.records import ItemRecord, SegmentRecord, item_id_for, segment_id_for
 from tests.search.test_ann import clustered
+from xmodal.search import Engine, Store
+from xmodal.search.ann.synced import IndexDirectory, SyncedIndex, empty_index, segment_keys
+from xmodal.search.encoders import IMAGE_TEXT
+from xmodal.search.space_index import AnnOptions, index_root
+from xmodal.search.store.records import ItemRecord, SegmentRecord, item_id_for, segment_id_for
 
 DIM = 32
 

@@ -5,9 +5,9 @@ import lancedb
 import numpy as np
 import pytest
 
-from search import Engine, ModelMismatchError, Store, create_encoder
-from search.store import ItemRecord, SegmentRecord
 from tests.conftest import TINY_ARCH
+from xmodal.search import Engine, ModelMismatchError, Store, create_encoder
+from xmodal.search.store import ItemRecord, SegmentRecord
 
 
 def test_space_records_model_identity_and_dimension(engine):
@@ -80,7 +80,7 @@ def test_a_format_1_store_is_migrated_in_place(engine):
 
 
 def test_a_store_from_a_newer_release_is_refused(engine):
-    from search import StoreError
+    from xmodal.search import StoreError
 
     db = lancedb.connect(engine.store.path / "lance")
     db.open_table("meta").update(where="key = 'format'", values={"value": "99"})
@@ -89,7 +89,7 @@ def test_a_store_from_a_newer_release_is_refused(engine):
 
 
 def test_version_sees_every_commit_even_when_cached(engine, monkeypatch):
-    import search.store.store as store_module
+    import xmodal.search.store.store as store_module
 
     engine.ensure_space()
     store, space = engine.store, "image-text"

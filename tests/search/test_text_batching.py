@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from search.encoders.batching import TextBatcher
+from xmodal.search.encoders.batching import TextBatcher
 
 DIM = 16
 TIMEOUT = 5.0

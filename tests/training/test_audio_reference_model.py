@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.audio import AudioOptions, iter_audio_windows
-from search.encoders.clap_encoder import ClapEncoder
-from search.evaluation import retrieval_metrics
-from training import sounds
+from xmodal.search.audio import AudioOptions, iter_audio_windows
+from xmodal.search.encoders.clap_encoder import ClapEncoder
+from xmodal.search.evaluation import retrieval_metrics
+from xmodal.synthetic import sounds
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "search" / "models" / "xmodal-ref-audio"
 # Training used seeds from 1_000_000 up and the card's figures seed 7; these clips use 3.

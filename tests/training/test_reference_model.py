@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.evaluate import evaluate
-from indexer import index_paths
-from search import Engine, Settings, Store, create_encoder
-from search.encoders.builtin import REFERENCE_MODEL, reference_checkpoint
-from search.evaluation import retrieval_metrics
 from tests.training.other_renderer import CENTRES, RGB, draw
 from training.make_dataset import write_dataset
-from training.shapes import generate
+from xmodal.api.evaluate import evaluate
+from xmodal.api.settings import Settings
+from xmodal.indexer import index_paths
+from xmodal.search import Engine, Store, create_encoder
+from xmodal.search.encoders.builtin import REFERENCE_MODEL, reference_checkpoint
+from xmodal.search.evaluation import retrieval_metrics
+from xmodal.synthetic.shapes import generate
 
 # Measured on 500 held-out images per split (see the resolve note and the model card):
 # thresholds sit well below, for a 150-image sample.
@@ -41,7 +42,7 @@ def test_builtin_name_loads_the_packaged_checkpoint(reference_encoder):
 @pytest.mark.parametrize(("split", "minimum"), [("seen", SEEN_R5_MIN), ("unseen", UNSEEN_R5_MIN)])
 def test_held_out_recall_at_5(tmp_path, split, minimum):
     write_dataset(tmp_path / split, 150, seed=11, split=split)
-    from search.evaluation import read_dataset
+    from xmodal.search.evaluation import read_dataset
 
     report = evaluate(
         read_dataset(tmp_path / split),

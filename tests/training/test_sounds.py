@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import sounds
-from training.sounds import SoundEvent, SoundSpec
+from xmodal.synthetic import sounds
+from xmodal.synthetic.sounds import SoundEvent, SoundSpec
 
 RATE = 48000
 
@@ -221,7 +221,7 @@ def test_write_dataset_writes_wavs_and_captions(tmp_path: Path) -> None:
             pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2") / 32767.0
         assert pcm.shape == item.samples.shape
         assert np.abs(pcm - item.samples).max() < 1e-4
-    from search.evaluation import read_captions_csv
+    from xmodal.search.evaluation import read_captions_csv
 
     dataset = read_captions_csv(captions.parent)
     assert len(dataset.images) == 3 and len(dataset.captions) == 3

@@ -19,10 +19,6 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-DEFAULT_MODEL = "open_clip:ViT-B-32/laion2b_s34b_b79k"
-DEFAULT_AUDIO_MODEL = "clap:laion/clap-htsat-unfused"
-NO_AUDIO_MODEL = "none"
-
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("xmodal", appauthor=False))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training import sounds
-from training.shapes import generate
+from xmodal.synthetic import sounds
+from xmodal.synthetic.shapes import generate
 
 DEMO_SEED = 7
 
