@@ -11,38 +11,21 @@ from fastapi import FastAPI
 from xmodal import __version__
 from xmodal.api.settings import Settings
 from xmodal.search import Engine
-from xmodal.search.images import ImageLimits
-from xmodal.search.space_index import AnnOptions
 
 from .errors import install_error_handlers
 from .routes import health, items, search
 from .thumbnails import ThumbnailCache
 
 
-def open_engine(settings: Settings) -> Engine:
-    return Engine.open(
-        settings.data,
-        model=settings.model,
-        audio_model=settings.audio_model,
-        device=settings.device,
-        limits=ImageLimits.from_settings(settings),
-        max_k=settings.max_k,
-        ann=AnnOptions.from_settings(settings),
-        text_batch_wait_ms=settings.text_batch_wait_ms,
-        min_score=settings.min_score,
-        max_query_audio_seconds=settings.max_query_audio_seconds,
-    )
-
-
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """Build the API over a store. Tests inject settings and an engine with a tiny model."""
     settings = settings or Settings()
-    engine = engine or open_engine(settings)
+    engine = engine or Engine.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Sync endpoints run in anyio's worker threads (40 by default).
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.server.threads
         yield
 
     app = FastAPI(
@@ -54,7 +37,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.engine = engine
     app.state.thumbnails = ThumbnailCache(
-        settings.data / "thumbnails", settings.thumbnail_size, ImageLimits.from_settings(settings)
+        settings.data / "thumbnails", settings.server.thumbnail_size, settings.images
     )
     install_error_handlers(app)
     app.include_router(search.router)

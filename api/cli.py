@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xmodal.api.settings import Settings
+from xmodal.api.settings import Settings, load_settings
 from xmodal.search import Engine, XmodalError
 from xmodal.search.errors import IndexingAborted, InvalidQueryError, ModelLoadError
 from xmodal.search.filters import parse_filter_json
@@ -49,8 +49,15 @@ AudioModelOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
-def build_settings(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+def build_settings(groups: dict[str, dict[str, Any]] | None = None, **top: Any) -> Settings:
+    """Settings with the options given on the command line on top (None: not given);
+    `groups` holds options of a group, e.g. {"server": {"port": 8080}}."""
+    values = {name: value for name, value in top.items() if value is not None}
+    for group, fields in (groups or {}).items():
+        given = {name: value for name, value in fields.items() if value is not None}
+        if given:
+            values[group] = given
+    return load_settings(**values)
 
 
 def exit_code_for(error: XmodalError) -> int:
@@ -59,12 +66,6 @@ def exit_code_for(error: XmodalError) -> int:
     if isinstance(error, ModelLoadError):
         return 3
     return 2
-
-
-def open_engine(settings: Settings) -> Engine:
-    from xmodal.api.app import open_engine as open_for_settings
-
-    return open_for_settings(settings)
 
 
 @app.command()
@@ -82,24 +83,33 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index images, videos and sounds under PATHS; re-runs only process what changed."""
-    from xmodal.indexer import IndexOptions, index_paths
+    from xmodal.indexer import DecodeOptions, index_paths
     from xmodal.indexer.metadata_file import read_metadata_file
 
     from .progress_bar import RichProgress
 
     settings = build_settings(
+        {
+            "indexing": {
+                "batch_size": batch_size,
+                "decode_workers": workers,
+                "fail_fast": fail_fast or None,
+            }
+        },
         data=data,
         model=model,
         audio_model=audio_model,
-        batch_size=batch_size,
-        decode_workers=workers,
-        fail_fast=fail_fast,
     )
     metadata_map = read_metadata_file(metadata) if metadata else None
-    engine = open_engine(settings)
+    engine = Engine.from_settings(settings)
     progress = None if as_json else RichProgress(errors)
     report = index_paths(
-        engine, paths, IndexOptions.from_settings(settings), metadata_map, progress
+        engine,
+        paths,
+        settings.indexing,
+        metadata_map,
+        progress,
+        DecodeOptions.from_settings(settings),
     )
     if as_json:
         print(json.dumps(_report_json(report), indent=2))
@@ -180,7 +190,7 @@ def search(
             "give exactly one of TEXT, --image FILE, --audio FILE or --similar ID"
         )
     filter_spec = parse_filter_json(filter)
-    engine = open_engine(build_settings(data=data, model=model, audio_model=audio_model))
+    engine = Engine.from_settings(build_settings(data=data, model=model, audio_model=audio_model))
     if text:
         result = engine.search_text(text, k, offset, filter_spec, kind, min_score)
     elif image:
@@ -232,15 +242,16 @@ def serve(
 
     from xmodal.api.app import create_app
 
-    settings = build_settings(host=host, port=port, data=data, model=model, audio_model=audio_model)
+    settings = build_settings(
+        {"server": {"host": host, "port": port}}, data=data, model=model, audio_model=audio_model
+    )
     application = create_app(settings)
     # The model, the vectors and a large index load before the port opens, so the first
     # requests are not the slow ones.
     application.state.engine.warm()
-    console.print(
-        f"serving {settings.data} on http://{settings.host}:{settings.port} (docs: /docs)"
-    )
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
+    server = settings.server
+    console.print(f"serving {settings.data} on http://{server.host}:{server.port} (docs: /docs)")
+    uvicorn.run(application, host=server.host, port=server.port, log_level="warning")
 
 
 @app.command()
@@ -253,13 +264,9 @@ def reindex(
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild the vector index of every space of the store from scratch and save it."""
-    settings = build_settings(data=data, index_kind=kind)
-    engine = open_engine(settings)
-    reports = {
-        space.space: space.index.refresh(save=True, rebuild=True)
-        for space in engine.searchers
-        if engine.store.space(space.space) is not None
-    }
+    settings = build_settings({"ann": {"kind": kind}}, data=data)
+    engine = Engine.from_settings(settings)
+    reports = engine.refresh_indexes(save=True, rebuild=True)
     if as_json:
         print(json.dumps({name: r.__dict__ for name, r in reports.items()}, indent=2))
         return
@@ -276,7 +283,7 @@ def reindex(
 @app.command()
 def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
     """What the store holds: items per kind and status, spaces and models, versions."""
-    from xmodal.search import Store
+    from xmodal.search import Store, saved_index_state
 
     settings = build_settings(data=data)
     store = Store(settings.data)
@@ -290,7 +297,7 @@ def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
         "items": {f"{kind}/{status}": int(n) for (kind, status), n in counts.items()},
         "roots": store.roots(),
         "spaces": [s.__dict__ for s in store.spaces()],
-        "indexes": {space.name: saved_index_state(store, space.name) for space in store.spaces()},
+        "indexes": indexes,
     }
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -312,16 +319,6 @@ def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
             console.print(f"index {name}: {state['kind']}, {state['count']} vectors, {fresh}")
     for root in store.roots():
         console.print(f"root: {root}")
-
-
-def saved_index_state(store: Any, space: str) -> dict[str, Any] | None:
-    from xmodal.search.ann.synced import IndexDirectory
-    from xmodal.search.space_index import index_root
-
-    state = IndexDirectory(index_root(store.path, space)).state()
-    if state is None:
-        return None
-    return {**state, "up_to_date": state["store_version"] == list(store.version(space))}
 
 
 @app.command("eval")

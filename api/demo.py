@@ -6,13 +6,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from xmodal.api.settings import Settings
+from xmodal.api.settings import load_settings
 
 
 def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) -> None:
-    from xmodal.api.app import create_app, open_engine
-    from xmodal.indexer import IndexOptions, index_paths
+    from xmodal.api.app import create_app
+    from xmodal.indexer import DecodeOptions, index_paths
     from xmodal.indexer.metadata_file import read_metadata_file
+    from xmodal.search import Engine
     from xmodal.search.encoders.builtin import REFERENCE_AUDIO_MODEL, REFERENCE_MODEL
     from xmodal.synthetic.demo_library import write_demo_library
 
@@ -21,20 +22,20 @@ def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) ->
     data = data.resolve()
     library = data / "library"
     metadata_file = write_demo_library(library)
-    settings = Settings(
+    settings = load_settings(
         data=data / "store",
         model=REFERENCE_MODEL,
         audio_model=REFERENCE_AUDIO_MODEL,
-        host=host,
-        port=port,
+        server={"host": host, "port": port},
     )
-    engine = open_engine(settings)
+    engine = Engine.from_settings(settings)
     report = index_paths(
         engine,
         [library],
-        IndexOptions.from_settings(settings),
+        settings.indexing,
         read_metadata_file(metadata_file),
         RichProgress(console),
+        DecodeOptions.from_settings(settings),
     )
     console.print(f"{report.summary()} ({library})")
     first = engine.store.items_table(["id"]).column("id")[0].as_py()

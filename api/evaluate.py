@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from xmodal.api.settings import Settings
-from xmodal.indexer import IndexOptions, Progress, index_paths
+from xmodal.indexer import DecodeOptions, Progress, index_paths
 from xmodal.indexer.discover import media_kind
 from xmodal.search import IMAGE_TEXT, Engine
 from xmodal.search.encoders import AUDIO_TEXT
@@ -54,16 +54,14 @@ def evaluate(
     """Index the dataset's files (into settings.data when keep_store, else a temporary
     store) and compute both directions' metrics from what the store holds. For sounds,
     `settings.model` may name the audio model (it is what the user evaluates)."""
-    from xmodal.api.app import open_engine
-
     media = dataset_media(dataset)
     if media == "audio" and settings.model and not settings.audio_model:
         settings = settings.model_copy(update={"audio_model": settings.model, "model": None})
     if keep_store:
-        return _evaluate_in(open_engine(settings), dataset, media, settings, progress)
+        return _evaluate_in(Engine.from_settings(settings), dataset, media, settings, progress)
     with tempfile.TemporaryDirectory(prefix="xmodal-eval-") as scratch:
         settings = settings.model_copy(update={"data": Path(scratch)})
-        return _evaluate_in(open_engine(settings), dataset, media, settings, progress)
+        return _evaluate_in(Engine.from_settings(settings), dataset, media, settings, progress)
 
 
 def _evaluate_in(
@@ -73,16 +71,21 @@ def _evaluate_in(
     settings: Settings,
     progress: Progress | None,
 ) -> EvalReport:
-    space = engine.searcher(AUDIO_TEXT if media == "audio" else IMAGE_TEXT)
+    space = AUDIO_TEXT if media == "audio" else IMAGE_TEXT
+    encoder = engine.encoder_for(space)
     report = index_paths(
-        engine, dataset.images, IndexOptions.from_settings(settings), progress=progress
+        engine,
+        dataset.images,
+        settings.indexing,
+        progress=progress,
+        decode=DecodeOptions.from_settings(settings),
     )
     failed = {Path(path) for path, _ in report.failed}
     keep = [i for i, path in enumerate(dataset.images) if path.resolve() not in failed]
     new_index = {old: new for new, old in enumerate(keep)}
     # Vectors exactly as stored by the indexer; captions of failed files are dropped.
     segments = [
-        engine.store.item_vectors(space.space, item_id_for(str(dataset.images[i].resolve())))
+        engine.store.item_vectors(space, item_id_for(str(dataset.images[i].resolve())))
         for i in keep
     ]
     pairs = [
@@ -93,11 +96,11 @@ def _evaluate_in(
     captions = [c for c, _ in pairs]
     text_vectors = np.concatenate(
         [
-            space.encoder.encode_texts(captions[i : i + TEXT_BATCH])
+            encoder.encode_texts(captions[i : i + TEXT_BATCH])
             for i in range(0, len(captions), TEXT_BATCH)
         ]
     )
     # A file's score is its best segment's (an image has one; a sound, a window each).
     scores = np.stack([(text_vectors @ vectors.T).max(axis=1) for vectors in segments], axis=1)
     metrics = metrics_from_scores(scores, captions, [i for _, i in pairs])
-    return EvalReport(space.encoder.spec, media, len(keep), len(captions), report.failed, metrics)
+    return EvalReport(encoder.spec, media, len(keep), len(captions), report.failed, metrics)

@@ -106,7 +106,7 @@ class HitOut(BaseModel):
             uri=item.uri,
             kind=item.kind,
             score=hit.score,
-            matched=hit.matched,  # type: ignore[arg-type]
+            matched=hit.matched,
             calibrated_score=None if hit.calibrated is None else round(hit.calibrated, 4),
             width=item.width,
             height=item.height,

@@ -1,8 +1,17 @@
-"""One settings class for every entry point (CLI, API, Python).
+"""The application's settings: every entry point (CLI, server, Python) builds one.
 
 Values come, highest priority first, from constructor arguments, `XMODAL_*`
-environment variables, a TOML file (`XMODAL_CONFIG`, else `./xmodal.toml` when
-present) and the defaults below. Built by the caller, never at import.
+environment variables (a group's key with a double underscore:
+`XMODAL_ANN__EF_SEARCH=128`), a TOML file and the defaults. The TOML file is the one
+`XMODAL_CONFIG` names, else `./xmodal.toml`, else `xmodal.toml` in the platform's
+config folder (`~/.config/xmodal/` on Linux); groups are tables (`[ann]`). A key
+that is not a setting is an error that names it. Built by the caller, never at import.
+
+Each group is declared next to the code that uses it and taken by it as it is:
+query limits and the vector index in xmodal.search.settings, image limits in
+xmodal.search.images, videos in xmodal.indexer.video, indexing runs and sound in
+xmodal.indexer.options, the HTTP server here. docs/settings.md lists them all
+(generated from these classes by `python -m xmodal.api.settings_doc`).
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ import os
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,94 +28,115 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from xmodal.indexer.options import AudioIndexing, IndexOptions
+from xmodal.indexer.video import VideoSettings
+from xmodal.search.errors import XmodalError
+from xmodal.search.images import ImageLimits
+from xmodal.search.settings import AnnSettings, QuerySettings, SettingsGroup
+
+CONFIG_NAME = "xmodal.toml"
+
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("xmodal", appauthor=False))
 
 
-def _config_file() -> Path:
-    return Path(os.environ.get("XMODAL_CONFIG", "xmodal.toml"))
+def config_file() -> Path | None:
+    """The TOML file settings are read from, if any (see the module's docstring)."""
+    named = os.environ.get("XMODAL_CONFIG")
+    if named:
+        return Path(named).expanduser()  # named: an error later if it is missing
+    for candidate in (
+        Path(CONFIG_NAME),
+        Path(platformdirs.user_config_dir("xmodal", appauthor=False)) / CONFIG_NAME,
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def check_environment() -> None:
+    """A misspelt `XMODAL_*` variable is an error that names it, not silently ignored."""
+    known = {"XMODAL_CONFIG"}
+    for name, field in Settings.model_fields.items():
+        known.add(f"XMODAL_{name.upper()}")
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, SettingsGroup):
+            known.update(_group_variables(f"XMODAL_{name.upper()}", group))
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith("XMODAL_") and name.upper() not in known
+    )
+    if unknown:
+        raise ValueError(
+            f"unknown setting in the environment: {', '.join(unknown)} "
+            "(docs/settings.md lists the settings; a group's key is GROUP__KEY)"
+        )
+
+
+def _group_variables(prefix: str, group: type[SettingsGroup]) -> set[str]:
+    names = set()
+    for name, field in group.model_fields.items():
+        names.add(f"{prefix}__{name.upper()}")
+        inner = field.annotation
+        if isinstance(inner, type) and issubclass(inner, SettingsGroup):
+            names.update(_group_variables(f"{prefix}__{name.upper()}", inner))
+    return names
+
+
+class ServerSettings(SettingsGroup):
+    """The HTTP server (`xmodal serve`)."""
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    threads: int = Field(
+        default_factory=lambda: max(2, min(64, 2 * (os.cpu_count() or 1))),
+        ge=1,
+        le=256,
+        description="Searches running at once; more requests wait their turn. Default twice "
+        "the cores: on 2 cores, 4 threads served 50 clients at ~1.8x the QPS of anyio's "
+        "default 40, which only contend for the GIL (bench/api_latency.py).",
+    )
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, description="Largest query upload (image or sound), in bytes."
+    )
+    thumbnail_size: int = Field(
+        256, ge=16, le=2048, description="Longest side of generated thumbnails, in pixels."
+    )
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="XMODAL_", extra="ignore")
-
-    # Where the LanceDB tables, thumbnails and run logs live.
-    data: Path = Field(default_factory=default_data_dir)
-    # Image-text model spec for a new store; an existing store keeps the model it was built with.
-    model: str | None = None
-    # Audio-text model spec for a new store's audio space (audio files and the sound of
-    # videos); an existing store keeps its own. "none": audio files are recorded as not
-    # indexed and videos are indexed by their pictures only.
-    audio_model: str | None = None
-    # "auto" picks CUDA when available, else CPU; or name a torch device ("cpu", "cuda:1").
-    device: str = "auto"
-    # Images per forward pass; larger batches pay off on GPU.
-    batch_size: int = Field(default=32, ge=1, le=4096)
-    # Threads that read, hash and decode files while the model encodes.
-    decode_workers: int = Field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)), ge=1)
-    # Rows buffered before one write to the store (a crash loses at most these, never corrupts).
-    write_batch_size: int = Field(default=256, ge=1)
-    # Decoding limits: images larger than this many pixels are refused as likely decompression bombs.
-    max_image_pixels: int = Field(default=128_000_000, ge=1)
-    # Images with a side shorter than this (tracking pixels, spacers) are recorded, not indexed.
-    min_image_side: int = Field(default=8, ge=1)
-    # Videos: frames larger than this many pixels, or longer than this many seconds, are refused.
-    max_video_pixels: int = Field(default=8192 * 4320, ge=1)
-    max_video_seconds: float = Field(default=6 * 3600.0, gt=0)
-    # Keyframes: examine a frame every `keyframe_interval` seconds; a content change above
-    # `shot_threshold` (0..1) is a cut; keep a keyframe at least every `keyframe_max_gap`
-    # seconds and never two closer than `keyframe_min_gap`; drop a keyframe closer than
-    # `duplicate_keyframe_threshold` to the previous one.
-    keyframe_interval: float = Field(default=0.1, gt=0)
-    keyframe_max_gap: float = Field(default=5.0, gt=0)
-    keyframe_min_gap: float = Field(default=0.5, ge=0)
-    shot_threshold: float = Field(default=0.2, gt=0, le=1)
-    duplicate_keyframe_threshold: float = Field(default=0.04, ge=0, le=1)
-    # Audio: windows of the audio model's length (CLAP: 10 s) start every `audio_hop`
-    # seconds (0: one window length, no overlap); windows quieter than `silence_dbfs` are
-    # skipped; files longer than `max_audio_seconds` are refused.
-    audio_hop: float = Field(default=0.0, ge=0)
-    silence_dbfs: float = Field(default=-60.0, le=0)
-    max_audio_seconds: float = Field(default=6 * 3600.0, gt=0)
-    # Index the sound of videos into the audio space too (needs an audio model).
-    video_audio: bool = True
-    # Stop the run at the first unreadable file instead of recording it and going on.
-    fail_fast: bool = False
-    # HTTP server.
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    # Threads running searches at once; more requests wait their turn in the event loop.
-    # Default twice the cores: on 2 cores, 4 threads served 50 clients at ~1.8x the QPS
-    # of anyio's default 40, which only contend for the GIL (bench/api_latency.py).
-    api_threads: int = Field(
-        default_factory=lambda: max(2, min(64, 2 * (os.cpu_count() or 1))), ge=1, le=256
+    model_config = SettingsConfigDict(
+        env_prefix="XMODAL_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
-    # Largest accepted upload for image queries, in bytes.
-    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
-    # Longest side of generated thumbnails, in pixels.
-    thumbnail_size: int = Field(default=256, ge=16, le=2048)
-    # Text queries: drop hits whose calibrated score (standard deviations above
-    # the best match unrelated queries find in the same space, search/calibration.py)
-    # is below this; None keeps every hit. A request's own min_score overrides it.
-    min_score: float | None = None
-    # Audio queries: only the first this many seconds of an uploaded clip are used.
-    max_query_audio_seconds: float = Field(default=60.0, gt=0)
-    # Largest k (results per page) a query may ask for.
-    max_k: int = Field(default=1000, ge=1)
-    # Concurrent text queries share one forward pass; after a pass that had company, the
-    # next waits up to this long for as many (bench/text_batching.py: +25% QPS at 8 clients).
-    text_batch_wait_ms: float = Field(default=1.0, ge=0, le=50)
-    # Vector index: "auto" searches exactly up to `ann_min_segments` segments, then with
-    # HNSW (IVF-PQ past 5M); or one of "exact", "flat", "hnsw", "ivfpq".
-    index_kind: str = "auto"
-    ann_min_segments: int = Field(default=50_000, ge=0)
-    # HNSW candidate list per query: recall against speed (bench/ann.py).
-    ann_ef_search: int = Field(default=64, ge=1)
-    # IVF-PQ cells visited per query.
-    ann_nprobe: int = Field(default=8, ge=1)
-    # Filters leaving at most this many segments are ranked exactly over those segments.
-    ann_exact_filter_below: int = Field(default=20_000, ge=0)
+
+    data: Path = Field(
+        default_factory=default_data_dir,
+        description="Where the LanceDB tables, indexes and thumbnails live "
+        "(default: the platform's user data folder).",
+    )
+    model: str | None = Field(
+        None,
+        description="Image-text model spec for a new store (default "
+        "open_clip:ViT-B-32/laion2b_s34b_b79k); an existing store keeps its own.",
+    )
+    audio_model: str | None = Field(
+        None,
+        description="Audio-text model spec for a new store's sound (default "
+        'clap:laion/clap-htsat-unfused); an existing store keeps its own; "none" indexes '
+        "no sound.",
+    )
+    device: str = Field(
+        "auto", description='"auto": CUDA when available, else CPU; or a torch device ("cuda:1").'
+    )
+    server: ServerSettings = ServerSettings()
+    query: QuerySettings = QuerySettings()
+    ann: AnnSettings = AnnSettings()
+    indexing: IndexOptions = IndexOptions()
+    images: ImageLimits = ImageLimits()
+    video: VideoSettings = VideoSettings()
+    audio: AudioIndexing = AudioIndexing()
 
     @classmethod
     def settings_customise_sources(
@@ -117,5 +147,30 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
-        return (init_settings, env_settings, toml)
+        check_environment()
+        path = config_file()
+        if path is None:
+            return (init_settings, env_settings)
+        if not path.is_file():
+            raise FileNotFoundError(f"settings file not found: {path} (XMODAL_CONFIG)")
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path))
+
+
+class SettingsError(XmodalError):
+    """Settings that cannot be used: an unknown key, a bad value, a missing file."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment and the TOML file, `overrides` on top; what is wrong
+    with them comes out as one SettingsError naming each setting and where it was read."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        where = config_file()
+        source = f" (environment, arguments{f' or {where}' if where else ''})"
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise SettingsError(f"invalid settings{source}: {problems}") from error
+    except (ValueError, OSError) as error:
+        raise SettingsError(str(error)) from error

@@ -81,7 +81,7 @@ def build_store(data: Path, items: int, seed: int) -> list[str]:
     from xmodal.search.store import ItemRecord, SegmentRecord, segment_id_for
 
     engine = Engine.open(data, model="xmodal-ref")
-    engine.ensure_space()
+    engine.bind_space()
     dim = engine.encoder.dim
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((max(8, items // 200), dim))

@@ -1,17 +1,23 @@
 """Bulk ingestion: discover files, diff against the store, decode, encode, write."""
 
 from .discover import Plan, plan_run
-from .pipeline import Indexer, IndexOptions, index_paths
+from .options import AudioIndexing, DecodeOptions, IndexOptions
+from .pipeline import Indexer, index_paths
 from .progress import NoProgress, Progress
 from .report import IndexReport
+from .video import KeyframeSettings, VideoSettings
 
 __all__ = [
+    "AudioIndexing",
+    "DecodeOptions",
     "IndexOptions",
     "IndexReport",
     "Indexer",
+    "KeyframeSettings",
     "NoProgress",
     "Plan",
     "Progress",
+    "VideoSettings",
     "index_paths",
     "plan_run",
 ]

@@ -12,22 +12,11 @@ import numpy as np
 from xmodal.search.audio import probe_audio
 from xmodal.search.encoders import ImageTextEncoder
 from xmodal.search.errors import MediaDecodeError
-from xmodal.search.images import ImageLimits, decode_image
+from xmodal.search.images import decode_image
 
 from .discover import Candidate
-from .video import KeyframeSettings, VideoLimits, extract_keyframes
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    image_limits: ImageLimits = ImageLimits()
-    video_limits: VideoLimits = VideoLimits()
-    keyframes: KeyframeSettings = KeyframeSettings()
-    max_audio_seconds: float = 6 * 3600.0  # longer audio files are refused
-    video_audio: bool = True  # index the sound of videos too
-    # Whether this run indexes sound at all (it has an audio model): without one, audio
-    # files fail with a reason and videos are indexed by their pictures only.
-    sound: bool = True
+from .options import DecodeOptions
+from .video import extract_keyframes
 
 
 @dataclass
@@ -72,7 +61,7 @@ def _decode_image(result: Decoded, encoder: ImageTextEncoder, options: DecodeOpt
     result.content_hash = hashlib.sha256(data).hexdigest()
     if _same_as_indexed(result):
         return
-    decoded = decode_image(data, options.image_limits, draft_to=encoder.input_size)
+    decoded = decode_image(data, options.images, draft_to=encoder.input_size)
     result.width, result.height = decoded.width, decoded.height
     result.prepared = [encoder.prepare_image(decoded.image)]
     result.spans = [(None, None)]
@@ -90,10 +79,10 @@ def _decode_audio(result: Decoded, options: DecodeOptions) -> None:
     if not options.sound:
         raise MediaDecodeError("no audio model is configured (audio_model = none)")
     info = probe_audio(result.candidate.path)  # unreadable, no audio stream: fails here
-    if info.duration > options.max_audio_seconds:
+    if info.duration > options.audio.max_seconds:
         raise MediaDecodeError(
             f"audio lasts {info.duration:,.0f} s, over the limit of "
-            f"{options.max_audio_seconds:,.0f} s (setting max_audio_seconds)"
+            f"{options.audio.max_seconds:,.0f} s (setting audio.max_seconds)"
         )
     result.duration = info.duration or None
     result.has_audio = True
@@ -112,8 +101,8 @@ def _decode_video(result: Decoded, encoder: ImageTextEncoder, options: DecodeOpt
         return
     video = extract_keyframes(
         result.candidate.path,
-        options.keyframes,
-        options.video_limits,
+        options.video.keyframes,
+        options.video,
         draft_side=min(encoder.input_size),
         prepare=encoder.prepare_image,
     )
@@ -121,7 +110,7 @@ def _decode_video(result: Decoded, encoder: ImageTextEncoder, options: DecodeOpt
     result.prepared = [k.prepared for k in video.keyframes if k.prepared is not None]
     result.spans = [(k.start, k.end) for k in video.keyframes]
     result.error = "; ".join(video.warnings)
-    if options.video_audio and options.sound:
+    if options.video.sound and options.sound:
         result.has_audio = _video_has_sound(result.candidate.path)
 
 

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ import numpy as np
 from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT
 from xmodal.search.engine import Engine
 from xmodal.search.errors import IndexingAborted, ModelLoadError
-from xmodal.search.images import ImageLimits
 from xmodal.search.store import (
     FAILED,
     INDEXED,
@@ -35,62 +34,29 @@ from xmodal.search.store import (
 )
 
 from .audio_encode import AudioEncoder, EncodedAudio
-from .decode import Decoded, DecodeOptions, decode_candidate
+from .decode import Decoded, decode_candidate
 from .discover import Candidate, plan_run
+from .options import DecodeOptions, IndexOptions
 from .progress import NoProgress, Progress
 from .report import IndexReport
-from .video import KeyframeSettings, VideoLimits
 from .writer import BatchWriter
 
 RECENT_VECTORS = 50_000  # content hash -> vector kept in memory to embed duplicates once
-
-
-@dataclass(frozen=True)
-class IndexOptions:
-    batch_size: int = 32  # images per forward pass
-    decode_workers: int = 2  # threads reading and decoding ahead of the encoder
-    write_batch_size: int = 256  # items per store commit
-    fail_fast: bool = False  # stop at the first unreadable file
-    decode: DecodeOptions = DecodeOptions()  # limits and keyframe selection
-    audio_hop: float = 0.0  # seconds between audio window starts; 0: one window length
-    silence_dbfs: float = -60.0  # quieter audio windows are skipped
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> IndexOptions:
-        return cls(
-            batch_size=settings.batch_size,
-            decode_workers=settings.decode_workers,
-            write_batch_size=settings.write_batch_size,
-            fail_fast=settings.fail_fast,
-            decode=DecodeOptions(
-                ImageLimits.from_settings(settings),
-                VideoLimits(settings.max_video_pixels, settings.max_video_seconds),
-                KeyframeSettings(
-                    settings.keyframe_interval,
-                    settings.keyframe_max_gap,
-                    settings.keyframe_min_gap,
-                    settings.shot_threshold,
-                    settings.duplicate_keyframe_threshold,
-                ),
-                max_audio_seconds=settings.max_audio_seconds,
-                video_audio=settings.video_audio,
-            ),
-            audio_hop=settings.audio_hop,
-            silence_dbfs=settings.silence_dbfs,
-        )
 
 
 class Indexer:
     def __init__(
         self,
         engine: Engine,
-        options: IndexOptions = IndexOptions(),
+        options: IndexOptions | None = None,
         progress: Progress | None = None,
+        decode: DecodeOptions | None = None,
     ):
         self.engine = engine
         self.store = engine.store
         self.encoder = engine.encoder
-        self.options = options
+        self.options = options or IndexOptions()
+        self.decode = decode or DecodeOptions(images=engine.limits)
         self.progress = progress or NoProgress()
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self._audio: AudioEncoder | None = None
@@ -112,7 +78,7 @@ class Indexer:
         # at once; a run with no pictures (a sound library) needs no image model.
         if any(c.kind != "audio" for c in plan.to_index) or self.store.space(IMAGE_TEXT):
             self.encoder.load()
-            self.engine.ensure_space()
+            self.engine.bind_space(IMAGE_TEXT)
         self._audio = self._prepare_audio(plan.to_index)
         for space in self.store.spaces():
             self.store.remove_orphan_segments(space.name)
@@ -163,12 +129,12 @@ class Indexer:
     def _prepare_audio(self, candidates: list[Candidate]) -> AudioEncoder | None:
         """The audio encoder for this run, loaded and its space bound, when the run has
         audio to index; None otherwise (audio files then fail with a reason)."""
-        space, encoder = self.engine.audio, self.engine.audio_encoder
-        decode = self.options.decode
+        encoder = self.engine.audio_encoder
+        decode = self.decode
         wanted = any(
-            c.kind == "audio" or (c.kind == "video" and decode.video_audio) for c in candidates
+            c.kind == "audio" or (c.kind == "video" and decode.video.sound) for c in candidates
         )
-        if space is None or encoder is None or not wanted:
+        if encoder is None or not wanted:
             return None
         try:
             encoder.load()  # a bad audio model fails the run here, before any work
@@ -177,10 +143,10 @@ class Indexer:
                 f"{error} (the audio model is needed for sound; to index pictures only, "
                 "set --audio-model none or XMODAL_AUDIO_MODEL=none)"
             ) from error
-        space.ensure_space()
+        self.engine.bind_space(AUDIO_TEXT)
         options = replace(
-            self.engine.audio_options(decode.max_audio_seconds, self.options.audio_hop),
-            silence_dbfs=self.options.silence_dbfs,
+            self.engine.audio_window_options(decode.audio.max_seconds, decode.audio.hop),
+            silence_dbfs=decode.audio.silence_dbfs,
         )
         return AudioEncoder(encoder, options, self.options.batch_size)
 
@@ -188,21 +154,16 @@ class Indexer:
         """Sync and save the ANN indexes here, so that servers load them instead of
         building them on their first query; small spaces are searched exactly."""
         started = time.perf_counter()
-        for space in self.engine.searchers:
-            if self.store.space(space.space) is None:
-                continue
-            space_index = space.index
-            if space_index.wanted_kind() != "exact":
-                kind = space_index.refresh(save=True).kind
-                if space.space == IMAGE_TEXT:
-                    report.index_kind = kind
+        refreshed = self.engine.refresh_indexes(save=True, needed_only=True)
+        if IMAGE_TEXT in refreshed:
+            report.index_kind = refreshed[IMAGE_TEXT].kind
         report.times.index = time.perf_counter() - started
 
     # -- stages ----------------------------------------------------------
     def _decoded(self, candidates: list[Candidate], report: IndexReport) -> Iterator[Decoded]:
         """Decode in worker threads, in order, at most a window of files ahead."""
         window_size = max(2 * self.options.batch_size, 2 * self.options.decode_workers)
-        options = replace(self.options.decode, sound=self._audio is not None)
+        options = replace(self.decode, sound=self._audio is not None)
         encoder = self.encoder
         with ThreadPoolExecutor(self.options.decode_workers, "xmodal-decode") as pool:
             todo = iter(candidates)
@@ -282,7 +243,8 @@ class Indexer:
         is_audio_file = decoded.candidate.kind == "audio"
         if is_audio_file and (sound.error or not sound.vectors):
             return (
-                sound.error or f"silent: no window louder than {self.options.silence_dbfs:g} dBFS"
+                sound.error
+                or f"silent: no window louder than {self.decode.audio.silence_dbfs:g} dBFS"
             )
         notes = [item.error] if item.error else []
         if sound.error:
@@ -407,9 +369,11 @@ def _segments(
 def index_paths(
     engine: Engine,
     paths: Iterable[str | Path],
-    options: IndexOptions = IndexOptions(),
+    options: IndexOptions | None = None,
     metadata: Mapping[str, dict[str, Any]] | None = None,
     progress: Progress | None = None,
+    decode: DecodeOptions | None = None,
 ) -> IndexReport:
-    """Index files and folders into the engine's store (see Indexer.run)."""
-    return Indexer(engine, options, progress).run(paths, metadata)
+    """Index files and folders into the engine's store (see Indexer.run). `decode`
+    defaults to the engine's image limits and the default video and audio groups."""
+    return Indexer(engine, options, progress, decode).run(paths, metadata)

@@ -24,9 +24,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
 from xmodal.search.av_media import import_av, open_container, stream_duration
 from xmodal.search.errors import MediaDecodeError
+from xmodal.search.settings import SettingsGroup
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv"}
@@ -46,19 +48,41 @@ VIDEO_MIME_TYPES = frozenset(
 SIGNATURE_SIDE = 16  # pixels of the small frames compared for cuts
 
 
-@dataclass(frozen=True)
-class KeyframeSettings:
-    sample_interval: float = 0.1  # seconds between frames compared for cuts (cut accuracy)
-    max_gap: float = 5.0  # at least one keyframe this often (seconds), static scenes excepted
-    min_gap: float = 0.5  # no two keyframes closer than this (seconds)
-    shot_threshold: float = 0.2  # content change (0..1) between samples that marks a cut
-    duplicate_threshold: float = 0.04  # a keyframe this close (0..1) to the previous one is dropped
+class KeyframeSettings(SettingsGroup):
+    """Which frames of a video are embedded: one per shot, and one at least every
+    `max_gap` seconds within a long shot."""
+
+    sample_interval: float = Field(
+        0.1, gt=0, description="Seconds between frames compared for cuts (cut accuracy)."
+    )
+    max_gap: float = Field(
+        5.0,
+        gt=0,
+        description="At least one keyframe this often, in seconds (static scenes excepted).",
+    )
+    min_gap: float = Field(0.5, ge=0, description="No two keyframes closer than this, in seconds.")
+    shot_threshold: float = Field(
+        0.2, gt=0, le=1, description="Content change (0..1) between samples that marks a cut."
+    )
+    duplicate_threshold: float = Field(
+        0.04,
+        ge=0,
+        le=1,
+        description="A keyframe this close (0..1) to the previous one is dropped.",
+    )
 
 
-@dataclass(frozen=True)
-class VideoLimits:
-    max_pixels: int = 8192 * 4320  # per frame; larger streams are refused
-    max_seconds: float = 6 * 3600.0  # longer videos are refused
+class VideoSettings(SettingsGroup):
+    """Videos: what decoding refuses, which frames are embedded, and their sound."""
+
+    max_pixels: int = Field(
+        8192 * 4320, ge=1, description="Videos with larger frames, in pixels, are refused."
+    )
+    max_seconds: float = Field(6 * 3600.0, gt=0, description="Longer videos are refused.")
+    sound: bool = Field(
+        True, description="Index the soundtrack into the audio space too (needs an audio model)."
+    )
+    keyframes: KeyframeSettings = KeyframeSettings()
 
 
 @dataclass
@@ -190,7 +214,7 @@ def _decoded_frames(container: Any, stream: Any, warnings: list[str]) -> Iterato
 def extract_keyframes(
     path: Path,
     settings: KeyframeSettings = KeyframeSettings(),
-    limits: VideoLimits = VideoLimits(),
+    limits: VideoSettings = VideoSettings(),
     draft_side: int = 224,
     prepare: Callable[[Image.Image], np.ndarray] | None = None,
 ) -> VideoKeyframes:
@@ -205,12 +229,12 @@ def extract_keyframes(
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > limits.max_pixels:
             raise MediaDecodeError(
-                f"video is {width}×{height}, over the limit of {limits.max_pixels:,} pixels per frame (setting max_video_pixels)"
+                f"video is {width}×{height}, over the limit of {limits.max_pixels:,} pixels per frame (setting video.max_pixels)"
             )
         duration = stream_duration(container, stream)
         if duration > limits.max_seconds:
             raise MediaDecodeError(
-                f"video lasts {duration:,.0f} s, over the limit of {limits.max_seconds:,.0f} s (setting max_video_seconds)"
+                f"video lasts {duration:,.0f} s, over the limit of {limits.max_seconds:,.0f} s (setting video.max_seconds)"
             )
         stream.thread_type = "AUTO"
         stream.codec_context.skip_frame = "NONREF"  # sampling never needs B-frames

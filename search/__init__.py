@@ -7,7 +7,7 @@ from xmodal.search.encoders import (
     create_encoder,
     list_encoders,
 )
-from xmodal.search.engine import Engine, model_for_store
+from xmodal.search.engine import Engine, EngineSettings, model_for_store
 from xmodal.search.errors import (
     IndexingAborted,
     InvalidQueryError,
@@ -22,12 +22,16 @@ from xmodal.search.errors import (
 )
 from xmodal.search.hits import Hit, SearchResult, SegmentHit
 from xmodal.search.images import ImageLimits, decode_image
+from xmodal.search.settings import AnnSettings, QuerySettings
+from xmodal.search.space import RefreshReport, saved_index_state
 from xmodal.search.store import ItemRecord, Store
 
 __all__ = [
     "DEFAULT_MODEL",
     "IMAGE_TEXT",
+    "AnnSettings",
     "Engine",
+    "EngineSettings",
     "Hit",
     "ImageLimits",
     "ImageTextEncoder",
@@ -38,6 +42,8 @@ __all__ = [
     "ModelLoadError",
     "ModelMismatchError",
     "ModelSpecError",
+    "QuerySettings",
+    "RefreshReport",
     "SearchResult",
     "SegmentHit",
     "SourceError",
@@ -49,4 +55,5 @@ __all__ = [
     "decode_image",
     "list_encoders",
     "model_for_store",
+    "saved_index_state",
 ]

@@ -5,7 +5,7 @@ result = engine.search_text("a red bicycle", k=5)
 
 Images and video keyframes live in the image-text space, audio windows (of audio
 files and of videos' soundtracks) in the audio-text space. A text query is asked in
-every space and the hits are merged by calibrated score (search/calibration.py);
+every space and the hits are merged by calibrated score (search/space/calibration.py);
 queries by example stay in the space of the example.
 """
 
@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -29,64 +29,85 @@ from xmodal.search.encoders import (
     IMAGE_TEXT,
     NO_AUDIO_MODEL,
     AudioTextEncoder,
+    Encoder,
     ImageTextEncoder,
     create_audio_encoder,
     create_encoder,
 )
 from xmodal.search.errors import InvalidQueryError, ModelLoadError, UnknownItemError
-from xmodal.search.exact_index import RankedItem
 from xmodal.search.filters import validate_filter
 from xmodal.search.hits import Hit, SearchResult
 from xmodal.search.images import ImageLimits, decode_image
-from xmodal.search.moments import best_moments, segment_hits
-from xmodal.search.space_index import AnnOptions, RowFilter, SpaceIndex, SpaceView
-from xmodal.search.space_search import SpaceSearcher
+from xmodal.search.settings import AnnSettings, QuerySettings
+from xmodal.search.space import (
+    Calibration,
+    RankedItem,
+    RefreshReport,
+    RowFilter,
+    Space,
+    SpaceView,
+    best_moments,
+    segment_hits,
+)
 from xmodal.search.store import INDEXED, ItemRecord, SpaceRecord, Store
 
 log = logging.getLogger(__name__)
 
 MEDIA_KINDS = frozenset({"image", "video", "audio"})
 
-MAX_TEXT_CHARS = 2000
+
+class EngineSettings(Protocol):
+    """What `Engine.from_settings` reads (xmodal.api.settings.Settings has it)."""
+
+    @property
+    def data(self) -> Path: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def audio_model(self) -> str | None: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def query(self) -> QuerySettings: ...
+    @property
+    def ann(self) -> AnnSettings: ...
+    @property
+    def images(self) -> ImageLimits: ...
 
 
 class Engine:
     """Answers queries over one store. Encoders are injected (tests pass tiny models);
-    without an audio encoder the audio space is neither indexed nor searched."""
+    without an audio encoder the audio space is neither indexed nor searched.
+
+    What other layers use is public here: the store it reads (`store`), its encoders
+    (`encoder`, `audio_encoder`), binding a space to its model before writing to it
+    (`bind_space`), bringing the vector indexes up to date (`refresh_indexes`,
+    `index_reports`), and the queries."""
 
     def __init__(
         self,
         store: Store,
         encoder: ImageTextEncoder,
-        limits: ImageLimits = ImageLimits(),
-        max_k: int = 1000,
-        moment_margin: float = 0.03,
-        max_moments: int = 3,
-        text_cache_size: int = 4096,
-        ann: AnnOptions | None = None,
-        text_batch_wait_ms: float = 0.0,
         audio_encoder: AudioTextEncoder | None = None,
-        min_score: float | None = None,
-        max_query_audio_seconds: float = 60.0,
+        query: QuerySettings | None = None,
+        ann: AnnSettings | None = None,
+        limits: ImageLimits | None = None,
     ):
-        self.store = store
-        self.limits = limits
-        self.max_k = max_k
-        self.moment_margin = moment_margin  # cosine below an item's best that still makes a moment
-        self.max_moments = max_moments
-        self.min_score = min_score  # default threshold on calibrated text-query scores
-        self.max_query_audio_seconds = max_query_audio_seconds
-
-        def searcher(space: str, space_encoder: Any) -> SpaceSearcher:
-            return SpaceSearcher(
-                store, space, space_encoder, ann, text_cache_size, text_batch_wait_ms
+        self._store = store
+        self.query = query or QuerySettings()
+        self.limits = limits or ImageLimits()
+        q = self.query
+        self._image: Space[ImageTextEncoder] = Space(
+            store, IMAGE_TEXT, encoder, ann, q.text_cache_size, q.text_batch_wait_ms
+        )
+        self._audio: Space[AudioTextEncoder] | None = None
+        if audio_encoder is not None:
+            self._audio = Space(
+                store, AUDIO_TEXT, audio_encoder, ann, q.text_cache_size, q.text_batch_wait_ms
             )
-
-        self.image = searcher(IMAGE_TEXT, encoder)
-        self.audio = None if audio_encoder is None else searcher(AUDIO_TEXT, audio_encoder)
         # Refuse a different model before any work is done with it.
-        for space in self.searchers:
-            if store.space(space.space) is not None:
+        for space in self._spaces():
+            if store.space(space.name) is not None:
                 space.ensure_space()
 
     @classmethod
@@ -96,7 +117,9 @@ class Engine:
         model: str | None = None,
         device: str = "auto",
         audio_model: str | None = None,
-        **options: Any,
+        query: QuerySettings | None = None,
+        ann: AnnSettings | None = None,
+        limits: ImageLimits | None = None,
     ) -> Engine:
         """Open (or create) a store; models default to the ones the store was built with."""
         store = Store(data)
@@ -113,44 +136,78 @@ class Engine:
                 # The store's audio model went missing: pictures stay searchable.
                 log.warning("sound is not searchable: %s", error)
                 audio_encoder = None
-        return cls(store, encoder, audio_encoder=audio_encoder, **options)
+        return cls(store, encoder, audio_encoder, query, ann, limits)
 
-    # -- spaces ------------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings: EngineSettings) -> Engine:
+        """The engine the application's settings describe (data, models, groups)."""
+        return cls.open(
+            settings.data,
+            model=settings.model,
+            device=settings.device,
+            audio_model=settings.audio_model,
+            query=settings.query,
+            ann=settings.ann,
+            limits=settings.images,
+        )
+
+    # -- what the indexer, the CLI and the server use ---------------------
+    @property
+    def store(self) -> Store:
+        """The store this engine reads; the indexer writes to it."""
+        return self._store
+
     @property
     def encoder(self) -> ImageTextEncoder:
         """The image-text encoder."""
-        encoder = self.image.encoder
-        assert isinstance(encoder, ImageTextEncoder)
-        return encoder
+        return self._image.encoder
 
     @property
     def audio_encoder(self) -> AudioTextEncoder | None:
-        if self.audio is None:
-            return None
-        encoder = self.audio.encoder
-        assert isinstance(encoder, AudioTextEncoder)
-        return encoder
+        """The audio-text encoder; None when sound is neither indexed nor searched."""
+        return None if self._audio is None else self._audio.encoder
 
-    @property
-    def index(self) -> SpaceIndex:
-        """The image-text space's index."""
-        return self.image.index
+    def encoder_for(self, space: str) -> Encoder:
+        """The encoder of a space ("image-text", "audio-text")."""
+        return self._space(space).encoder
 
-    @property
-    def searchers(self) -> list[SpaceSearcher]:
-        return [s for s in (self.image, self.audio) if s is not None]
+    def bind_space(self, space: str = IMAGE_TEXT) -> SpaceRecord:
+        """Create the space for its encoder in the store, or check that the store's was
+        built with the same model (ModelMismatchError otherwise). Call before writing."""
+        return self._space(space).ensure_space()
 
-    def searcher(self, space: str) -> SpaceSearcher:
-        for s in self.searchers:
-            if s.space == space:
-                return s
-        raise InvalidQueryError(f"no {space} model is configured for this store")
+    def refresh_indexes(
+        self, save: bool = False, rebuild: bool = False, needed_only: bool = False
+    ) -> dict[str, RefreshReport]:
+        """Bring the vector index of every space the store holds to its current version.
 
-    def ensure_space(self) -> SpaceRecord:
-        """Create the image-text space for this encoder, or check it matches."""
-        return self.image.ensure_space()
+        `save` writes it where servers load it from; `rebuild` starts from nothing;
+        `needed_only` skips spaces small enough to be searched exactly."""
+        reports = {}
+        for space in self._spaces():
+            if self._store.space(space.name) is None:
+                continue
+            if needed_only and space.index.wanted_kind() == "exact":
+                continue
+            reports[space.name] = space.index.refresh(save=save, rebuild=rebuild)
+        return reports
 
-    def audio_options(self, max_seconds: float, hop_seconds: float = 0.0) -> AudioOptions:
+    def index_reports(self) -> dict[str, RefreshReport | None]:
+        """Per space, how its vector index was last brought up to date: the kind it
+        searches with now ("exact", "hnsw", ...), whether it was built or loaded, and
+        what changed; None for a space that has not served a query yet."""
+        return {space.name: space.index.last_refresh for space in self._spaces()}
+
+    def calibration(self, space: str = IMAGE_TEXT) -> Calibration:
+        """How text-query similarities in a space map to calibrated scores now (for the
+        store's current version; search/space/calibration.py)."""
+        found = self._space(space)
+        view = found.view()
+        if view is None:
+            raise InvalidQueryError(f"the {space} space holds nothing yet")
+        return found.calibration(view)
+
+    def audio_window_options(self, max_seconds: float, hop_seconds: float = 0.0) -> AudioOptions:
         """Windows cut to what the audio model takes (its rate and clip length)."""
         encoder = self.audio_encoder
         if encoder is None:
@@ -162,6 +219,28 @@ class Engine:
             hop_seconds=hop_seconds or window,
             max_seconds=max_seconds,
         )
+
+    def item(self, item_id: str) -> ItemRecord:
+        return self._store.item(item_id)
+
+    def warm(self) -> None:
+        """Load the models and the spaces' vectors, indexes and calibrations now, not on
+        the first query."""
+        present = [space for space in self._spaces() if space.view() is not None]
+        # A new store warms the image model, so that a bad one fails before serving;
+        # a sound-only store never needs it.
+        for space in present or [self._image]:
+            space.warm()
+
+    # -- spaces ------------------------------------------------------------
+    def _spaces(self) -> list[Space[Any]]:
+        return [s for s in (self._image, self._audio) if s is not None]
+
+    def _space(self, name: str) -> Space[Any]:
+        for space in self._spaces():
+            if space.name == name:
+                return space
+        raise InvalidQueryError(f"no {name} model is configured for this store")
 
     # -- queries ---------------------------------------------------------
     def search_text(
@@ -180,16 +259,17 @@ class Engine:
         text = (text or "").strip()
         if not text:
             raise InvalidQueryError("empty text query")
-        if len(text) > MAX_TEXT_CHARS:
-            raise InvalidQueryError(f"text query longer than {MAX_TEXT_CHARS} characters")
+        limit = self.query.max_text_chars
+        if len(text) > limit:
+            raise InvalidQueryError(f"text query longer than {limit} characters")
         self._check_page(k, offset)
         query = Query(filter, kinds)
         query.validate()
-        threshold = self.min_score if min_score is None else min_score
+        threshold = self.query.min_score if min_score is None else min_score
         wanted = None if kinds is None else frozenset(kinds)
         encode_seconds = 0.0
         found: list[Found] = []
-        for space in self.searchers:
+        for space in self._spaces():
             if not space.holds_any(wanted):
                 continue
             view = space.view()
@@ -233,7 +313,7 @@ class Engine:
         else:
             pil = decode_image(image, self.limits, draft_to=self.encoder.input_size).image
         vector = self.encoder.encode_images([pil])[0]
-        return self._search(self.image, vector, k, offset, Query(filter, kinds), started)
+        return self._search(self._image, vector, k, offset, Query(filter, kinds), started)
 
     def search_audio(
         self,
@@ -247,18 +327,16 @@ class Engine:
         `max_query_audio_seconds` are cut into the model's windows and averaged."""
         started = time.perf_counter()
         self._check_page(k, offset)
-        space = self.searcher(AUDIO_TEXT)
-        encoder = self.audio_encoder
-        assert encoder is not None
+        space = self._audio
+        if space is None:
+            raise InvalidQueryError("no audio model is configured for this store")
         # The file may be long: only its beginning is decoded.
-        options = replace(
-            self.audio_options(self.max_query_audio_seconds),
-            read_seconds=self.max_query_audio_seconds,
-        )
+        seconds = self.query.max_query_audio_seconds
+        options = replace(self.audio_window_options(seconds), read_seconds=seconds)
         clips = [window.samples for window in iter_audio_windows(audio, options)]
         if not clips:
             raise InvalidQueryError("the query audio is silent")
-        vectors = encoder.encode_audio(clips, options.sample_rate)
+        vectors = space.encoder.encode_audio(clips, options.sample_rate)
         vector = vectors.mean(axis=0)
         vector /= np.linalg.norm(vector) or 1.0
         return self._search(space, vector, k, offset, Query(filter, kinds), started)
@@ -275,7 +353,7 @@ class Engine:
         is compared by its pictures, an audio file by its sound."""
         started = time.perf_counter()
         self._check_page(k, offset)
-        for space in self.searchers:
+        for space in self._spaces():
             view = space.view()
             snapshot = None if view is None else view.snapshot
             if snapshot is None or item_id not in snapshot.code_of:
@@ -288,7 +366,7 @@ class Engine:
             query = vectors.mean(axis=0)
             query /= np.linalg.norm(query) or 1.0
             return self._rank(space, view, query, k, offset, Query(filter, kinds), started, code)
-        item = self.store.item(item_id)  # raises UnknownItemError
+        item = self._store.item(item_id)  # raises UnknownItemError
         if item.status != INDEXED:
             raise InvalidQueryError(f"item {item_id!r} could not be indexed: {item.error}")
         raise UnknownItemError(item_id)
@@ -306,30 +384,18 @@ class Engine:
         started = time.perf_counter()
         self._check_page(k, offset)
         query = np.asarray(vector, np.float32)
-        return self._search(self.searcher(space), query, k, offset, Query(filter, kinds), started)
-
-    def item(self, item_id: str):
-        return self.store.item(item_id)
-
-    def warm(self) -> None:
-        """Load the models and the spaces' vectors, indexes and calibrations now, not on
-        the first query."""
-        present = [space for space in self.searchers if space.view() is not None]
-        # A new store warms the image model, so that a bad one fails before serving;
-        # a sound-only store never needs it.
-        for space in present or [self.image]:
-            space.warm()
+        return self._search(self._space(space), query, k, offset, Query(filter, kinds), started)
 
     # -- internals -------------------------------------------------------
     def _check_page(self, k: int, offset: int) -> None:
-        if not 1 <= k <= self.max_k:
-            raise InvalidQueryError(f"k must be between 1 and {self.max_k}")
+        if not 1 <= k <= self.query.max_k:
+            raise InvalidQueryError(f"k must be between 1 and {self.query.max_k}")
         if offset < 0:
             raise InvalidQueryError("offset must be >= 0")
 
     def _search(
         self,
-        space: SpaceSearcher,
+        space: Space[Any],
         vector: np.ndarray,
         k: int,
         offset: int,
@@ -344,7 +410,7 @@ class Engine:
 
     def _rank(
         self,
-        space: SpaceSearcher,
+        space: Space[Any],
         view: SpaceView,
         vector: np.ndarray,
         k: int,
@@ -382,14 +448,18 @@ class Engine:
                 segments = segment_hits(view.snapshot, ranked)
             else:
                 segments = best_moments(
-                    view.snapshot, ranked.item_code, vector, self.moment_margin, self.max_moments
+                    view.snapshot,
+                    ranked.item_code,
+                    vector,
+                    self.query.moment_margin,
+                    self.query.max_moments,
                 )
-            hits.append(Hit(record, ranked.score, segments, space.space, calibrated))
+            hits.append(Hit(record, ranked.score, segments, space.name, calibrated))
         return hits
 
 
 # A ranked item with where it was found: space, view, query vector, calibrated score.
-Found = tuple[SpaceSearcher, SpaceView, np.ndarray, RankedItem, float | None]
+Found = tuple[Space[Any], SpaceView, np.ndarray, RankedItem, float | None]
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import filetype
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import Field
 
 from xmodal.search.errors import MediaDecodeError
+from xmodal.search.settings import SettingsGroup
 
 IMAGE_MIME_TYPES = frozenset(
     {
@@ -62,14 +63,18 @@ def register_optional_plugins() -> bool:
     return _heif_registered
 
 
-@dataclass(frozen=True)
-class ImageLimits:
-    max_pixels: int = 128_000_000  # refuse larger images (decompression bombs)
-    min_side: int = 8  # refuse images with a shorter side, in pixels
+class ImageLimits(SettingsGroup):
+    """What decoding refuses, in indexed files and in uploaded queries alike."""
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> ImageLimits:
-        return cls(settings.max_image_pixels, settings.min_image_side)
+    max_pixels: int = Field(
+        128_000_000, ge=1, description="Images with more pixels are refused (decompression bombs)."
+    )
+    min_side: int = Field(
+        8,
+        ge=1,
+        description="Images with a shorter side, in pixels, are recorded, not indexed "
+        "(tracking pixels, spacers).",
+    )
 
 
 @dataclass
@@ -105,7 +110,7 @@ def decode_image(
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
         raise MediaDecodeError(
-            f"image over the pixel limit (setting max_image_pixels): {error}"
+            f"image over the pixel limit (setting images.max_pixels): {error}"
         ) from error
     except UnidentifiedImageError as error:
         mime = filetype.guess(data[:262])
@@ -117,12 +122,12 @@ def decode_image(
     if width * height > limits.max_pixels:
         raise MediaDecodeError(
             f"image is {width}×{height} = {width * height:,} pixels, over the limit of "
-            f"{limits.max_pixels:,} (setting max_image_pixels)"
+            f"{limits.max_pixels:,} (setting images.max_pixels)"
         )
     if min(width, height) < limits.min_side:
         raise MediaDecodeError(
             f"image is {width}×{height}, smaller than {limits.min_side} px on a side "
-            "(setting min_image_side)"
+            "(setting images.min_side)"
         )
     image_format = image.format or "unknown"
     try:
@@ -142,7 +147,7 @@ def decode_image(
         rgb = _to_rgb(oriented)
     except Image.DecompressionBombError as error:
         raise MediaDecodeError(
-            f"image over the pixel limit (setting max_image_pixels): {error}"
+            f"image over the pixel limit (setting images.max_pixels): {error}"
         ) from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise MediaDecodeError(f"corrupt image data: {error}") from error

@@ -13,7 +13,7 @@ router = APIRouter(tags=["health"])
 @router.get("/health", operation_id="health", response_model=HealthResponse)
 def health(engine: EngineDep) -> HealthResponse:
     store = engine.store
-    loaded = {space.space: space.index.last_refresh for space in engine.searchers}
+    loaded = {name: r.kind for name, r in engine.index_reports().items() if r is not None}
     return HealthResponse(
         status="ok",
         items=store.count_items(),
@@ -23,7 +23,7 @@ def health(engine: EngineDep) -> HealthResponse:
                 model=s.model_spec,
                 model_identity=s.model_identity,
                 dim=s.dim,
-                index=refresh.kind if (refresh := loaded.get(s.name)) is not None else None,
+                index=loaded.get(s.name),
             )
             for s in store.spaces()
         ],

@@ -51,7 +51,7 @@ async def search_image(
     kinds: Annotated[list[MediaKind] | None, Form(description="Only these kinds of media.")] = None,
 ) -> SearchResponse:
     """Uploaded image -> similar media (by their pictures)."""
-    data = await read_upload(request, file, settings.max_upload_bytes)
+    data = await read_upload(request, file, settings.server.max_upload_bytes)
     filter_spec = parse_filter_json(filter)
     result = await run_in_threadpool(engine.search_image, data, k, offset, filter_spec, kinds)
     response.headers["Server-Timing"] = server_timing(result.timings)
@@ -76,7 +76,7 @@ async def search_audio(
 ) -> SearchResponse:
     """Uploaded sound -> similar sounds (audio files and the soundtracks of videos).
     Only the first `max_query_audio_seconds` of the upload are used."""
-    data = await read_upload(request, file, settings.max_upload_bytes)
+    data = await read_upload(request, file, settings.server.max_upload_bytes)
     filter_spec = parse_filter_json(filter)
     result = await run_in_threadpool(engine.search_audio, data, k, offset, filter_spec, kinds)
     response.headers["Server-Timing"] = server_timing(result.timings)
@@ -87,10 +87,14 @@ async def read_upload(request: Request, file: UploadFile, limit: int) -> bytes:
     """The uploaded bytes; 413 before reading when the declared size is already too big."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise PayloadTooLarge(f"upload larger than {limit:,} bytes (setting max_upload_bytes)")
+        raise PayloadTooLarge(
+            f"upload larger than {limit:,} bytes (setting server.max_upload_bytes)"
+        )
     data = await file.read(limit + 1)
     if len(data) > limit:
-        raise PayloadTooLarge(f"upload larger than {limit:,} bytes (setting max_upload_bytes)")
+        raise PayloadTooLarge(
+            f"upload larger than {limit:,} bytes (setting server.max_upload_bytes)"
+        )
     return data
 
 

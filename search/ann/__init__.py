@@ -1,15 +1,15 @@
 """Approximate nearest-neighbour indexes behind one interface.
 
 FAISS (flat, HNSW, IVF-PQ; on GPU with faiss-gpu) for serving, LanceDB's own IVF-PQ
-index as a disk-based alternative. search/space_index.py keeps one in step with the store.
+index as a disk-based alternative. search/space/index.py keeps one in step with the store.
 """
 
 from pathlib import Path
 from typing import Any
 
 from .base import VectorIndex
-from .faiss_index import choose_index_kind, list_index_kinds
 from .faiss_index import create_index as create_faiss_index
+from .faiss_index import list_index_kinds
 
 
 def create_index(kind: str, dim: int, path: Path | None = None, **overrides: Any) -> VectorIndex:
@@ -24,4 +24,4 @@ def create_index(kind: str, dim: int, path: Path | None = None, **overrides: Any
     return create_faiss_index(kind, dim, **overrides)
 
 
-__all__ = ["VectorIndex", "choose_index_kind", "create_index", "list_index_kinds"]
+__all__ = ["VectorIndex", "create_index", "list_index_kinds"]

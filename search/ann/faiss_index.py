@@ -12,15 +12,14 @@ from typing import Any
 import numpy as np
 
 from xmodal.search.errors import StoreError
+from xmodal.search.settings import AnnSettings
 
 from .base import VectorIndex
 
-# Below this many vectors exact search is fast enough and needs no training or tuning.
-FLAT_UP_TO = 100_000
 # Filtered searches widen efSearch / nprobe by 1/share of allowed vectors, up to this.
 MAX_FILTER_WIDENING = 16.0
-# HNSW keeps full vectors plus its graph (~dim*4 + 2*M*4 bytes each); past this, IVF-PQ.
-HNSW_UP_TO = 5_000_000
+# Defaults and the reasons for them are declared once, in AnnSettings.
+_DEFAULTS = AnnSettings()
 
 
 def _faiss() -> Any:
@@ -37,24 +36,15 @@ def _faiss() -> Any:
 class IndexParams:
     kind: str  # "flat", "hnsw" or "ivfpq"
     dim: int
-    hnsw_m: int = 32  # graph degree
-    ef_construction: int = 160
-    # bench/ann.py at 1M x 512 with efConstruction 160: recall@10 0.977 at 64, 0.995 at 128
-    ef_search: int = 64
-    nlist: int = 0  # IVF cells; 0: about 4*sqrt(n) at training time
-    pq_m: int = 0  # PQ sub-quantizers (must divide dim); 0: 8 dims each (64 at 512-d)
-    nprobe: int = 8  # past ~8 probes recall hardly rises: the PQ error dominates
-    refine_factor: int = 32  # IVF-PQ: re-rank this many times k candidates on full vectors
-    # (bench/ann.py at 1M x 512, nprobe 8: recall@10 0.91 at 16, 0.97 at 32, 0.99 at 64)
-    train_size: int = 0  # IVF-PQ: train on at most this many vectors; 0: 128 per cell
+    hnsw_m: int = _DEFAULTS.hnsw_m
+    ef_construction: int = _DEFAULTS.ef_construction
+    ef_search: int = _DEFAULTS.ef_search
+    nlist: int = _DEFAULTS.nlist
+    pq_m: int = _DEFAULTS.pq_m
+    nprobe: int = _DEFAULTS.nprobe
+    refine_factor: int = _DEFAULTS.refine_factor
+    train_size: int = _DEFAULTS.train_size
     use_gpu: bool = True  # search flat and IVF-PQ on the GPU when faiss-gpu sees one
-
-
-def choose_index_kind(count: int) -> str:
-    """The index a collection of `count` vectors gets when none is set explicitly."""
-    if count <= FLAT_UP_TO:
-        return "flat"
-    return "hnsw" if count <= HNSW_UP_TO else "ivfpq"
 
 
 def list_index_kinds() -> list[str]:

@@ -21,7 +21,9 @@ def indexed(engine, make_image, tmp_path):
 
 @pytest.fixture
 def settings(tmp_path, engine):
-    return Settings(data=engine.store.path, max_upload_bytes=200_000, thumbnail_size=64)
+    return Settings(
+        data=engine.store.path, server={"max_upload_bytes": 200_000, "thumbnail_size": 64}
+    )
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def sounds(audio_engine, make_image, tmp_path):
 
 @pytest.fixture
 def client(audio_engine, sounds):
-    settings = Settings(data=audio_engine.store.path, max_upload_bytes=400_000)
+    settings = Settings(data=audio_engine.store.path, server={"max_upload_bytes": 400_000})
     with TestClient(create_app(settings, audio_engine)) as test_client:
         yield test_client
 

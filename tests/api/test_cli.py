@@ -112,7 +112,7 @@ def test_index_saves_the_ann_index_and_reindex_rebuilds_it(
     xmodal, library, tiny_spec, make_image, monkeypatch
 ):
     # Past `ann_min_segments` the indexer leaves a saved index behind for servers to load.
-    monkeypatch.setenv("XMODAL_ANN_MIN_SEGMENTS", "2")
+    monkeypatch.setenv("XMODAL_ANN__MIN_SEGMENTS", "2")
     code, out, _ = xmodal("index", str(library), "--model", tiny_spec, "--json")
     assert code == 0 and json.loads(out)["index_kind"] == "hnsw"
     state = json.loads(xmodal("info", "--json")[1])["indexes"]["image-text"]
@@ -131,6 +131,6 @@ def test_index_saves_the_ann_index_and_reindex_rebuilds_it(
     code, out, _ = xmodal("reindex", "--kind", "bogus")
     assert code == 2 and "index kind" in out + _
 
-    monkeypatch.setenv("XMODAL_ANN_MIN_SEGMENTS", "50000")
+    monkeypatch.setenv("XMODAL_ANN__MIN_SEGMENTS", "50000")
     code, out, _ = xmodal("reindex")
     assert code == 0 and "searched exactly" in out

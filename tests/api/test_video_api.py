@@ -36,7 +36,7 @@ def video_library(engine, tmp_path):
 
 @pytest.fixture
 def client(engine, video_library, tmp_path):
-    settings = Settings(data=engine.store.path, thumbnail_size=64)
+    settings = Settings(data=engine.store.path, server={"thumbnail_size": 64})
     with TestClient(create_app(settings, engine)) as test_client:
         yield test_client
 

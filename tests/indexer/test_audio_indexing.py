@@ -21,8 +21,7 @@ from tests.media.audio import (
     video_with_audio,
     write_audio,
 )
-from xmodal.indexer import IndexOptions, index_paths
-from xmodal.indexer.decode import DecodeOptions
+from xmodal.indexer import AudioIndexing, DecodeOptions, IndexOptions, index_paths
 from xmodal.search import Engine, Store
 from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT
 from xmodal.search.store import FAILED, INDEXED, item_id_for
@@ -129,7 +128,7 @@ def test_bad_audio_is_recorded_and_the_job_goes_on(audio_engine, tmp_path):
     # Odd rate and 5.1 layout: resampled and mixed down, not refused.
     odd = np.stack([tone(500.0, 3.0, 11025)] * 6)
     write_audio(lib / "surround.flac", odd, 11025)
-    options = IndexOptions(decode=DecodeOptions(max_audio_seconds=10.0))
+    options = DecodeOptions(audio=AudioIndexing(max_seconds=10.0))
     report = index_paths(audio_engine, [lib], options)
     reasons = {Path(path).name: reason for path, reason in report.failed}
     assert set(reasons) == {"empty.wav", "notes.mp3", "quiet.wav", "long.wav", "odd-codec.wav"}

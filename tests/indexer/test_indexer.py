@@ -84,7 +84,7 @@ def test_corrupt_inputs_are_recorded_and_valid_files_indexed(
     assert "not a readable image" in reasons[str(bad["text_as_jpeg"])]
     assert "corrupt" in reasons[str(bad["bad_crc_png"])]
     assert "smaller than" in reasons[str(bad["one_pixel"])]
-    assert "max_image_pixels" in reasons[str(bad["huge_header"])]
+    assert "images.max_pixels" in reasons[str(bad["huge_header"])]
     items, segments = rows(engine)
     assert all(items[str(p)][0] == INDEXED for p in good)
     assert all(items[str(p)][0] == FAILED for p in bad.values())

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from tests.media import videos
-from xmodal.indexer import IndexOptions, index_paths
-from xmodal.indexer.decode import DecodeOptions
-from xmodal.indexer.video import KeyframeSettings, VideoLimits, extract_keyframes, frame_at
+from xmodal.indexer import DecodeOptions, VideoSettings, index_paths
+from xmodal.indexer.video import KeyframeSettings, extract_keyframes, frame_at
 from xmodal.search import MediaDecodeError
 from xmodal.search.store import item_id_for
 from xmodal.synthetic.shapes import Scene, ShapeObject
@@ -206,12 +205,10 @@ def test_limits_are_settings(tmp_path, engine):
     lib = tmp_path / "lib"
     lib.mkdir()
     videos.write_video(lib / "a.mp4", [(3.0, videos.solid(RED))], fps=10, size=(160, 120))
-    tight = IndexOptions(
-        decode=DecodeOptions(video_limits=VideoLimits(max_pixels=160 * 119, max_seconds=3600))
-    )
-    assert "max_video_pixels" in index_paths(engine, [lib], tight).failed[0][1]
-    short = IndexOptions(decode=DecodeOptions(video_limits=VideoLimits(max_seconds=2.0)))
-    assert "max_video_seconds" in index_paths(engine, [lib], short).failed[0][1]
+    tight = DecodeOptions(video=VideoSettings(max_pixels=160 * 119, max_seconds=3600))
+    assert "video.max_pixels" in index_paths(engine, [lib], decode=tight).failed[0][1]
+    short = DecodeOptions(video=VideoSettings(max_seconds=2.0))
+    assert "video.max_seconds" in index_paths(engine, [lib], decode=short).failed[0][1]
 
 
 def test_variable_frame_rate_keeps_true_timestamps(tmp_path):

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xmodal.search.ann import choose_index_kind, create_index
+from xmodal.search import AnnSettings
+from xmodal.search.ann import create_index
 from xmodal.search.ann.faiss_index import FaissIndex
 
 
@@ -89,12 +90,10 @@ def test_save_and_load_give_the_same_answers(data, tmp_path):
 
 
 def test_kind_follows_collection_size():
-    assert [choose_index_kind(n) for n in (10, 100_000, 1_000_000, 50_000_000)] == [
-        "flat",
-        "flat",
-        "hnsw",
-        "ivfpq",
-    ]
+    auto = AnnSettings()
+    sizes = (10, 50_000, 50_001, 1_000_000, 50_000_000)
+    assert [auto.kind_for(n) for n in sizes] == ["exact", "exact", "hnsw", "hnsw", "ivfpq"]
+    assert AnnSettings(kind="flat").kind_for(10) == "flat"  # a kind set is a kind kept
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])

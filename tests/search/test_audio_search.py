@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from tests.media.audio import noise_burst, place, silence, tone, video_with_audio, write_audio
-from xmodal.indexer import IndexOptions, index_paths
+from xmodal.indexer import AudioIndexing, DecodeOptions, index_paths
 from xmodal.search import InvalidQueryError, MediaDecodeError
-from xmodal.search.calibration import MIN_SPREAD, Calibration, null_queries
 from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT
+from xmodal.search.space.calibration import MIN_SPREAD, Calibration, null_queries
 from xmodal.search.store import item_id_for
 
 RATE = 16000
@@ -44,9 +44,8 @@ def test_text_queries_merge_both_spaces_by_calibrated_score(audio_engine, mixed)
     assert all(c is not None for c in calibrated)
     assert calibrated == sorted(calibrated, reverse=True)
     for hit in result.hits:
-        space = audio_engine.searcher(hit.space)
-        view = space.view()
-        assert hit.calibrated == pytest.approx(space.calibration(view).score(hit.score))
+        calibration = audio_engine.calibration(hit.space)
+        assert hit.calibrated == pytest.approx(calibration.score(hit.score))
 
     # Paging walks the merged list.
     second = audio_engine.search_text("a sound", k=3, offset=3)
@@ -118,12 +117,13 @@ def test_overlapping_windows_merge_into_one_moment(audio_engine, tmp_path):
         place(silence(8.0, RATE), tone(600.0, 3.0, RATE), 3.0, RATE),
         RATE,
     )
-    index_paths(audio_engine, [lib], IndexOptions(audio_hop=1.0))
+    index_paths(audio_engine, [lib], decode=DecodeOptions(audio=AudioIndexing(hop=1.0)))
     store = audio_engine.store
     spans = sorted((r["start"], r["end"]) for r in store.segments_table(AUDIO_TEXT).to_pylist())
     # Hop 1 s: overlapping windows; those wholly in silence are skipped.
     assert spans == [(2.0, 4.0), (3.0, 5.0), (4.0, 6.0), (5.0, 7.0)]
-    audio_engine.moment_margin = 2.0  # every window counts as a moment
+    # every window counts as a moment
+    audio_engine.query = audio_engine.query.model_copy(update={"moment_margin": 2.0})
     hit = audio_engine.search_text("a tone", k=1).hits[0]
     assert [(s.start, s.end) for s in hit.segments] == [(spans[0][0], spans[-1][1])]
 
@@ -140,13 +140,12 @@ def test_calibration_fits_the_best_scores_of_unrelated_queries():
 
 
 def test_calibration_follows_the_store(audio_engine, mixed, make_image):
-    space = audio_engine.searcher(IMAGE_TEXT)
-    before = space.calibration(space.view())
-    assert space.calibration(space.view()) is before  # cached for the version
+    before = audio_engine.calibration(IMAGE_TEXT)
+    assert audio_engine.calibration(IMAGE_TEXT) is before  # cached for the version
     for i in range(10, 20):
         make_image(mixed / f"more{i}.jpg", seed=i)
     index_paths(audio_engine, [mixed])
-    after = space.calibration(space.view())
+    after = audio_engine.calibration(IMAGE_TEXT)
     assert after is not before
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from xmodal.indexer import index_paths
 from xmodal.search import InvalidQueryError, UnknownItemError
-from xmodal.search.calibration import null_queries
+from xmodal.search.space.calibration import null_queries
 from xmodal.search.store import item_id_for
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tests.search.test_ann import clustered
-from xmodal.search import Engine, Store
+from xmodal.search import AnnSettings, Engine, Store
 from xmodal.search.ann.synced import IndexDirectory, SyncedIndex, empty_index, segment_keys
 from xmodal.search.encoders import IMAGE_TEXT
-from xmodal.search.space_index import AnnOptions, index_root
+from xmodal.search.space.index import index_root
 from xmodal.search.store.records import ItemRecord, SegmentRecord, item_id_for, segment_id_for
 
 DIM = 32
@@ -57,7 +57,15 @@ def write_items(
 def open_engine(path: Path, **ann) -> Engine:
     store = Store(path)
     store.bind_space(IMAGE_TEXT, VectorOnlyEncoder.spec, VectorOnlyEncoder.identity, DIM)
-    return Engine(store, VectorOnlyEncoder(), ann=AnnOptions(**ann))  # type: ignore[arg-type]
+    return Engine(store, VectorOnlyEncoder(), ann=AnnSettings(**ann))  # type: ignore[arg-type]
+
+
+def index_kind(engine: Engine) -> str:
+    """The kind of index the engine searches the store's current version with."""
+    engine.warm()  # brings the space's view (and index) to the current version
+    report = engine.index_reports()[IMAGE_TEXT]
+    assert report is not None
+    return report.kind
 
 
 def top_ids(engine: Engine, query: np.ndarray, k: int = 10, **kw) -> list[str]:
@@ -131,11 +139,11 @@ def test_saved_generations_switch_atomically(tmp_path):
 @pytest.mark.parametrize(("kind", "minimum"), [("flat", 1.0), ("hnsw", 0.9), ("ivfpq", 0.9)])
 def test_ann_engine_agrees_with_exact(library, kind, minimum):
     path, _, _, exact = library
-    extra = {"auto_min_segments": 0} if kind == "hnsw" else {}
+    extra = {"min_segments": 0} if kind == "hnsw" else {}
     ann = open_engine(path, kind="auto" if kind == "hnsw" else kind, **extra)
     found = [top_ids(ann, q) for q in QUERIES]
     truth = [top_ids(exact, q) for q in QUERIES]
-    assert ann.index.view().kind == kind
+    assert index_kind(ann) == kind
     assert np.mean([overlap(f, t) for f, t in zip(found, truth, strict=True)]) >= minimum
 
 
@@ -157,7 +165,7 @@ def test_deleted_and_reembedded_items_are_never_returned(library):
     assert first[0] == ids[7]
     ann.store.delete_items([ids[7]])
     assert ids[7] not in top_ids(ann, vectors[7], k=50)
-    report = ann.index.last_refresh
+    report = ann.index_reports()[IMAGE_TEXT]
     assert report is not None and (report.removed, report.built) == (1, False)
     # Re-embed item 8 (same segment id, a far-away vector): its old vector must not find it.
     moved = -vectors[8]
@@ -169,38 +177,38 @@ def test_deleted_and_reembedded_items_are_never_returned(library):
 def test_saved_index_is_loaded_then_synced_incrementally(library):
     path, _, _, exact = library
     ann = open_engine(path, kind="hnsw")
-    report = ann.index.refresh(save=True)
+    report = ann.refresh_indexes(save=True)[IMAGE_TEXT]
     assert report.built and report.saved
     assert IndexDirectory(index_root(path, IMAGE_TEXT)).state()["count"] == 3000
 
     reopened = open_engine(path, kind="hnsw")
-    reopened.index.view()
-    loaded = reopened.index.last_refresh
+    reopened.warm()
+    loaded = reopened.index_reports()[IMAGE_TEXT]
     assert loaded is not None and not loaded.built and loaded.added == 0
     # Writes after the save: the next load adds only those.
     more = clustered(50, dim=DIM, seed=9)
     new_ids = write_items(exact.store, more, start=5000)
     third = open_engine(path, kind="hnsw")
     assert top_ids(third, more[0], k=1) == [new_ids[0]]
-    synced = third.index.last_refresh
+    synced = third.index_reports()[IMAGE_TEXT]
     assert synced is not None and (synced.added, synced.built) == (50, False)
 
 
 def test_missing_index_searches_exactly_unless_built(library):
     path, vectors, ids, _ = library
     lazy = open_engine(path, kind="hnsw", build_if_missing=False)
-    assert lazy.index.view().kind == "exact"
     assert top_ids(lazy, vectors[5], k=1) == [ids[5]]
-    assert lazy.index.refresh(save=True).built  # what `xmodal reindex` does
-    assert open_engine(path, kind="hnsw", build_if_missing=False).index.view().kind == "hnsw"
+    assert index_kind(lazy) == "exact"
+    assert lazy.refresh_indexes(save=True)[IMAGE_TEXT].built  # what `xmodal reindex` does
+    assert index_kind(open_engine(path, kind="hnsw", build_if_missing=False)) == "hnsw"
 
 
 def test_auto_switches_to_hnsw_past_the_threshold(tmp_path):
-    engine = open_engine(tmp_path / "data", kind="auto", auto_min_segments=500)
+    engine = open_engine(tmp_path / "data", kind="auto", min_segments=500)
     write_items(engine.store, clustered(400, dim=DIM))
-    assert engine.index.view().kind == "exact"
+    assert index_kind(engine) == "exact"
     write_items(engine.store, clustered(200, dim=DIM, seed=5), start=400)
-    assert engine.index.view().kind == "hnsw"
+    assert index_kind(engine) == "hnsw"
 
 
 def test_many_segments_per_item_still_fill_the_page(tmp_path):
@@ -221,7 +229,7 @@ def test_many_segments_per_item_still_fill_the_page(tmp_path):
 def test_queries_stay_correct_while_the_index_syncs(library):
     path, vectors, ids, exact = library
     engine = open_engine(path, kind="hnsw")
-    engine.index.view()
+    engine.warm()
     errors: list[BaseException] = []
     deleted = set(ids[:200])
 
@@ -247,7 +255,7 @@ def test_queries_stay_correct_while_the_index_syncs(library):
 @pytest.mark.parametrize("damage", ["index.faiss", "keys.npy", "state.json"])
 def test_a_damaged_saved_index_is_rebuilt_not_fatal(library, damage):
     path, vectors, ids, _ = library
-    open_engine(path, kind="hnsw").index.refresh(save=True)
+    open_engine(path, kind="hnsw").refresh_indexes(save=True)
     saved = IndexDirectory(index_root(path, IMAGE_TEXT)).current()
     assert saved is not None
     target = saved / damage
@@ -255,7 +263,7 @@ def test_a_damaged_saved_index_is_rebuilt_not_fatal(library, damage):
 
     engine = open_engine(path, kind="hnsw")
     assert top_ids(engine, vectors[11], k=1) == [ids[11]]
-    report = engine.index.last_refresh
+    report = engine.index_reports()[IMAGE_TEXT]
     assert report is not None and report.built and report.kind == "hnsw"
-    assert engine.index.refresh(save=True).saved  # and a good generation replaces it
+    assert engine.refresh_indexes(save=True)[IMAGE_TEXT].saved  # a good generation replaces it
     assert IndexDirectory(index_root(path, IMAGE_TEXT)).state()["count"] == 3000

@@ -11,14 +11,14 @@ from xmodal.search.store import ItemRecord, SegmentRecord
 
 
 def test_space_records_model_identity_and_dimension(engine):
-    space = engine.ensure_space()
+    space = engine.bind_space()
     assert space.dim == 32 and space.model_identity == engine.encoder.identity
     reopened = Store(engine.store.path)
     assert reopened.space("image-text") == space
 
 
 def test_other_model_on_existing_store_is_refused(engine, tmp_path):
-    engine.ensure_space()
+    engine.bind_space()
     import open_clip
     import torch
 
@@ -32,13 +32,13 @@ def test_other_model_on_existing_store_is_refused(engine, tmp_path):
 
 
 def test_store_without_model_opens_with_the_model_it_was_built_with(engine):
-    engine.ensure_space()
+    engine.bind_space()
     reopened = Engine.open(engine.store.path)
     assert reopened.encoder.identity == engine.encoder.identity
 
 
 def test_tables_are_readable_with_pandas_and_duckdb(engine):
-    engine.ensure_space()
+    engine.bind_space()
     vector = np.ones(32, np.float32) / np.sqrt(32)
     engine.store.upsert_segments("image-text", [SegmentRecord("a:0", "a", vector)])
     engine.store.upsert_items(
@@ -55,7 +55,7 @@ def test_tables_are_readable_with_pandas_and_duckdb(engine):
 
 
 def test_upserts_are_idempotent(engine):
-    engine.ensure_space()
+    engine.bind_space()
     record = ItemRecord("a", "/x/a.jpg", "image", "/x")
     segment = SegmentRecord("a:0", "a", np.ones(32, np.float32))
     for _ in range(3):
@@ -66,7 +66,7 @@ def test_upserts_are_idempotent(engine):
 
 
 def test_a_format_1_store_is_migrated_in_place(engine):
-    engine.ensure_space()
+    engine.bind_space()
     engine.store.upsert_items([ItemRecord("a", "/x/a.jpg", "image", "/x", content_hash="h")])
     db = lancedb.connect(engine.store.path / "lance")
     # What the first release wrote: no duration column, format 1.
@@ -91,7 +91,7 @@ def test_a_store_from_a_newer_release_is_refused(engine):
 def test_version_sees_every_commit_even_when_cached(engine, monkeypatch):
     import xmodal.search.store.store as store_module
 
-    engine.ensure_space()
+    engine.bind_space()
     store, space = engine.store, "image-text"
     vector = np.ones(engine.encoder.dim, np.float32)
 

@@ -6,11 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.search.exact_index import RankedItem, SpaceSnapshot
 from xmodal.search.hits import SegmentHit
 
+from .ranking import RankedItem
+from .snapshot import Snapshot
 
-def segment_hits(snapshot: SpaceSnapshot, ranked: RankedItem) -> list[SegmentHit]:
+
+def segment_hits(snapshot: Snapshot, ranked: RankedItem) -> list[SegmentHit]:
     """The ranked item's best segments as they are (images: one, whole)."""
     return [
         SegmentHit(
@@ -24,7 +26,7 @@ def segment_hits(snapshot: SpaceSnapshot, ranked: RankedItem) -> list[SegmentHit
 
 
 def best_moments(
-    snapshot: SpaceSnapshot, code: int, vector: np.ndarray, margin: float, limit: int
+    snapshot: Snapshot, code: int, vector: np.ndarray, margin: float, limit: int
 ) -> list[SegmentHit]:
     """A timed item's (video keyframes, audio windows) best moments, best first.
 

@@ -1,15 +1,14 @@
-"""Exact (brute-force) search over one space, as of one store version.
+"""One space as of one store version: its items, its segments and their vectors.
 
 The vectors are read from the store once per store version into one float32
-matrix; a query is then a single matrix-vector product. Deleted or updated
-items cannot be returned: any write changes the version and the next query
-rebuilds the snapshot first.
+matrix, so an exact query is a single matrix-vector product (search/space/ranking.py).
+Deleted or updated items cannot be returned: any write changes the version and the
+next query builds a new snapshot first.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,15 +22,7 @@ from xmodal.search.store.store import item_from_row
 _FILTER_FIELDS = ("id", "uri", "kind", "width", "height", "bytes", "mtime_ns")
 
 
-@dataclass(frozen=True)
-class RankedItem:
-    item_code: int
-    score: float
-    segment_rows: list[int]  # rows of the snapshot, best first
-    segment_scores: list[float]
-
-
-class SpaceSnapshot:
+class Snapshot:
     def __init__(self, store: Store, space: str, version: tuple[int, int]):
         self.version = version
         # Items are read once per version too, so that building hits needs no store query.
@@ -94,79 +85,10 @@ class SpaceSnapshot:
         """(n, dim) vectors of one item's segments."""
         return self.vectors[self.item_rows(code)]
 
-    def rank(
-        self,
-        query: np.ndarray,
-        k: int,
-        offset: int = 0,
-        row_mask: np.ndarray | None = None,
-        exclude_code: int | None = None,
-        segments_per_item: int = 3,
-    ) -> list[RankedItem]:
-        """Items ranked by their best segment; returns ranks offset..offset+k.
-        `row_mask` (bool per row) keeps only the rows a filter allows."""
-        n = len(self)
-        if n == 0 or k <= 0:
-            return []
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """Cosine similarity of every segment to a unit query vector (a new array)."""
         # One product at a time: BLAS already uses every core for one, and concurrent
         # requests each starting BLAS threads oversubscribe the machine (50 concurrent
         # queries ran 200x slower than serial ones before this lock).
         with self._score_lock:
-            scores = self.vectors @ query.astype(np.float32, copy=False)
-        if row_mask is not None:
-            scores[~row_mask] = -np.inf
-        if exclude_code is not None:
-            scores[self.item_codes == exclude_code] = -np.inf
-        needed = offset + k
-        take = min(n, max(needed * 4, 64))
-        while True:
-            top = np.argpartition(-scores, take - 1)[:take] if take < n else np.arange(n)
-            top = top[np.argsort(-scores[top], kind="stable")]
-            top = top[np.isfinite(scores[top])]
-            ranked = group_by_item(top, scores[top], self.item_codes)
-            if len(ranked) >= needed or take >= n or len(top) < take:
-                break
-            take = min(n, take * 4)
-        return page(ranked, offset, needed, segments_per_item)
-
-    def rank_rows(
-        self,
-        query: np.ndarray,
-        rows: np.ndarray,
-        k: int,
-        offset: int = 0,
-        exclude_code: int | None = None,
-        segments_per_item: int = 3,
-    ) -> list[RankedItem]:
-        """Like `rank`, over a subset of rows only (a selective filter's candidates)."""
-        if exclude_code is not None:
-            rows = rows[self.item_codes[rows] != exclude_code]
-        scores = self.vectors[rows] @ query.astype(np.float32, copy=False)
-        order = np.argsort(-scores, kind="stable")
-        ranked = group_by_item(rows[order], scores[order], self.item_codes)
-        return page(ranked, offset, offset + k, segments_per_item)
-
-
-Grouped = dict[int, tuple[list[int], list[float]]]
-
-
-def group_by_item(rows: np.ndarray, scores: np.ndarray, item_codes: np.ndarray) -> Grouped:
-    """Segment rows (best first) grouped by item, items in order of their best segment."""
-    grouped: Grouped = {}
-    codes = item_codes[rows].tolist()
-    for code, row, score in zip(codes, rows.tolist(), scores.tolist(), strict=True):
-        entry = grouped.get(code)
-        if entry is None:
-            grouped[code] = ([row], [score])
-        else:
-            entry[0].append(row)
-            entry[1].append(score)
-    return grouped
-
-
-def page(grouped: Grouped, offset: int, needed: int, segments_per_item: int) -> list[RankedItem]:
-    """Ranks offset..needed of grouped items, each with its best few segments."""
-    return [
-        RankedItem(code, scores[0], rows[:segments_per_item], scores[:segments_per_item])
-        for code, (rows, scores) in list(grouped.items())[offset:needed]
-    ]
+            return self.vectors @ query.astype(np.float32, copy=False)

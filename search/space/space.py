@@ -1,18 +1,31 @@
 """One embedding space as the engine queries it: its encoder, its vectors and index,
-a cache of text vectors, and the calibration of its scores."""
+a cache of text vectors, and the calibration of its scores.
+
+    Space          the encoder, the text cache and batcher, the calibration (this file)
+    SpaceIndex     keeps the vectors and the ANN index in step with the store (index.py)
+    SpaceView      one store version: snapshot, synced ANN index, filters (view.py)
+    Snapshot       the items, segments and vectors of one version (snapshot.py)
+    rank_items     best segments -> items -> a page, for every query path (ranking.py)
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Generic, TypeVar
 
 import numpy as np
 
-from xmodal.search.calibration import Calibration, null_queries
 from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT, Encoder
 from xmodal.search.encoders.batching import TextBatcher
-from xmodal.search.space_index import AnnOptions, SpaceIndex, SpaceView
+from xmodal.search.settings import AnnSettings
 from xmodal.search.store import SpaceRecord, Store
+
+from .calibration import Calibration, null_queries
+from .index import SpaceIndex
+from .view import SpaceView
+
+E = TypeVar("E", bound=Encoder)
 
 # The kinds of media each space can hold: a video has pictures and sound.
 SPACE_KINDS = {
@@ -21,19 +34,22 @@ SPACE_KINDS = {
 }
 
 
-class SpaceSearcher:
+class Space(Generic[E]):
+    """Queries one space; `encoder` is typed (image-text or audio-text), so callers need
+    no casts."""
+
     def __init__(
         self,
         store: Store,
         space: str,
-        encoder: Encoder,
-        ann: AnnOptions | None = None,
+        encoder: E,
+        ann: AnnSettings | None = None,
         text_cache_size: int = 4096,
         text_batch_wait_ms: float = 0.0,
     ):
         self.store = store
-        self.space = space
-        self.encoder = encoder
+        self.name = space
+        self.encoder: E = encoder
         self.index = SpaceIndex(store, space, ann)
         self.kinds = SPACE_KINDS.get(space, frozenset())
         self.text_cache_size = text_cache_size
@@ -51,13 +67,13 @@ class SpaceSearcher:
     def ensure_space(self) -> SpaceRecord:
         """Create the space for this encoder, or check that the store's was built with it."""
         return self.store.bind_space(
-            self.space, self.encoder.spec, self.encoder.identity, self.encoder.dim
+            self.name, self.encoder.spec, self.encoder.identity, self.encoder.dim
         )
 
     def view(self) -> SpaceView | None:
         """The space as of the store's current version; None before anything was indexed."""
         if not self._exists:
-            if self.store.space(self.space) is None:
+            if self.store.space(self.name) is None:
                 return None
             self._exists = True  # spaces are never removed
         return self.index.view()
@@ -82,7 +98,7 @@ class SpaceSearcher:
 
     def calibration(self, view: SpaceView) -> Calibration:
         """How text-query similarities in this view compare with unrelated queries'
-        (search/calibration.py); computed once per store version."""
+        (calibration.py); computed once per store version."""
         cached = self._calibration
         if cached is not None and cached[0] == view.version:
             return cached[1]

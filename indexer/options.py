@@ -1,0 +1,72 @@
+"""The indexer's settings groups: how a run batches its work, and what it does with sound.
+
+Declared once, here; the application's settings nest them (`[indexing]` and `[audio]`
+in xmodal.toml, `XMODAL_INDEXING__BATCH_SIZE=64`), and the indexer takes them as they
+are. Images' and videos' decoding limits are the search layer's groups (ImageLimits,
+VideoSettings), since queries decode uploads with the same limits.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+
+from xmodal.search.images import ImageLimits
+from xmodal.search.settings import SettingsGroup
+
+from .video import VideoSettings
+
+
+class IndexOptions(SettingsGroup):
+    """How a run moves files through decode, encode and write."""
+
+    batch_size: int = Field(
+        32, ge=1, le=4096, description="Images per forward pass; larger batches pay off on GPU."
+    )
+    decode_workers: int = Field(
+        default_factory=lambda: max(1, min(8, os.cpu_count() or 1)),
+        ge=1,
+        description="Threads that read, hash and decode files while the model encodes "
+        "(default: the cores, at most 8).",
+    )
+    write_batch_size: int = Field(
+        256,
+        ge=1,
+        description="Items per store commit: a crash loses at most these, never corrupts.",
+    )
+    fail_fast: bool = Field(
+        False, description="Stop the run at the first unreadable file instead of going on."
+    )
+
+
+class AudioIndexing(SettingsGroup):
+    """How sound (audio files, videos' soundtracks) is cut into windows."""
+
+    hop: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds between the starts of windows of the audio model's length "
+        "(CLAP: 10 s); 0: one window length, no overlap.",
+    )
+    silence_dbfs: float = Field(-60.0, le=0, description="Windows quieter than this are skipped.")
+    max_seconds: float = Field(6 * 3600.0, gt=0, description="Longer audio files are refused.")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What the decode stage needs: the groups, as the settings hold them."""
+
+    images: ImageLimits = ImageLimits()
+    video: VideoSettings = VideoSettings()
+    audio: AudioIndexing = AudioIndexing()
+    # Whether this run indexes sound at all (it has an audio model): without one, audio
+    # files fail with a reason and videos are indexed by their pictures only.
+    sound: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DecodeOptions:
+        """The application settings' `images`, `video` and `audio` groups, as they are."""
+        return cls(settings.images, settings.video, settings.audio)
