@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from xmodal.search.encoders.audio_base import AUDIO_TEXT
-from xmodal.search.encoders.base import IMAGE_TEXT
+from xmodal.search.encoders.base import AUDIO_TEXT, IMAGE_TEXT
 from xmodal.search.store import ItemRecord
 
 

@@ -2,8 +2,7 @@
 
 from . import clap_encoder as _clap_encoder  # registers the "clap" family
 from . import open_clip_encoder as _open_clip_encoder  # registers the "open_clip" family
-from .audio_base import AUDIO_TEXT, AudioTextEncoder
-from .base import IMAGE_TEXT, ImageTextEncoder
+from .base import AUDIO_TEXT, IMAGE_TEXT, AudioTextEncoder, ImageTextEncoder, TwoTowerEncoder
 from .builtin import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, NO_AUDIO_MODEL
 from .registry import (
     Encoder,
@@ -25,6 +24,7 @@ __all__ = [
     "AudioTextEncoder",
     "Encoder",
     "ImageTextEncoder",
+    "TwoTowerEncoder",
     "create_any_encoder",
     "create_audio_encoder",
     "create_encoder",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,15 @@ import numpy as np
 
 from xmodal.search.errors import ModelLoadError, ModelSpecError
 
-from .audio_base import AudioTextEncoder
+from ._torch_utils import (
+    autocast,
+    looks_like_download_failure,
+    normalise,
+    offline_hint,
+    pick_device,
+)
+from .base import AudioTextEncoder
 from .digest import file_digest
-from .open_clip_encoder import pick_device
 from .registry import register_encoder
 
 DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
@@ -98,38 +103,22 @@ def weights_digest(folder: Path) -> str:
 
 
 def _offline_hint(spec: str) -> str:
-    return (
-        f"The CLAP model {spec} is not in the local Hugging Face cache and could not be "
-        "downloaded (is the network reachable, or is HF_HUB_OFFLINE set?). A first run "
-        "downloads it once. Alternatives: a model folder written by save_pretrained "
-        "(--model clap:local-dir:/path/to/model), or a Hugging Face cache that already "
-        "holds it (set HF_HOME to it)."
+    return offline_hint(
+        f"The CLAP model {spec} is not in the local Hugging Face cache",
+        [
+            "a model folder written by save_pretrained (--model clap:local-dir:/path/to/model)",
+            "a Hugging Face cache that already holds it (set HF_HOME to it)",
+        ],
+        reachable="is the network reachable, or is HF_HUB_OFFLINE set",
+        note="A first run downloads it once.",
     )
-
-
-_DOWNLOAD_MARKERS = (
-    "download",
-    "offline",
-    "connect",
-    "network",
-    "resolve",
-    "cannot find the requested files",
-    "localentrynotfound",
-    "max retries",
-    "does not appear to have",
-    "is not a local folder",
-)
-
-
-def _looks_like_download_failure(message: str) -> bool:
-    lowered = message.lower()
-    return any(marker in lowered for marker in _DOWNLOAD_MARKERS)
 
 
 class ClapEncoder(AudioTextEncoder):
     """A transformers CLAP model, loaded lazily on first use."""
 
     def __init__(self, rest: str = DEFAULT_CLAP_MODEL, device: str = "auto"):
+        super().__init__()
         self.parsed = ClapSpec.parse(rest)
         self._spec = self.resolved_spec = f"clap:{rest.strip().removeprefix('clap:')}"
         self._device_request = device
@@ -138,7 +127,6 @@ class ClapEncoder(AudioTextEncoder):
         self._model: Any = None
         self._processor: Any = None
         self._lowercase = False
-        self._load_lock = threading.RLock()  # load() takes it, then loads the processor
         self.device = "cpu"
 
     # -- identity, cheap -------------------------------------------------
@@ -206,13 +194,6 @@ class ClapEncoder(AudioTextEncoder):
         return config if isinstance(config, dict) else None
 
     # -- loading ---------------------------------------------------------
-    def load(self) -> None:
-        if self._model is not None:
-            return
-        with self._load_lock:
-            if self._model is None:
-                self._load()
-
     def _from_pretrained(self, cls: Any) -> Any:
         p = self.parsed
         if p.local_dir is not None:
@@ -226,7 +207,7 @@ class ClapEncoder(AudioTextEncoder):
             # transformers words a missing download as "can't load ... make sure ... is
             # the correct path", so the cache is asked as well as the message read.
             if p.hub_id is not None and (
-                _looks_like_download_failure(f"{type(error).__name__} {message}")
+                looks_like_download_failure(f"{type(error).__name__} {message}")
                 or self._cheap_config() is None
             ):
                 raise ModelLoadError(
@@ -236,6 +217,7 @@ class ClapEncoder(AudioTextEncoder):
 
     def _load_processor(self) -> Any:
         if self._processor is None:
+            # The base's reentrant load lock: `_load` calls this while holding it.
             with self._load_lock:
                 if self._processor is None:
                     ClapProcessor = _transformers().ClapProcessor
@@ -300,7 +282,7 @@ class ClapEncoder(AudioTextEncoder):
                 output = self._model.get_audio_features(
                     input_features=inputs, is_longer=is_longer.to(self.device)
                 )
-            return _normalise(output)
+            return normalise(_features(output))
 
     # -- texts -----------------------------------------------------------
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -324,16 +306,10 @@ class ClapEncoder(AudioTextEncoder):
             tokens = {name: value.to(self.device) for name, value in tokens.items()}
             with self._autocast():
                 output = self._model.get_text_features(**tokens)
-            return _normalise(output)
+            return normalise(_features(output))
 
     def _autocast(self) -> Any:
-        import contextlib
-
-        import torch
-
-        if self.device.startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
+        return autocast(self.device, prefer_bf16=False)
 
 
 def _transformers() -> Any:
@@ -348,14 +324,13 @@ def _transformers() -> Any:
     return transformers
 
 
-def _normalise(output: Any) -> np.ndarray:
+def _features(output: Any) -> Any:
+    """The projected (n, dim) tensor of get_audio_features / get_text_features."""
     import torch
 
     # transformers 5 returns a model output whose pooler_output holds the projected
     # (already normalised) features; 4.x returned the projected tensor itself.
-    features = output if isinstance(output, torch.Tensor) else output.pooler_output
-    features = torch.nn.functional.normalize(features.float(), dim=-1)
-    return features.cpu().numpy().astype(np.float32, copy=False)
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 @register_encoder("clap")

@@ -23,6 +23,13 @@ from PIL import Image
 
 from xmodal.search.errors import ModelLoadError, ModelSpecError
 
+from ._torch_utils import (
+    autocast,
+    looks_like_download_failure,
+    normalise,
+    offline_hint,
+    pick_device,
+)
 from .base import ImageTextEncoder
 from .digest import file_digest
 from .preprocess import PIL_RESAMPLE, resize_center_crop
@@ -92,27 +99,22 @@ class OpenClipSpec:
 
 
 def _offline_hint(spec: str, arch: str | None) -> str:
-    arch = arch or "ARCH"
-    return (
-        f"The weights for {spec} are not in the local model cache and could not be "
-        "downloaded (is the network reachable?). Alternatives: a local checkpoint "
-        f"(--model open_clip:{arch}//path/to/checkpoint.pt), a model already in the "
-        "Hugging Face cache (set HF_HOME to it), or a built-in offline model (see `xmodal models`)."
+    return offline_hint(
+        f"The weights for {spec} are not in the local model cache",
+        [
+            f"a local checkpoint (--model open_clip:{arch or 'ARCH'}//path/to/checkpoint.pt)",
+            "a model already in the Hugging Face cache (set HF_HOME to it)",
+            "a built-in offline model (see `xmodal models`)",
+        ],
+        reachable="is the network reachable",
     )
-
-
-def pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class OpenClipEncoder(ImageTextEncoder):
     """An open_clip model, loaded lazily on first use."""
 
     def __init__(self, rest: str, device: str = "auto"):
+        super().__init__()
         self._spec = self.resolved_spec = f"open_clip:{rest}"
         self.parsed = OpenClipSpec.parse(rest)
         self._device_request = device
@@ -121,7 +123,6 @@ class OpenClipEncoder(ImageTextEncoder):
         self._tokenizer: Any = None
         self._preprocess: Any = None
         self._preprocess_cfg: dict[str, Any] = {}
-        self._load_lock = threading.Lock()
         self._embed_dim = 0
         self.device = "cpu"
 
@@ -141,32 +142,41 @@ class OpenClipEncoder(ImageTextEncoder):
 
     @property
     def dim(self) -> int:
-        if self._model is None and self.parsed.arch:
-            register_builtin_configs()
-            import open_clip
-
-            config = open_clip.get_model_config(self.parsed.arch)
-            if config:
-                return int(config["embed_dim"])
+        """Embedding dimension: from the architecture's config when known, else by loading."""
+        config = self._arch_config()
+        if config:
+            return int(config["embed_dim"])
         self.load()
         return self._embed_dim
 
     @property
     def input_size(self) -> tuple[int, int]:
+        """(height, width) in pixels: from the architecture's config when known, else by loading.
+
+        Answering without the model lets the indexer decode images while it loads. open_clip
+        sets the loaded model's preprocess size from the same vision_cfg (224 when unset).
+        """
+        config = self._arch_config()
+        if config:
+            return _pair(config.get("vision_cfg", {}).get("image_size", 224))
         self.load()
-        size = self._preprocess_cfg.get("size", 224)
-        if isinstance(size, int):
-            return (size, size)
-        return (int(size[0]), int(size[1]))
+        return _pair(self._preprocess_cfg.get("size", 224))
+
+    def _arch_config(self) -> dict[str, Any] | None:
+        """open_clip's config for the spec's architecture while the model is not loaded.
+
+        None once it is (the loaded model answers then), and for hub and folder specs,
+        whose config comes with their weights.
+        """
+        if self._model is None and self.parsed.arch:
+            register_builtin_configs()
+            import open_clip
+
+            config = open_clip.get_model_config(self.parsed.arch)
+            return dict(config) if config else None
+        return None
 
     # -- loading ---------------------------------------------------------
-    def load(self) -> None:
-        if self._model is not None:
-            return
-        with self._load_lock:
-            if self._model is None:
-                self._load()
-
     def _load(self) -> None:
         register_builtin_configs()
         import open_clip
@@ -204,7 +214,7 @@ class OpenClipEncoder(ImageTextEncoder):
         except Exception as error:  # open_clip raises RuntimeError/FileNotFoundError/OSError
             message = str(error)
             downloading = p.tag is not None or p.hub_id is not None
-            if downloading and _looks_like_download_failure(message):
+            if downloading and looks_like_download_failure(message):
                 raise ModelLoadError(
                     f"{_offline_hint(self.spec, p.arch)} Cause: {message[:300]}"
                 ) from error
@@ -252,7 +262,7 @@ class OpenClipEncoder(ImageTextEncoder):
                 tensor = ((tensor.float() - mean) / std).permute(0, 3, 1, 2).contiguous()
             with self._autocast():
                 features = self._model.encode_image(tensor)
-            return _normalise(features)
+            return normalise(features)
 
     # -- texts -----------------------------------------------------------
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -265,41 +275,17 @@ class OpenClipEncoder(ImageTextEncoder):
             tokens = self._tokenizer(list(texts)).to(self.device)
             with self._autocast():
                 features = self._model.encode_text(tokens)
-            return _normalise(features)
+            return normalise(features)
 
     def _autocast(self) -> Any:
-        import contextlib
-
-        import torch
-
-        if self.device.startswith("cuda"):
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
+        return autocast(self.device, prefer_bf16=True)
 
 
-_DOWNLOAD_MARKERS = (
-    "download",
-    "offline",
-    "connect",
-    "network",
-    "resolve",
-    "cannot find the requested files",
-    "localentrynotfound",
-    "max retries",
-)
-
-
-def _looks_like_download_failure(message: str) -> bool:
-    lowered = message.lower()
-    return any(marker in lowered for marker in _DOWNLOAD_MARKERS)
-
-
-def _normalise(features: Any) -> np.ndarray:
-    import torch
-
-    features = torch.nn.functional.normalize(features.float(), dim=-1)
-    return features.cpu().numpy().astype(np.float32, copy=False)
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """An open_clip image size (one side, or height and width) as (height, width) pixels."""
+    if isinstance(size, int):
+        return (size, size)
+    return (int(size[0]), int(size[1]))
 
 
 @register_encoder("open_clip")

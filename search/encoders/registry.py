@@ -12,11 +12,10 @@ from typing import Any
 
 from xmodal.search.errors import ModelSpecError
 
-from .audio_base import AudioTextEncoder
-from .base import ImageTextEncoder
+from .base import AudioTextEncoder, ImageTextEncoder, TwoTowerEncoder
 
 # Every encoder belongs to one space: image-text (open_clip) or audio-text (CLAP).
-Encoder = ImageTextEncoder | AudioTextEncoder
+Encoder = TwoTowerEncoder
 EncoderFactory = Callable[..., Encoder]
 
 _FACTORIES: dict[str, EncoderFactory] = {}

@@ -24,6 +24,7 @@ class PrimaryColourEncoder(ImageTextEncoder):
     """Embeds an image as its mean colour and a text as the primary colour it names."""
 
     def __init__(self, rest: str, device: str = "auto"):
+        super().__init__()
         self._spec = f"test-colour:{rest}"
 
     @property
@@ -38,7 +39,7 @@ class PrimaryColourEncoder(ImageTextEncoder):
     def input_size(self) -> tuple[int, int]:
         return (16, 16)
 
-    def load(self) -> None:
+    def _load(self) -> None:
         pass
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
@@ -64,6 +65,7 @@ class PitchBandEncoder(AudioTextEncoder):
     """Embeds a clip as its energy per pitch band and a text as the bands it names."""
 
     def __init__(self, rest: str, device: str = "auto"):
+        super().__init__()
         self._spec = f"test-pitch:{rest}"
 
     identity = property(lambda self: self._spec)
@@ -71,7 +73,7 @@ class PitchBandEncoder(AudioTextEncoder):
     sample_rate = property(lambda self: 16000)
     window_seconds = property(lambda self: 2.0)
 
-    def load(self) -> None:
+    def _load(self) -> None:
         pass
 
     def encode_audio(self, batch, sample_rate=None) -> np.ndarray:

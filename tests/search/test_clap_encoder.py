@@ -13,7 +13,7 @@ from tests.conftest import TINY_CLAP_DIM as DIM
 from tests.conftest import TINY_CLAP_RATE as SAMPLE_RATE
 from tests.conftest import TINY_CLAP_WINDOW as WINDOW_SECONDS
 from tests.conftest import make_tiny_clap
-from xmodal.search.encoders.audio_base import AUDIO_TEXT
+from xmodal.search.encoders.base import AUDIO_TEXT
 from xmodal.search.encoders.clap_encoder import ClapEncoder, ClapSpec
 from xmodal.search.errors import ModelLoadError, ModelSpecError
 

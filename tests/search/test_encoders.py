@@ -150,3 +150,67 @@ def test_pretrained_tag_resolves_from_hugging_face_cache(tmp_path, hf_cache):
         expected = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(["a photo of a dog"]))
     expected = torch.nn.functional.normalize(expected, dim=-1).numpy()
     np.testing.assert_allclose(vector, expected, atol=1e-4)
+
+
+RECT_ARCH = "xmodal-test-rect"
+
+
+@pytest.fixture(scope="session")
+def rect_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """xmodal-tiny with a 48x64 (height, width) image input: open_clip's pair form."""
+    import open_clip
+    import torch
+
+    from xmodal.search.encoders.open_clip_encoder import register_builtin_configs
+
+    register_builtin_configs()
+    config = open_clip.get_model_config(TINY_ARCH)
+    config["vision_cfg"]["image_size"] = [48, 64]
+    folder = tmp_path_factory.mktemp("rect")
+    (folder / "configs").mkdir()
+    (folder / "configs" / f"{RECT_ARCH}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder / "configs")
+    torch.manual_seed(0)
+    path = folder / "rect.pt"
+    torch.save(open_clip.create_model(RECT_ARCH).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [("tiny", (64, 64)), ("xmodal-ref", (64, 64)), ("rect", (48, 64))],
+)
+def test_input_size_answers_from_the_config_without_loading(
+    model, expected, tiny_checkpoint, rect_checkpoint
+):
+    spec = {
+        "tiny": f"open_clip:{TINY_ARCH}/{tiny_checkpoint}",
+        "rect": f"open_clip:{RECT_ARCH}/{rect_checkpoint}",
+    }.get(model, model)
+    encoder = create_encoder(spec, device="cpu")
+    assert encoder.input_size == expected
+    assert encoder._model is None
+    encoder.load()
+    # What the loaded model's own preprocessing makes of a picture.
+    tensor = encoder._preprocess(photo(1, (200, 90)))
+    assert tuple(tensor.shape[-2:]) == expected == encoder.input_size
+
+
+def test_input_size_of_a_hub_model_loads_it(hf_cache, tiny_checkpoint):
+    import open_clip
+
+    from xmodal.search.encoders.open_clip_encoder import register_builtin_configs
+
+    register_builtin_configs()
+    config = {"model_cfg": open_clip.get_model_config(TINY_ARCH), "preprocess_cfg": {}}
+    _fake_hub_repo(
+        hf_cache,
+        "xmodal-test/tiny-clip",
+        {
+            "open_clip_config.json": json.dumps(config).encode(),
+            "open_clip_pytorch_model.bin": tiny_checkpoint,
+        },
+    )
+    encoder = create_encoder("open_clip:hf-hub:xmodal-test/tiny-clip", device="cpu")
+    assert encoder.input_size == (64, 64)  # no architecture to look up: the model answers
+    assert encoder._model is not None
