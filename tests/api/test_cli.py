@@ -129,7 +129,7 @@ def test_index_saves_the_ann_index_and_reindex_rebuilds_it(
     rebuilt = json.loads(out)["image-text"]
     assert code == 0 and rebuilt["kind"] == "flat" and rebuilt["built"]
     code, out, _ = xmodal("reindex", "--kind", "bogus")
-    assert code == 2 and "index kind" in out + _
+    assert code == 2 and "ann.kind" in out + _ and "hnsw" in out + _
 
     monkeypatch.setenv("XMODAL_ANN__MIN_SEGMENTS", "50000")
     code, out, _ = xmodal("reindex")

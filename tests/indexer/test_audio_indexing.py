@@ -129,7 +129,7 @@ def test_bad_audio_is_recorded_and_the_job_goes_on(audio_engine, tmp_path):
     odd = np.stack([tone(500.0, 3.0, 11025)] * 6)
     write_audio(lib / "surround.flac", odd, 11025)
     options = DecodeOptions(audio=AudioIndexing(max_seconds=10.0))
-    report = index_paths(audio_engine, [lib], options)
+    report = index_paths(audio_engine, [lib], decode=options)
     reasons = {Path(path).name: reason for path, reason in report.failed}
     assert set(reasons) == {"empty.wav", "notes.mp3", "quiet.wav", "long.wav", "odd-codec.wav"}
     assert "empty" in reasons["empty.wav"]
