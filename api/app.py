@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from xmodal import __version__
 from xmodal.api.settings import Settings
 from xmodal.search import Engine
-from xmodal.search.images import ImageLimits
+from xmodal.search.media import ImageLimits
 from xmodal.search.space_index import AnnOptions
 
 from .errors import install_error_handlers

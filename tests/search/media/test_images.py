@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.conftest import photo, png_with_bad_crc, png_with_huge_header, truncated_jpeg
 from xmodal.search import ImageLimits, MediaDecodeError, decode_image
-from xmodal.search.images import register_optional_plugins, sniff_image_mime
+from xmodal.search.media.images import register_optional_plugins, sniff_image_mime
 
 
 def encoded(image: Image.Image, format: str, **options) -> bytes:
