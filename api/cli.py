@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xmodal.api.settings import Settings, load_settings
-from xmodal.search import Engine, XmodalError
+from xmodal.search import Engine, MediaKind, XmodalError
 from xmodal.search.errors import IndexingAborted, InvalidQueryError, ModelLoadError
 from xmodal.search.filters import parse_filter_json
 
@@ -216,7 +216,7 @@ def search(
     for rank, hit in enumerate(result.hits, offset + 1):
         scale = [f"{hit.calibrated:.2f}"] if hit.calibrated is not None else []
         table.add_row(str(rank), f"{hit.score:.4f}", *scale, hit.matched, hit.item.uri, hit.item.id)
-        for moment in hit.segments if hit.item.kind != "image" else []:
+        for moment in hit.segments if hit.item.kind != MediaKind.IMAGE else []:
             table.add_row(
                 "",
                 f"{moment.score:.4f}",
@@ -359,7 +359,7 @@ def eval_command(
         f"text_to_{media}": metrics.text_to_media,
         f"{media}_to_text": metrics.media_to_text,
     }
-    files = "sounds" if media == "audio" else "images"
+    files = "sounds" if media == MediaKind.AUDIO else "images"
     if as_json:
         summary: dict[str, Any] = {
             "model": report.model,

@@ -14,11 +14,11 @@ import numpy as np
 
 from xmodal.api.settings import Settings
 from xmodal.indexer import DecodeOptions, Progress, index_paths
-from xmodal.indexer.discover import media_kind
 from xmodal.search import IMAGE_TEXT, Engine
 from xmodal.search.encoders import AUDIO_TEXT
 from xmodal.search.errors import SourceError
 from xmodal.search.evaluation import CaptionedDataset, RetrievalMetrics, metrics_from_scores
+from xmodal.search.media import MediaKind, media_kind
 from xmodal.search.store import item_id_for
 
 TEXT_BATCH = 256
@@ -27,18 +27,19 @@ TEXT_BATCH = 256
 @dataclass
 class EvalReport:
     model: str
-    media: str  # "image" or "audio"
+    media: MediaKind  # IMAGE or AUDIO
     images: int  # files indexed (images or sounds)
     captions: int
     failed: list[tuple[str, str]]  # files that could not be indexed (left out of the metrics)
     metrics: RetrievalMetrics
 
 
-def dataset_media(dataset: CaptionedDataset) -> str:
-    """ "image" or "audio": what the dataset's files are (videos are not evaluated)."""
+def dataset_media(dataset: CaptionedDataset) -> MediaKind:
+    """IMAGE or AUDIO: what the dataset's files are (videos are not evaluated)."""
     kinds = {media_kind(path) for path in dataset.images}
-    if kinds in ({"image"}, {"audio"}):
-        return str(kinds.pop())
+    for media in (MediaKind.IMAGE, MediaKind.AUDIO):
+        if kinds == {media}:
+            return media
     raise SourceError(
         "a dataset is either images or sounds; this one has "
         + ", ".join(sorted(str(k or "unrecognised files") for k in kinds))
@@ -55,7 +56,7 @@ def evaluate(
     store) and compute both directions' metrics from what the store holds. For sounds,
     `settings.model` may name the audio model (it is what the user evaluates)."""
     media = dataset_media(dataset)
-    if media == "audio" and settings.model and not settings.audio_model:
+    if media == MediaKind.AUDIO and settings.model and not settings.audio_model:
         settings = settings.model_copy(update={"audio_model": settings.model, "model": None})
     if keep_store:
         return _evaluate_in(Engine.from_settings(settings), dataset, media, settings, progress)
@@ -67,11 +68,11 @@ def evaluate(
 def _evaluate_in(
     engine: Engine,
     dataset: CaptionedDataset,
-    media: str,
+    media: MediaKind,
     settings: Settings,
     progress: Progress | None,
 ) -> EvalReport:
-    space = AUDIO_TEXT if media == "audio" else IMAGE_TEXT
+    space = AUDIO_TEXT if media == MediaKind.AUDIO else IMAGE_TEXT
     encoder = engine.encoder_for(space)
     report = index_paths(
         engine,

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from xmodal.search.hits import Hit, SearchResult
+from xmodal.search.media import MediaKind
 from xmodal.search.store import ItemRecord
 
-MediaKind = Literal["image", "video", "audio"]
+# A kind a request may name: a Literal of the table's values rather than the enum, so
+# that the OpenAPI schema keeps its inline enum ["image", "video", "audio"] and a bad
+# value the same validation error.
+if TYPE_CHECKING:
+    MediaKindName = str
+else:
+    MediaKindName = Literal[tuple(kind.value for kind in MediaKind)]
 
 
 class SearchRequest(BaseModel):
@@ -21,7 +28,7 @@ class SearchRequest(BaseModel):
         None,
         description='Metadata filter, e.g. {"category": "shoes", "width": {"$gte": 800}}.',
     )
-    kinds: list[MediaKind] | None = Field(None, description="Only these kinds of media.")
+    kinds: list[MediaKindName] | None = Field(None, description="Only these kinds of media.")
     min_score: float | None = Field(
         None,
         description="Text queries: drop hits whose calibrated_score is below this (default: "

@@ -8,9 +8,9 @@ config folder (`~/.config/xmodal/` on Linux); groups are tables (`[ann]`). A key
 that is not a setting is an error that names it. Built by the caller, never at import.
 
 Each group is declared next to the code that uses it and taken by it as it is:
-query limits and the vector index in xmodal.search.settings, image limits in
-xmodal.search.images, videos in xmodal.indexer.video, indexing runs and sound in
-xmodal.indexer.options, the HTTP server here. docs/settings.md lists them all
+query limits and the vector index in xmodal.search.settings, images and videos in
+xmodal.search.media, indexing runs and sound in xmodal.indexer.options, the HTTP
+server here. docs/settings.md lists them all
 (generated from these classes by `python -m xmodal.api.settings_doc`).
 """
 
@@ -29,9 +29,8 @@ from pydantic_settings import (
 )
 
 from xmodal.indexer.options import AudioIndexing, IndexOptions
-from xmodal.indexer.video import VideoSettings
 from xmodal.search.errors import XmodalError
-from xmodal.search.images import ImageLimits
+from xmodal.search.media import ImageLimits, VideoSettings
 from xmodal.search.settings import AnnSettings, QuerySettings, SettingsGroup
 
 CONFIG_NAME = "xmodal.toml"

@@ -6,9 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from xmodal.indexer.video import frame_at
 from xmodal.search.errors import UnknownItemError
-from xmodal.search.images import ImageLimits, decode_image
+from xmodal.search.media import ImageLimits, MediaKind, decode_image, frame_at
 from xmodal.search.store import INDEXED, ItemRecord
 
 from .errors import OriginalMissing
@@ -28,7 +27,7 @@ class ThumbnailCache:
         if item.status != INDEXED:
             raise UnknownItemError(item.id)
         moment = ""
-        if item.kind == "video":
+        if item.kind == MediaKind.VIDEO:
             if seconds is None:
                 seconds = (item.duration or 0.0) * 0.1
             seconds = round(min(seconds, item.duration or seconds), 1)
@@ -40,7 +39,7 @@ class ThumbnailCache:
         source = Path(item.uri)
         if not source.is_file():
             raise OriginalMissing(f"the original of item {item.id} is missing: {item.uri}")
-        if item.kind == "video":
+        if item.kind == MediaKind.VIDEO:
             image = frame_at(source, seconds or 0.0, short_side=self.size)
         else:
             image = decode_image(source, self.limits, draft_to=(self.size, self.size)).image

@@ -8,7 +8,7 @@ What it does:
      down and resampled, as for a user's music or podcasts) from `training.sounds`
      clips laid end to end, with the writers of tests/media/audio.py; cached under
      bench-data/;
-  2. decode only: `search.audio.iter_audio_windows` over every file, at the model's
+  2. decode only: `search.media.audio.iter_audio_windows` over every file, at the model's
      rate and window (the floor the pipeline cannot beat);
   3. the baseline: the same windows encoded one forward pass per window;
   4. xmodal: `indexer.audio_encode.AudioEncoder`, the indexer's path (windows decoded
@@ -102,8 +102,8 @@ def bench_model(spec: str, paths: list[Path], batch_size: int, end_to_end: bool)
     from xmodal.indexer import IndexOptions, index_paths
     from xmodal.indexer.audio_encode import AudioEncoder
     from xmodal.search import Engine, Store
-    from xmodal.search.audio import AudioOptions, iter_audio_windows
     from xmodal.search.encoders import create_audio_encoder, create_encoder
+    from xmodal.search.media import AudioOptions, iter_audio_windows
 
     encoder = create_audio_encoder(spec, device="cpu")
     meter = CpuMeter()

@@ -241,7 +241,7 @@ def model_only(label: str, encoder, prepared: list[np.ndarray], batches: int) ->
 
 def prepared_batch(encoder, folder: Path, batch_size: int) -> list[np.ndarray]:
     """The first batch_size photos, decoded and prepared exactly as the indexer does."""
-    from xmodal.search.images import decode_image
+    from xmodal.search.media import decode_image
 
     files = sorted(folder.glob("*.jpg"))
     files = (files * (batch_size // max(1, len(files)) + 1))[:batch_size]

@@ -12,7 +12,7 @@ What it does:
      its parameters;
   2. plain decode, the baseline: every frame through `container.decode(video=0)` with
      thread_type "AUTO" and nothing else (no conversion), the faster of --decode-runs;
-  3. `indexer.video.extract_keyframes` alone on the clip (decoding, sampling, shot
+  3. `search.media.video.extract_keyframes` alone on the clip (decoding, sampling, shot
      detection, the keyframes' images; no encoder);
   4. the full pipeline: `index_paths` of a folder holding only the clip into a fresh
      store, `Engine.open(..., model="xmodal-ref")`, with the model loaded beforehand (its
@@ -21,7 +21,7 @@ What it does:
      ratio of each to plain decoding (plain decode's video-s/s = its fps / the clip's fps)
      and the pipeline's stage times.
 
-Steps 3 and 4 need `indexer.video`; without it the script says so and stops after step 2.
+Steps 3 and 4 need `search.media.video`; without it the script says so and stops after step 2.
 Other processes' CPU use (/proc/stat, Linux) is shown per phase; above 5% the figures
 are disturbed.
 """
@@ -258,21 +258,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: decoded {best.frames} frames, the clip has {info.frames} packets")
     decode_video_rate = best.fps / info.fps  # video seconds per wall second
 
-    # 2. keyframe extraction alone, and 3. the pipeline: only with indexer.video
+    # 2. keyframe extraction alone, and 3. the pipeline: only with search.media.video
     try:
-        from xmodal.indexer.video import KeyframeSettings, VideoLimits, extract_keyframes
+        from xmodal.search.media.video import KeyframeSettings, VideoSettings, extract_keyframes
     except ImportError as error:
         print_decode(decodes, info)
         print()
         print(
-            f"indexer.video is not available ({error}); skipping keyframe extraction and "
+            f"search.media.video is not available ({error}); skipping keyframe extraction and "
             "the pipeline. The plain-decode baseline above stands alone."
         )
         return 0
 
     print("extract_keyframes ...", flush=True)
     meter = CpuMeter()
-    extracted = extract_keyframes(clip, KeyframeSettings(), VideoLimits())
+    extracted = extract_keyframes(clip, KeyframeSettings(), VideoSettings())
     extract_cpu = meter.stop()
 
     created_tmp = args.data_dir is None

@@ -5,7 +5,6 @@ from .options import AudioIndexing, DecodeOptions, IndexOptions
 from .pipeline import Indexer, index_paths
 from .progress import NoProgress, Progress
 from .report import IndexReport
-from .video import KeyframeSettings, VideoSettings
 
 __all__ = [
     "AudioIndexing",
@@ -13,11 +12,9 @@ __all__ = [
     "IndexOptions",
     "IndexReport",
     "Indexer",
-    "KeyframeSettings",
     "NoProgress",
     "Plan",
     "Progress",
-    "VideoSettings",
     "index_paths",
     "plan_run",
 ]

@@ -18,9 +18,9 @@ from typing import TypeVar, cast
 
 import numpy as np
 
-from xmodal.search.audio import AudioDecodeStats, AudioOptions, AudioWindow, iter_audio_windows
 from xmodal.search.encoders import AudioTextEncoder
 from xmodal.search.errors import MediaDecodeError
+from xmodal.search.media import AudioDecodeStats, AudioOptions, AudioWindow, iter_audio_windows
 
 _DONE = object()
 T = TypeVar("T")

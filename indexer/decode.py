@@ -9,14 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from xmodal.search.audio import probe_audio
 from xmodal.search.encoders import ImageTextEncoder
 from xmodal.search.errors import MediaDecodeError
-from xmodal.search.images import decode_image
+from xmodal.search.media import MediaKind, decode_image, extract_keyframes, probe_audio
 
 from .discover import Candidate
 from .options import DecodeOptions
-from .video import extract_keyframes
 
 
 @dataclass
@@ -120,9 +118,9 @@ def decode_candidate(
     started = time.perf_counter()
     result = Decoded(candidate)
     try:
-        if candidate.kind == "video":
+        if candidate.kind == MediaKind.VIDEO:
             _decode_video(result, encoder, options)
-        elif candidate.kind == "audio":
+        elif candidate.kind == MediaKind.AUDIO:
             _decode_audio(result, options)
         else:
             _decode_image(result, encoder, options)

@@ -7,14 +7,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xmodal.search.audio import AUDIO_EXTENSIONS, sniff_audio_mime
 from xmodal.search.errors import SourceError
-from xmodal.search.images import IMAGE_EXTENSIONS, sniff_image_mime
+from xmodal.search.media import MediaKind, media_kind
 from xmodal.search.store import INDEXED, Store
 
-from .video import VIDEO_EXTENSIONS, sniff_video_mime
-
-SNIFF_BYTES = 262  # enough for every signature filetype knows
 DIFF_COLUMNS = ["id", "uri", "root", "bytes", "mtime_ns", "content_hash", "status"]
 
 
@@ -22,7 +18,7 @@ DIFF_COLUMNS = ["id", "uri", "root", "bytes", "mtime_ns", "content_hash", "statu
 class Candidate:
     path: Path
     root: str
-    kind: str  # "image", "video" or "audio"
+    kind: MediaKind
     bytes: int
     mtime_ns: int
     previous_hash: str = ""  # content hash stored by an earlier run, if any
@@ -43,30 +39,6 @@ class Plan:
     unchanged_ids: list[str] = field(default_factory=list)
     removed_ids: list[str] = field(default_factory=list)
     ignored: int = 0  # files that are not media
-
-
-def media_kind(path: Path) -> str | None:
-    """ "image", "video" or "audio" by extension, else by the file's first bytes; None for
-    other files."""
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
-        return "image"
-    if suffix in VIDEO_EXTENSIONS:
-        return "video"
-    if suffix in AUDIO_EXTENSIONS:
-        return "audio"
-    try:
-        with open(path, "rb") as f:
-            header = f.read(SNIFF_BYTES)
-    except OSError:
-        return None
-    if sniff_image_mime(header) is not None:
-        return "image"
-    if sniff_video_mime(header) is not None:
-        return "video"
-    if sniff_audio_mime(header) is not None:
-        return "audio"
-    return None
 
 
 def walk_files(root: Path) -> Iterator[Path]:

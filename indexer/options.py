@@ -2,8 +2,8 @@
 
 Declared once, here; the application's settings nest them (`[indexing]` and `[audio]`
 in xmodal.toml, `XMODAL_INDEXING__BATCH_SIZE=64`), and the indexer takes them as they
-are. Images' and videos' decoding limits are the search layer's groups (ImageLimits,
-VideoSettings), since queries decode uploads with the same limits.
+are. Images' and videos' decoding settings are the search layer's groups (ImageLimits,
+VideoSettings in xmodal.search.media), since decoding lives there.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from typing import Any
 
 from pydantic import Field
 
-from xmodal.search.images import ImageLimits
+from xmodal.search.media import ImageLimits, VideoSettings
 from xmodal.search.settings import SettingsGroup
-
-from .video import VideoSettings
 
 
 class IndexOptions(SettingsGroup):

@@ -24,6 +24,7 @@ import numpy as np
 from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT
 from xmodal.search.engine import Engine
 from xmodal.search.errors import IndexingAborted, ModelLoadError
+from xmodal.search.media import MediaKind, kinds_in_space
 from xmodal.search.store import (
     FAILED,
     INDEXED,
@@ -76,7 +77,8 @@ class Indexer:
         plan = plan_run(paths, self.store)
         # Models load before the store is written to, so that a bad one fails the run
         # at once; a run with no pictures (a sound library) needs no image model.
-        if any(c.kind != "audio" for c in plan.to_index) or self.store.space(IMAGE_TEXT):
+        pictures = kinds_in_space(IMAGE_TEXT)
+        if any(c.kind in pictures for c in plan.to_index) or self.store.space(IMAGE_TEXT):
             self.encoder.load()
             self.engine.bind_space(IMAGE_TEXT)
         self._audio = self._prepare_audio(plan.to_index)
@@ -132,7 +134,8 @@ class Indexer:
         encoder = self.engine.audio_encoder
         decode = self.decode
         wanted = any(
-            c.kind == "audio" or (c.kind == "video" and decode.video.sound) for c in candidates
+            c.kind == MediaKind.AUDIO or (c.kind == MediaKind.VIDEO and decode.video.sound)
+            for c in candidates
         )
         if encoder is None or not wanted:
             return None
@@ -189,9 +192,9 @@ class Indexer:
         if not batch:
             return
         started = time.perf_counter()
-        images = [d for d in batch if d.candidate.kind == "image"]
+        images = [d for d in batch if d.candidate.kind == MediaKind.IMAGE]
         image_vectors = self._image_vectors(images, report)
-        videos = [d for d in batch if d.candidate.kind == "video"]
+        videos = [d for d in batch if d.candidate.kind == MediaKind.VIDEO]
         video_vectors = self._encode_in_batches([p for d in videos for p in d.prepared])
         report.times.encode += time.perf_counter() - started
         sounds = [d for d in batch if d.has_audio]
@@ -199,7 +202,7 @@ class Indexer:
         offset = 0
         for decoded in batch:
             c = decoded.candidate
-            if c.kind == "image":
+            if c.kind == MediaKind.IMAGE:
                 vectors = [image_vectors[decoded.content_hash]]
             else:
                 vectors = list(video_vectors[offset : offset + len(decoded.prepared)])
@@ -240,7 +243,7 @@ class Indexer:
         """Add a file's audio segments to its item; returns why an audio file failed
         (a silent one too, so that the report says why it is not searchable). A video
         whose sound fails keeps its pictures, with a note."""
-        is_audio_file = decoded.candidate.kind == "audio"
+        is_audio_file = decoded.candidate.kind == MediaKind.AUDIO
         if is_audio_file and (sound.error or not sound.vectors):
             return (
                 sound.error

@@ -21,7 +21,7 @@ from xmodal.search.errors import (
     XmodalError,
 )
 from xmodal.search.hits import Hit, SearchResult, SegmentHit
-from xmodal.search.images import ImageLimits, decode_image
+from xmodal.search.media import ImageLimits, MediaKind, decode_image
 from xmodal.search.settings import AnnSettings, QuerySettings
 from xmodal.search.space import RefreshReport, saved_index_state
 from xmodal.search.store import ItemRecord, Store
@@ -39,6 +39,7 @@ __all__ = [
     "InvalidQueryError",
     "ItemRecord",
     "MediaDecodeError",
+    "MediaKind",
     "ModelLoadError",
     "ModelMismatchError",
     "ModelSpecError",

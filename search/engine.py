@@ -21,7 +21,6 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from xmodal.search.audio import AudioOptions, iter_audio_windows
 from xmodal.search.encoders import (
     AUDIO_TEXT,
     DEFAULT_AUDIO_MODEL,
@@ -37,7 +36,13 @@ from xmodal.search.encoders import (
 from xmodal.search.errors import InvalidQueryError, ModelLoadError, UnknownItemError
 from xmodal.search.filters import validate_filter
 from xmodal.search.hits import Hit, SearchResult
-from xmodal.search.images import ImageLimits, decode_image
+from xmodal.search.media import (
+    AudioOptions,
+    ImageLimits,
+    MediaKind,
+    decode_image,
+    iter_audio_windows,
+)
 from xmodal.search.settings import AnnSettings, QuerySettings
 from xmodal.search.space import (
     Calibration,
@@ -52,8 +57,6 @@ from xmodal.search.space import (
 from xmodal.search.store import INDEXED, ItemRecord, SpaceRecord, Store
 
 log = logging.getLogger(__name__)
-
-MEDIA_KINDS = frozenset({"image", "video", "audio"})
 
 
 class EngineSettings(Protocol):
@@ -444,7 +447,7 @@ class Engine:
         hits = []
         for position, (space, view, vector, ranked, calibrated) in enumerate(found):
             record = records[position]
-            if record.kind == "image":
+            if record.kind == MediaKind.IMAGE:
                 segments = segment_hits(view.snapshot, ranked)
             else:
                 segments = best_moments(
@@ -471,9 +474,9 @@ class Query:
 
     def validate(self) -> dict[str, Any]:
         if self.kinds is not None:
-            unknown = set(self.kinds) - MEDIA_KINDS
+            unknown = set(self.kinds) - set(MediaKind)
             if unknown or not self.kinds:
-                raise InvalidQueryError(f"kinds must be some of {sorted(MEDIA_KINDS)}")
+                raise InvalidQueryError(f"kinds must be some of {sorted(MediaKind)}")
         return validate_filter(self.filter)
 
     def rows(self, view: SpaceView) -> RowFilter | None:

@@ -156,8 +156,8 @@ def mel_features(extractor: Any, clips: list[np.ndarray]) -> np.ndarray:
 
 def as_indexed(samples: np.ndarray, rate: int) -> np.ndarray:
     """A clip as indexing would feed it: stored as 16-bit PCM at `rate`, then resampled
-    to the model's rate by the decoder's resampler (search.audio), cut to one window."""
-    from xmodal.search.audio import resample_mono
+    to the model's rate by the decoder's resampler (search.media.audio), cut to one window."""
+    from xmodal.search.media import resample_mono
 
     pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767.0) / 32767.0
     clip = resample_mono(pcm.astype(np.float32), rate, SAMPLE_RATE)

@@ -22,7 +22,7 @@ import numpy as np
 
 from training.options import add_training_options, card_basics
 from xmodal.search.encoders.preprocess import resize_center_crop
-from xmodal.search.images import decode_image
+from xmodal.search.media import decode_image
 from xmodal.synthetic import shapes
 
 ARCH = "xmodal-ref"

@@ -11,7 +11,7 @@ from xmodal.search.filters import parse_filter_json
 
 from ..deps import EngineDep, SettingsDep
 from ..errors import PayloadTooLarge
-from ..schemas import ErrorResponse, MediaKind, SearchRequest, SearchResponse
+from ..schemas import ErrorResponse, MediaKindName, SearchRequest, SearchResponse
 
 router = APIRouter(tags=["search"])
 
@@ -48,7 +48,9 @@ async def search_image(
     k: Annotated[int, Form(ge=1, le=1000)] = 10,
     offset: Annotated[int, Form(ge=0)] = 0,
     filter: Annotated[str | None, Form(description="Metadata filter as JSON.")] = None,
-    kinds: Annotated[list[MediaKind] | None, Form(description="Only these kinds of media.")] = None,
+    kinds: Annotated[
+        list[MediaKindName] | None, Form(description="Only these kinds of media.")
+    ] = None,
 ) -> SearchResponse:
     """Uploaded image -> similar media (by their pictures)."""
     data = await read_upload(request, file, settings.server.max_upload_bytes)
@@ -72,7 +74,9 @@ async def search_audio(
     k: Annotated[int, Form(ge=1, le=1000)] = 10,
     offset: Annotated[int, Form(ge=0)] = 0,
     filter: Annotated[str | None, Form(description="Metadata filter as JSON.")] = None,
-    kinds: Annotated[list[MediaKind] | None, Form(description="Only these kinds of media.")] = None,
+    kinds: Annotated[
+        list[MediaKindName] | None, Form(description="Only these kinds of media.")
+    ] = None,
 ) -> SearchResponse:
     """Uploaded sound -> similar sounds (audio files and the soundtracks of videos).
     Only the first `max_query_audio_seconds` of the upload are used."""

@@ -7,11 +7,10 @@ from .index import RefreshReport, SpaceIndex, saved_index_state
 from .moments import best_moments, segment_hits
 from .ranking import RankedItem, rank_items
 from .snapshot import Snapshot
-from .space import SPACE_KINDS, Space
+from .space import Space
 from .view import RowFilter, SpaceView
 
 __all__ = [
-    "SPACE_KINDS",
     "Calibration",
     "RankedItem",
     "RefreshReport",

@@ -16,8 +16,9 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT, Encoder
+from xmodal.search.encoders import Encoder
 from xmodal.search.encoders.batching import TextBatcher
+from xmodal.search.media import kinds_in_space
 from xmodal.search.settings import AnnSettings
 from xmodal.search.store import SpaceRecord, Store
 
@@ -26,12 +27,6 @@ from .index import SpaceIndex
 from .view import SpaceView
 
 E = TypeVar("E", bound=Encoder)
-
-# The kinds of media each space can hold: a video has pictures and sound.
-SPACE_KINDS = {
-    IMAGE_TEXT: frozenset({"image", "video"}),
-    AUDIO_TEXT: frozenset({"audio", "video"}),
-}
 
 
 class Space(Generic[E]):
@@ -51,7 +46,7 @@ class Space(Generic[E]):
         self.name = space
         self.encoder: E = encoder
         self.index = SpaceIndex(store, space, ann)
-        self.kinds = SPACE_KINDS.get(space, frozenset())
+        self.kinds: frozenset[str] = kinds_in_space(space)  # a video has pictures and sound
         self.text_cache_size = text_cache_size
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_lock = threading.Lock()

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from xmodal.search.media.kinds import MediaKind
+
 INDEXED = "indexed"
 FAILED = "failed"
 
@@ -25,7 +27,7 @@ def segment_id_for(item_id: str, index: int) -> str:
 class ItemRecord:
     id: str
     uri: str  # absolute path of a local file
-    kind: str  # "image" (later "video", "audio")
+    kind: MediaKind  # stored as its value: "image", "video" or "audio"
     root: str  # the indexed folder (or file) it was found under
     content_hash: str = ""  # sha256 of the file bytes; detects change and exact duplicates
     bytes: int = 0

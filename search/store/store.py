@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from xmodal.search.errors import ModelMismatchError, StoreError, UnknownItemError
+from xmodal.search.media.kinds import MediaKind
 
 from .records import INDEXED, ItemRecord, SegmentRecord, SpaceRecord
 from .schema import (
@@ -352,6 +353,7 @@ def _vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def item_from_row(row: dict[str, Any]) -> ItemRecord:
     fields = {k: row[k] for k in ItemRecord.__dataclass_fields__ if k in row}
+    fields["kind"] = MediaKind(fields["kind"])
     fields["metadata"] = json.loads(row.get("metadata") or "{}")
     for key in ("bytes", "mtime_ns", "width", "height"):
         fields[key] = int(fields.get(key) or 0)

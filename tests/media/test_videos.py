@@ -37,7 +37,7 @@ from tests.media.videos import (
 )
 
 RED, BLUE, GREEN = (220, 30, 30), (30, 50, 210), (40, 170, 60)
-DEFAULT_MAX_PIXELS = 8192 * 4320  # VideoLimits' default
+DEFAULT_MAX_PIXELS = 8192 * 4320  # VideoSettings' default
 
 
 def close_to(actual, expected, tolerance: float = 12.0) -> bool:

@@ -15,7 +15,7 @@ yuv420p, so width and height must be even.
 
 Damaged inputs: `corrupt_middle`, `truncated`, `zero_bytes`, `garbage_file`,
 `write_audio_only` (no video stream) and `write_huge_resolution_header` (a genuine
-stream over the default `VideoLimits.max_pixels`). `read_back(path)` decodes a file
+stream over the default `VideoSettings.max_pixels`). `read_back(path)` decodes a file
 packet by packet and says what it found; the tests of these helpers use it.
 
 What PyAV 18.1 (FFmpeg 8) does with these files, measured when this was written:
@@ -642,7 +642,7 @@ def write_huge_resolution_header(
 ) -> Path:
     """One black frame at a huge size: a small file (about 100 kB) whose stream really
     is `size`. The default, 8192x4352, is H.264 level 6.2's largest frame (139,264
-    macroblocks) and just over `VideoLimits`' default max_pixels; it takes about 0.5 s
+    macroblocks) and just over `VideoSettings`' default max_pixels; it takes about 0.5 s
     to write and 0.3 s to open (FFmpeg decodes the frame while probing). 16000x16000
     works too but takes about 4 s to write and 1.6 s to open; 16384 and more are refused
     by FFmpeg ("Picture size is invalid")."""

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xmodal.search.audio import AudioOptions, iter_audio_windows
 from xmodal.search.encoders.clap_encoder import ClapEncoder
 from xmodal.search.evaluation import retrieval_metrics
+from xmodal.search.media import AudioOptions, iter_audio_windows
 from xmodal.synthetic import sounds
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "search" / "models" / "xmodal-ref-audio"

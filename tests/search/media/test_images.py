@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.conftest import photo, png_with_bad_crc, png_with_huge_header, truncated_jpeg
 from xmodal.search import ImageLimits, MediaDecodeError, decode_image
-from xmodal.search.images import register_optional_plugins, sniff_image_mime
+from xmodal.search.media.images import register_optional_plugins, sniff_image_mime
 
 
 def encoded(image: Image.Image, format: str, **options) -> bytes:
@@ -81,7 +81,7 @@ def test_bad_inputs_raise_a_reason(data, reason):
 
 def test_pixel_limit_is_a_setting():
     data = encoded(photo(7, (200, 100)), "PNG")
-    with pytest.raises(MediaDecodeError, match="images.max_pixels"):
+    with pytest.raises(MediaDecodeError, match=r"images\.max_pixels"):
         decode_image(data, ImageLimits(max_pixels=10_000))
     assert decode_image(data, ImageLimits(max_pixels=20_000)).width == 200
 

@@ -31,11 +31,8 @@ import numpy as np
 
 from xmodal.search.errors import MediaDecodeError
 
-from .av_media import import_av, open_container, stream_duration
+from .av import import_av, open_container, stream_duration
 
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mka", ".wma", ".aiff"}
-)
 # Holes between frame timestamps shorter than this are jitter (container timestamp
 # rounding), not lost packets; the shortest common codec frame is 2.5 ms (Opus), the
 # usual ones 20-26 ms.

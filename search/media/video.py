@@ -26,13 +26,11 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from xmodal.search.av_media import import_av, open_container, stream_duration
 from xmodal.search.errors import MediaDecodeError
 from xmodal.search.settings import SettingsGroup
 
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv"}
-)
+from .av import import_av, open_container, stream_duration
+
 VIDEO_MIME_TYPES = frozenset(
     {
         "video/mp4",

@@ -1,4 +1,4 @@
-"""Audio decoding into windows (search.audio) on synthetic files from tests.media.audio."""
+"""Audio decoding into windows (search.media.audio) on synthetic files from tests.media.audio."""
 
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ from tests.media.audio import (
     write_audio,
     write_audio_stream,
 )
-from xmodal.search.audio import (
+from xmodal.search.errors import MediaDecodeError
+from xmodal.search.media.audio import (
     AudioDecodeStats,
     AudioOptions,
     AudioWindow,
     iter_audio_windows,
     probe_audio,
 )
-from xmodal.search.errors import MediaDecodeError
 
 SUFFIXES = [".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"]
 RATE = 44100

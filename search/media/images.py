@@ -32,10 +32,6 @@ IMAGE_MIME_TYPES = frozenset(
         "image/jp2",
     }
 )
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
-    | {".avif", ".jp2", ".ico"}
-)
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})  # orientations that rotate by 90 degrees
 _heif_registered: bool | None = None

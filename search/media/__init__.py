@@ -1,0 +1,50 @@
+"""Media: the kinds of media (kinds.py) and all their decoding, for indexing and queries.
+
+Images decode with Pillow (images.py); videos (video.py) and sound (audio.py) with
+PyAV, through what they share (av.py). The indexer, query uploads and the API's
+thumbnails all decode here, so that the same file gives the same pixels and samples.
+"""
+
+from .audio import (
+    AudioDecodeStats,
+    AudioInfo,
+    AudioOptions,
+    AudioWindow,
+    iter_audio_windows,
+    probe_audio,
+    resample_mono,
+)
+from .images import DecodedImage, ImageLimits, decode_image
+from .kinds import KINDS, KindSpec, MediaKind, kinds_in_space, media_kind
+from .video import (
+    Keyframe,
+    KeyframeSettings,
+    VideoKeyframes,
+    VideoSettings,
+    extract_keyframes,
+    frame_at,
+)
+
+__all__ = [
+    "KINDS",
+    "AudioDecodeStats",
+    "AudioInfo",
+    "AudioOptions",
+    "AudioWindow",
+    "DecodedImage",
+    "ImageLimits",
+    "Keyframe",
+    "KeyframeSettings",
+    "KindSpec",
+    "MediaKind",
+    "VideoKeyframes",
+    "VideoSettings",
+    "decode_image",
+    "extract_keyframes",
+    "frame_at",
+    "iter_audio_windows",
+    "kinds_in_space",
+    "media_kind",
+    "probe_audio",
+    "resample_mono",
+]
