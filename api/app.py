@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         settings.data / "thumbnails", settings.server.thumbnail_size, settings.images
     )
     install_error_handlers(app)
-    app.include_router(search.router)
+    app.include_router(search.router_for(engine.query))
     app.include_router(items.router)
     app.include_router(health.router)
     return app

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, create_model, model_validator
 
 from xmodal.search.hits import Hit, SearchResult
 from xmodal.search.media import MediaKind
+from xmodal.search.settings import QuerySettings
 from xmodal.search.store import ItemRecord
 
 # A kind a request may name: a Literal of the table's values rather than the enum, so
@@ -19,10 +20,17 @@ else:
     MediaKindName = Literal[tuple(kind.value for kind in MediaKind)]
 
 
+TEXT_DESCRIPTION = "Find media matching this text."
+K_DESCRIPTION = "Results per page."
+
+
 class SearchRequest(BaseModel):
-    text: str | None = Field(None, description="Find media matching this text.", max_length=2000)
+    """A query by text or by indexed item. `text` and `k` are bounded by the engine's
+    query limits: `search_request_model` builds the model a server validates with."""
+
+    text: str | None = Field(None, description=TEXT_DESCRIPTION)
     item_id: str | None = Field(None, description="Find media similar to this indexed item.")
-    k: int = Field(10, ge=1, le=1000, description="Results per page.")
+    k: int = Field(10, ge=1, description=K_DESCRIPTION)
     offset: int = Field(0, ge=0, description="Skip this many results (pagination).")
     filter: dict[str, Any] | None = Field(
         None,
@@ -32,8 +40,8 @@ class SearchRequest(BaseModel):
     min_score: float | None = Field(
         None,
         description="Text queries: drop hits whose calibrated_score is below this (default: "
-        "the server's min_score setting). 3 keeps matches well above what unrelated queries "
-        "reach.",
+        "the server's query.min_score setting). 3 keeps matches well above what unrelated "
+        "queries reach.",
     )
 
     @model_validator(mode="after")
@@ -42,6 +50,21 @@ class SearchRequest(BaseModel):
         if len(given) != 1:
             raise ValueError("give exactly one of `text` or `item_id`")
         return self
+
+
+def search_request_model(limits: QuerySettings) -> type[SearchRequest]:
+    """SearchRequest with `text` and `k` bounded by the query limits, so that what the
+    schema accepts and documents is what the engine answers."""
+    return create_model(
+        "SearchRequest",
+        __base__=SearchRequest,
+        __doc__=SearchRequest.__doc__,
+        text=(
+            str | None,
+            Field(None, description=TEXT_DESCRIPTION, max_length=limits.max_text_chars),
+        ),
+        k=(int, Field(10, ge=1, le=limits.max_k, description=K_DESCRIPTION)),
+    )
 
 
 class SegmentOut(BaseModel):

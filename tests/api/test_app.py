@@ -144,3 +144,33 @@ def test_search_reports_its_time_split_in_server_timing(client, indexed):
     assert set(parts) == {"encode", "search", "fetch"}
     assert all(float(value) >= 0 for value in parts.values())
     assert sum(float(v) for v in parts.values()) <= response.json()["took_ms"] + 0.5
+
+
+def test_http_limits_follow_the_engines_query_settings(engine, indexed, settings, client):
+    """query.max_k and query.max_text_chars are declared once: a server configured with
+    max_k 5000 takes k = 2000 (it used to answer 422 from a hard-coded 1000)."""
+    from fastapi.testclient import TestClient
+
+    from xmodal.api import create_app
+    from xmodal.search import Engine, QuerySettings
+
+    assert client.post("/search", json={"text": "a photo", "k": 1000}).status_code == 200
+    assert client.post("/search", json={"text": "a photo", "k": 1001}).status_code == 422
+
+    limits = QuerySettings(max_k=5000, max_text_chars=50)
+    wide = Engine(engine.store, engine.encoder, query=limits)
+    app = create_app(settings.model_copy(update={"query": limits}), wide)
+    with TestClient(app) as wide_client:
+        found = wide_client.post("/search", json={"text": "a photo", "k": 2000})
+        assert found.status_code == 200 and len(found.json()["hits"]) == len(indexed)
+        assert wide_client.post("/search", json={"text": "a photo", "k": 5001}).status_code == 422
+        assert wide_client.post("/search", json={"text": "x" * 50}).status_code == 200
+        too_long = wide_client.post("/search", json={"text": "x" * 51})
+        assert too_long.status_code == 422 and "50" in too_long.text
+        with open(indexed[0], "rb") as f:
+            upload = wide_client.post(
+                "/search/image", files={"file": ("q.jpg", f, "image/jpeg")}, data={"k": "2000"}
+            )
+        assert upload.status_code == 200
+        schema = wide_client.get("/openapi.json").json()["components"]["schemas"]
+        assert schema["SearchRequest"]["properties"]["k"]["maximum"] == 5000
