@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_type_hints
 
 from pydantic import BaseModel, Field, create_model, model_validator
 
@@ -10,6 +10,7 @@ from xmodal.search.hits import Hit, SearchResult
 from xmodal.search.media import MediaKind
 from xmodal.search.settings import QuerySettings
 from xmodal.search.store import ItemRecord
+from xmodal.search.store.records import ITEM_COLUMNS
 
 # A kind a request may name: a Literal of the table's values rather than the enum, so
 # that the OpenAPI schema keeps its inline enum ["image", "video", "audio"] and a bad
@@ -74,40 +75,49 @@ class SegmentOut(BaseModel):
     end: float | None = None
 
 
-class ItemOut(BaseModel):
-    id: str
-    uri: str
-    kind: str
-    width: int
-    height: int
-    duration: float | None = None
-    bytes: int
-    content_hash: str
-    status: str
-    error: str | None = None
-    metadata: dict[str, Any]
+def item_fields(view: str) -> dict[str, Any]:
+    """The fields of ItemRecord shown in `view` ("item": GET /items/{id}; "hit": search
+    results), typed as the JSON shows them; the record declares which (Column.shown_in)."""
+    hints = get_type_hints(ItemRecord)
+    shown: dict[str, Any] = {}
+    for name, column in ITEM_COLUMNS.items():
+        if view not in column.shown_in:
+            continue
+        annotation = str if hints[name] is MediaKind else hints[name]
+        if column.empty_is_null:
+            annotation = annotation | None
+        optional = type(None) in get_args(annotation)
+        default = None if optional else ...
+        shown[name] = (annotation, Field(default, description=column.description))
+    return shown
 
+
+def item_values(item: ItemRecord, view: str) -> dict[str, Any]:
+    """An item's values for the fields of `view` (see item_fields)."""
+    values: dict[str, Any] = {}
+    for name, column in ITEM_COLUMNS.items():
+        if view in column.shown_in:
+            value = getattr(item, name)
+            values[name] = None if column.empty_is_null and not value else value
+    return values
+
+
+# The item parts of the two responses, derived from ItemRecord's declaration.
+if TYPE_CHECKING:
+    ItemFields = BaseModel
+    HitItemFields = BaseModel
+else:
+    ItemFields = create_model("ItemFields", **item_fields("item"))
+    HitItemFields = create_model("HitItemFields", **item_fields("hit"))
+
+
+class ItemOut(ItemFields):
     @classmethod
     def of(cls, item: ItemRecord) -> ItemOut:
-        return cls(
-            id=item.id,
-            uri=item.uri,
-            kind=item.kind,
-            width=item.width,
-            height=item.height,
-            duration=item.duration,
-            bytes=item.bytes,
-            content_hash=item.content_hash,
-            status=item.status,
-            error=item.error or None,
-            metadata=item.metadata,
-        )
+        return cls(**item_values(item, "item"))
 
 
-class HitOut(BaseModel):
-    id: str
-    uri: str
-    kind: str
+class HitOut(HitItemFields):
     score: float = Field(description="Cosine similarity of the best segment, in its space.")
     matched: Literal["picture", "sound"] = Field(
         description="What matched: the pictures (images, video keyframes) or the sound "
@@ -119,30 +129,19 @@ class HitOut(BaseModel):
         "standard deviations above the best match of unrelated queries); hits are ordered "
         "by it. Null for queries by example.",
     )
-    width: int
-    height: int
-    duration: float | None = None
     segments: list[SegmentOut] = Field(
         description="An image's segment, or the best moments (start, end in seconds) of a "
         "video or a sound, adjacent windows merged."
     )
-    metadata: dict[str, Any]
 
     @classmethod
     def of(cls, hit: Hit) -> HitOut:
-        item = hit.item
         return cls(
-            id=item.id,
-            uri=item.uri,
-            kind=item.kind,
+            **item_values(hit.item, "hit"),
             score=hit.score,
             matched=hit.matched,
             calibrated_score=None if hit.calibrated is None else round(hit.calibrated, 4),
-            width=item.width,
-            height=item.height,
-            duration=item.duration,
             segments=[SegmentOut(**s.__dict__) for s in hit.segments],
-            metadata=item.metadata,
         )
 
 

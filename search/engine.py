@@ -476,7 +476,9 @@ class Query:
         if self.kinds is not None:
             unknown = set(self.kinds) - set(MediaKind)
             if unknown or not self.kinds:
-                raise InvalidQueryError(f"kinds must be some of {sorted(k.value for k in MediaKind)}")
+                raise InvalidQueryError(
+                    f"kinds must be some of {sorted(k.value for k in MediaKind)}"
+                )
         return validate_filter(self.filter)
 
     def rows(self, view: SpaceView) -> RowFilter | None:

@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from xmodal.search.errors import InvalidQueryError
+from xmodal.search.store.records import ITEM_FILTER_COLUMNS
 
-ITEM_FIELDS = {"kind", "uri", "width", "height", "bytes", "mtime"}
+# The keys that address the item itself (declared on ItemRecord); others, its metadata.
+ITEM_FIELDS = frozenset(ITEM_FILTER_COLUMNS)
 _OPERATORS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"}
 
 

@@ -17,9 +17,8 @@ import pyarrow.compute as pc
 
 from xmodal.search.filters import ItemTable
 from xmodal.search.store import INDEXED, ItemRecord, Store
+from xmodal.search.store.records import ITEM_COLUMNS, ITEM_FILTER_COLUMNS
 from xmodal.search.store.store import item_from_row
-
-_FILTER_FIELDS = ("id", "uri", "kind", "width", "height", "bytes", "mtime_ns")
 
 
 class Snapshot:
@@ -65,8 +64,14 @@ class Snapshot:
         return len(self.item_codes)
 
     def _filter_fields(self) -> pd.DataFrame:
-        fields = self.item_table.select(list(_FILTER_FIELDS)).to_pandas()
-        fields["mtime"] = fields.pop("mtime_ns") / 1e9
+        """The item fields filters address, under their filter keys (ItemRecord declares
+        them), in filter units (mtime in seconds)."""
+        table = self.item_table
+        fields = pd.DataFrame({"id": table.column("id").to_numpy(zero_copy_only=False)})
+        for key, name in ITEM_FILTER_COLUMNS.items():
+            values = table.column(name).to_pandas()
+            divisor = ITEM_COLUMNS[name].filter_divisor
+            fields[key] = values if divisor == 1.0 else values / divisor
         return fields
 
     def _metadata_json(self) -> list[str]:

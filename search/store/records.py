@@ -1,12 +1,14 @@
-"""Store records: what one row of each table holds. API schemas are separate."""
+"""Store records: what one row of each table holds; an item's fields are declared once,
+here, with how each is stored, filtered and shown."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from xmodal.search.media.kinds import MediaKind
 
@@ -23,22 +25,106 @@ def segment_id_for(item_id: str, index: int) -> str:
     return f"{item_id}:{index}"
 
 
+@dataclass(frozen=True)
+class Column:
+    """How one field of an item is stored, filtered on and shown: declared once, on the
+    field, and read by the Arrow schema (schema.py), filters (search/filters.py and the
+    space snapshot) and the HTTP schemas (xmodal.api.schemas)."""
+
+    arrow: pa.DataType
+    description: str
+    nullable: bool = True
+    filter_key: str | None = None  # its key in metadata filters, when it can be filtered on
+    filter_divisor: float = 1.0  # filters see the value divided by this (ns -> seconds)
+    shown_in: frozenset[str] = frozenset({"item", "hit"})  # HTTP: GET /items/{id}, hits
+    empty_is_null: bool = False  # HTTP: an empty string is shown as null
+
+
+def column(arrow: pa.DataType, description: str, **options: Any) -> dict[str, Column]:
+    return {"column": Column(arrow, description, **options)}
+
+
+ITEM_ONLY = frozenset({"item"})
+NOWHERE: frozenset[str] = frozenset()
+
+
 @dataclass
 class ItemRecord:
-    id: str
-    uri: str  # absolute path of a local file
-    kind: MediaKind  # stored as its value: "image", "video" or "audio"
-    root: str  # the indexed folder (or file) it was found under
-    content_hash: str = ""  # sha256 of the file bytes; detects change and exact duplicates
-    bytes: int = 0
-    mtime_ns: int = 0
-    width: int = 0  # pixels, after EXIF orientation
-    height: int = 0
-    duration: float | None = None  # seconds, for videos and audio
-    metadata: dict[str, Any] = field(default_factory=dict)  # user metadata
-    status: str = INDEXED  # INDEXED or FAILED
-    error: str = ""  # why a FAILED item could not be indexed
-    indexed_at: float = 0.0  # unix seconds
+    id: str = field(
+        metadata=column(pa.string(), "Stable id, derived from the location.", nullable=False)
+    )
+    uri: str = field(
+        metadata=column(pa.string(), "Absolute path of the file.", nullable=False, filter_key="uri")
+    )
+    kind: MediaKind = field(  # stored as its value
+        metadata=column(pa.string(), "image, video or audio.", nullable=False, filter_key="kind")
+    )
+    root: str = field(
+        metadata=column(
+            pa.string(), "The indexed folder (or file) it was found under.", shown_in=NOWHERE
+        )
+    )
+    content_hash: str = field(
+        default="",
+        metadata=column(
+            pa.string(),
+            "sha256 of the file's bytes; detects change and exact duplicates.",
+            shown_in=ITEM_ONLY,
+        ),
+    )
+    bytes: int = field(
+        default=0,
+        metadata=column(pa.int64(), "File size.", filter_key="bytes", shown_in=ITEM_ONLY),
+    )
+    mtime_ns: int = field(
+        default=0,
+        metadata=column(
+            pa.int64(),
+            "Modification time, ns since the epoch (filters: `mtime`, in seconds).",
+            filter_key="mtime",
+            filter_divisor=1e9,
+            shown_in=NOWHERE,
+        ),
+    )
+    width: int = field(
+        default=0,
+        metadata=column(
+            pa.int32(), "Pixels, after EXIF orientation (0 for sound).", filter_key="width"
+        ),
+    )
+    height: int = field(
+        default=0, metadata=column(pa.int32(), "Pixels (0 for sound).", filter_key="height")
+    )
+    duration: float | None = field(
+        default=None, metadata=column(pa.float64(), "Seconds, for videos and sounds.")
+    )
+    metadata: dict[str, Any] = field(  # stored as a JSON object
+        default_factory=dict, metadata=column(pa.string(), "The user's metadata.")
+    )
+    status: str = field(
+        default=INDEXED,
+        metadata=column(pa.string(), "indexed, or failed (see error).", shown_in=ITEM_ONLY),
+    )
+    error: str = field(
+        default="",
+        metadata=column(
+            pa.string(),
+            "Why it could not be indexed, or what of it was skipped.",
+            shown_in=ITEM_ONLY,
+            empty_is_null=True,
+        ),
+    )
+    indexed_at: float = field(
+        default=0.0, metadata=column(pa.float64(), "Unix seconds.", shown_in=NOWHERE)
+    )
+
+
+# Every item field with its column, in declaration order.
+ITEM_COLUMNS: dict[str, Column] = {f.name: f.metadata["column"] for f in fields(ItemRecord)}
+# Filter key -> the column it reads ({"mtime": "mtime_ns", "kind": "kind", ...}).
+ITEM_FILTER_COLUMNS: dict[str, str] = {
+    c.filter_key: name for name, c in ITEM_COLUMNS.items() if c.filter_key
+}
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from .records import ITEM_COLUMNS
+
 STORE_FORMAT = 2  # 2: items.duration
 
 ITEMS = "items"
@@ -11,23 +13,9 @@ SPACES = "spaces"
 ROOTS = "roots"
 META = "meta"
 
+# Derived from ItemRecord's declaration (records.py).
 ITEMS_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("uri", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("root", pa.string()),
-        pa.field("content_hash", pa.string()),
-        pa.field("bytes", pa.int64()),
-        pa.field("mtime_ns", pa.int64()),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("duration", pa.float64()),
-        pa.field("metadata", pa.string()),  # JSON object
-        pa.field("status", pa.string()),
-        pa.field("error", pa.string()),
-        pa.field("indexed_at", pa.float64()),
-    ]
+    [pa.field(name, c.arrow, nullable=c.nullable) for name, c in ITEM_COLUMNS.items()]
 )
 
 SPACES_SCHEMA = pa.schema(
