@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from xmodal.search.hits import Hit, SearchResult
-from xmodal.search.store import ItemRecord
+if TYPE_CHECKING:  # only in annotations: the command line reads answers without the store
+    from xmodal.search.hits import Hit, SearchResult
+    from xmodal.search.store import ItemRecord
 
 MediaKind = Literal["image", "video", "audio"]
 
@@ -140,6 +141,12 @@ class HealthResponse(BaseModel):
     items: int
     spaces: list[SpaceOut]
     store_format: int
+    data: str = Field(description="The data directory served, resolved.")
+    model: str = Field(description="The image-text model this server queries with.")
+    audio_model: str | None = Field(
+        None, description="The audio-text model this server queries with; null: none."
+    )
+    pid: int = Field(description="The server's process id (`xmodal search` checks it).")
 
 
 class ErrorResponse(BaseModel):
