@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from xmodal.api.settings import Settings, load_settings
-from xmodal.search import Engine, MediaKind, XmodalError
-from xmodal.search.errors import IndexingAborted, InvalidQueryError, ModelLoadError
-from xmodal.search.filters import parse_filter_json
+from xmodal.search.errors import IndexingAborted, InvalidQueryError, ModelLoadError, XmodalError
+
+if TYPE_CHECKING:
+    from xmodal.api.schemas import SearchResponse
 
 app = typer.Typer(
     name="xmodal",
@@ -85,6 +88,7 @@ def index(
     """Index images, videos and sounds under PATHS; re-runs only process what changed."""
     from xmodal.indexer import DecodeOptions, index_paths
     from xmodal.indexer.metadata_file import read_metadata_file
+    from xmodal.search import Engine
 
     from .progress_bar import RichProgress
 
@@ -117,7 +121,8 @@ def index(
     console.print(f"[bold]{report.summary()}[/bold] in {report.times.wall:.1f} s")
     t = report.times
     console.print(
-        f"stages: discover {t.discover:.1f} s, decode {t.decode:.1f} s (summed over workers), "
+        f"stages: model load {t.load:.1f} s (beside discovery and decoding), "
+        f"discover {t.discover:.1f} s, decode {t.decode:.1f} s (summed over workers), "
         f"encode {t.encode:.1f} s, write {t.write:.1f} s"
         + (f", {report.index_kind} index {t.index:.1f} s" if report.index_kind != "exact" else "")
     )
@@ -181,66 +186,166 @@ def search(
     data: DataOpt = None,
     model: ModelOpt = None,
     audio_model: AudioModelOpt = None,
+    no_server: Annotated[
+        bool,
+        typer.Option(
+            "--no-server",
+            help="Load the models and the store here even when `xmodal serve` runs on the "
+            "same data directory (by default the query goes to that server).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search by TEXT, by --image FILE, by --audio FILE, or by --similar ITEM_ID."""
+    """Search by TEXT, by --image FILE, by --audio FILE, or by --similar ITEM_ID.
+
+    Asks the running `xmodal serve` of the same data directory when there is one (its
+    models are loaded already); otherwise loads the models and the store for this query."""
+    started = time.perf_counter()
     given = [q for q in (text, image, audio, similar) if q]
     if len(given) != 1:
         raise InvalidQueryError(
             "give exactly one of TEXT, --image FILE, --audio FILE or --similar ID"
         )
-    filter_spec = parse_filter_json(filter)
-    engine = Engine.from_settings(build_settings(data=data, model=model, audio_model=audio_model))
-    if text:
-        result = engine.search_text(text, k, offset, filter_spec, kind, min_score)
-    elif image:
-        if not image.is_file():
-            raise InvalidQueryError(f"no such image file: {image}")
-        result = engine.search_image(image, k, offset, filter_spec, kind)
-    elif audio:
-        if not audio.is_file():
-            raise InvalidQueryError(f"no such sound file: {audio}")
-        result = engine.search_audio(audio, k, offset, filter_spec, kind)
-    else:
-        result = engine.search_similar(str(similar), k, offset, filter_spec, kind)
-    if as_json:
-        from xmodal.api.schemas import SearchResponse
+    filter_spec = None
+    if filter is not None:
+        from xmodal.search.filters import parse_filter_json
 
-        print(SearchResponse.of(result).model_dump_json(indent=2))
+        filter_spec = parse_filter_json(filter)
+    for path, what in ((image, "image"), (audio, "sound")):
+        if path is not None and not path.is_file():
+            raise InvalidQueryError(f"no such {what} file: {path}")
+    settings = build_settings(data=data, model=model, audio_model=audio_model)
+    query = SearchQuery(text, image, audio, similar, k, offset, filter_spec, kind, min_score)
+    response, server_url, why_not = None, "", ""
+    if not no_server:
+        response, server_url, why_not = search_through_server(settings, query)
+    if response is None:
+        response = search_in_process(settings, query)
+    elapsed = time.perf_counter() - started
+    from .server_link import format_seconds
+
+    if server_url:
+        timing = f"answered by the server at {server_url} in {format_seconds(elapsed)}"
+    else:
+        timing = (
+            f"answered in-process in {format_seconds(elapsed)} (models and store loaded for "
+            "this query; `xmodal serve` keeps them warm)" + (f"; {why_not}" if why_not else "")
+        )
+    if as_json:
+        print(response.model_dump_json(indent=2))
+        errors.print(timing, markup=False, highlight=False, soft_wrap=True)
         return
-    if not result.hits:
+    print_hits(response, offset)
+    console.print(timing, markup=False, highlight=False, soft_wrap=True)
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One `xmodal search`, asked in-process or of a server."""
+
+    text: str | None
+    image: Path | None
+    audio: Path | None
+    similar: str | None
+    k: int
+    offset: int
+    filter: dict[str, Any] | None
+    kinds: list[str] | None
+    min_score: float | None
+
+
+def search_through_server(
+    settings: Settings, query: SearchQuery
+) -> tuple[SearchResponse | None, str, str]:
+    """(answer, server URL, "") from the running server of settings.data; (None, "", why
+    not) when there is none that fits (why: "" when none runs)."""
+    from .server_link import ServerGone, find_server
+
+    link, why_not = find_server(settings.data, settings.model, settings.audio_model)
+    if link is None:
+        return None, "", why_not
+    try:
+        if query.image is not None or query.audio is not None:
+            route, file = (
+                ("/search/image", query.image) if query.image else ("/search/audio", query.audio)
+            )
+            assert file is not None
+            body = link.search_upload(route, file, query.k, query.offset, query.filter, query.kinds)
+        else:
+            # This command's min_score setting, not the server's, as in-process.
+            min_score = query.min_score if query.min_score is not None else settings.query.min_score
+            request = {
+                "text": query.text,
+                "item_id": query.similar,
+                "k": query.k,
+                "offset": query.offset,
+                "filter": query.filter,
+                "kinds": query.kinds,
+                "min_score": min_score if query.text else None,
+            }
+            body = link.search({key: v for key, v in request.items() if v is not None})
+    except ServerGone as gone:
+        return None, "", f"the server stopped answering ({gone})"
+    from xmodal.api.schemas import SearchResponse
+
+    return SearchResponse.model_validate_json(body), link.url, ""
+
+
+def search_in_process(settings: Settings, query: SearchQuery) -> SearchResponse:
+    from xmodal.api.schemas import SearchResponse
+    from xmodal.search import Engine
+
+    engine = Engine.from_settings(settings)
+    k, offset, filter_spec, kinds = query.k, query.offset, query.filter, query.kinds
+    if query.text:
+        result = engine.search_text(query.text, k, offset, filter_spec, kinds, query.min_score)
+    elif query.image:
+        result = engine.search_image(query.image, k, offset, filter_spec, kinds)
+    elif query.audio:
+        result = engine.search_audio(query.audio, k, offset, filter_spec, kinds)
+    else:
+        result = engine.search_similar(str(query.similar), k, offset, filter_spec, kinds)
+    return SearchResponse.of(result)
+
+
+def print_hits(response: SearchResponse, offset: int) -> None:
+    if not response.hits:
         console.print("no results")
         return
-    calibrated = any(hit.calibrated is not None for hit in result.hits)
+    calibrated = any(hit.calibrated_score is not None for hit in response.hits)
     table = Table("rank", "score", *(["calibrated"] if calibrated else []), "matched", "file", "id")
-    for rank, hit in enumerate(result.hits, offset + 1):
-        scale = [f"{hit.calibrated:.2f}"] if hit.calibrated is not None else []
-        table.add_row(str(rank), f"{hit.score:.4f}", *scale, hit.matched, hit.item.uri, hit.item.id)
-        for moment in hit.segments if hit.item.kind != MediaKind.IMAGE else []:
+    for rank, hit in enumerate(response.hits, offset + 1):
+        # The item's fields are derived from ItemRecord (schemas.item_fields): read by name.
+        item = hit.model_dump(include={"id", "uri", "kind"})
+        uri = item["uri"]
+        scale = [f"{hit.calibrated_score:.2f}"] if hit.calibrated_score is not None else []
+        table.add_row(str(rank), f"{hit.score:.4f}", *scale, hit.matched, uri, item["id"])
+        for moment in hit.segments if item["kind"] != "image" else []:
             table.add_row(
                 "",
                 f"{moment.score:.4f}",
                 *([""] if calibrated else []),
                 "",
-                format_moment(hit.item.uri, moment),
+                format_moment(uri, moment),
                 "",
             )
     console.print(table)
-    console.print(f"{len(result.hits)} result(s) in {result.took_ms:.1f} ms")
+    console.print(f"{len(response.hits)} result(s) in {response.took_ms:.1f} ms")
 
 
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (0: any free one).")] = None,
     data: DataOpt = None,
     model: ModelOpt = None,
     audio_model: AudioModelOpt = None,
 ) -> None:
-    """Serve the HTTP API (OpenAPI docs at /docs)."""
-    import uvicorn
-
+    """Serve the HTTP API (OpenAPI docs at /docs). While it runs, `xmodal search` on the
+    same data directory asks it instead of loading the models itself."""
     from xmodal.api.app import create_app
+
+    from .server_link import serve_announced
 
     settings = build_settings(
         {"server": {"host": host, "port": port}}, data=data, model=model, audio_model=audio_model
@@ -249,9 +354,12 @@ def serve(
     # The model, the vectors and a large index load before the port opens, so the first
     # requests are not the slow ones.
     application.state.engine.warm()
+
+    def started(url: str) -> None:
+        console.print(f"serving {settings.data} on {url} (docs: /docs)")
+
     server = settings.server
-    console.print(f"serving {settings.data} on http://{server.host}:{server.port} (docs: /docs)")
-    uvicorn.run(application, host=server.host, port=server.port, log_level="warning")
+    serve_announced(application, settings.data, server.host, server.port, started)
 
 
 @app.command()
@@ -259,11 +367,13 @@ def reindex(
     data: DataOpt = None,
     kind: Annotated[
         str | None,
-        typer.Option(help="auto, exact, flat, hnsw or ivfpq (default: the index_kind setting)."),
+        typer.Option(help="auto, exact, flat, hnsw or ivfpq (default: the ann.kind setting)."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild the vector index of every space of the store from scratch and save it."""
+    from xmodal.search import Engine
+
     settings = build_settings({"ann": {"kind": kind}}, data=data)
     engine = Engine.from_settings(settings)
     reports = engine.refresh_indexes(save=True, rebuild=True)
@@ -359,7 +469,7 @@ def eval_command(
         f"text_to_{media}": metrics.text_to_media,
         f"{media}_to_text": metrics.media_to_text,
     }
-    files = "sounds" if media == MediaKind.AUDIO else "images"
+    files = "sounds" if media == "audio" else "images"
     if as_json:
         summary: dict[str, Any] = {
             "model": report.model,

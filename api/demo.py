@@ -60,6 +60,7 @@ def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) ->
     sound = sorted(library.glob("*.wav"))[0]
     print(f"  curl -s -F file=@{sound} {base}/search/audio", flush=True)
     if serve:
-        import uvicorn
+        from .server_link import serve_announced
 
-        uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="warning")
+        # While it runs, `xmodal search --data DATA/store` asks it (server.json).
+        serve_announced(create_app(settings, engine), settings.data, host, port, lambda _: None)

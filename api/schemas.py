@@ -169,6 +169,12 @@ class HealthResponse(BaseModel):
     items: int
     spaces: list[SpaceOut]
     store_format: int
+    data: str = Field(description="The data directory served, resolved.")
+    model: str = Field(description="The image-text model this server queries with.")
+    audio_model: str | None = Field(
+        None, description="The audio-text model this server queries with; null: none."
+    )
+    pid: int = Field(description="The server's process id (`xmodal search` checks it).")
 
 
 class ErrorResponse(BaseModel):

@@ -6,15 +6,26 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+from PIL import Image
 
-from xmodal.search.encoders import ImageTextEncoder
 from xmodal.search.errors import MediaDecodeError
 from xmodal.search.media import MediaKind, decode_image, extract_keyframes, probe_audio
 
 from .discover import Candidate
 from .options import DecodeOptions
+
+
+class ImagePreparer(Protocol):
+    """What decoding needs of the image encoder (the encoder itself, or indexer/
+    background.AfterLoad while it loads)."""
+
+    @property
+    def input_size(self) -> tuple[int, int]: ...
+
+    def prepare_image(self, image: Image.Image) -> np.ndarray: ...
 
 
 @dataclass
@@ -54,7 +65,7 @@ def _same_as_indexed(result: Decoded) -> bool:
     return result.same_content
 
 
-def _decode_image(result: Decoded, encoder: ImageTextEncoder, options: DecodeOptions) -> None:
+def _decode_image(result: Decoded, encoder: ImagePreparer, options: DecodeOptions) -> None:
     data = result.candidate.path.read_bytes()
     result.content_hash = hashlib.sha256(data).hexdigest()
     if _same_as_indexed(result):
@@ -94,7 +105,7 @@ def _video_has_sound(path: Path) -> bool:
     return True
 
 
-def _decode_video(result: Decoded, encoder: ImageTextEncoder, options: DecodeOptions) -> None:
+def _decode_video(result: Decoded, encoder: ImagePreparer, options: DecodeOptions) -> None:
     if _hash_unless_same(result):
         return
     video = extract_keyframes(
@@ -113,7 +124,7 @@ def _decode_video(result: Decoded, encoder: ImageTextEncoder, options: DecodeOpt
 
 
 def decode_candidate(
-    candidate: Candidate, encoder: ImageTextEncoder, options: DecodeOptions
+    candidate: Candidate, encoder: ImagePreparer, options: DecodeOptions
 ) -> Decoded:
     started = time.perf_counter()
     result = Decoded(candidate)

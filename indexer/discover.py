@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +62,13 @@ def resolve_roots(paths: Iterable[str | Path]) -> list[Path]:
     return roots
 
 
-def plan_run(paths: Iterable[str | Path], store: Store) -> Plan:
+def plan_run(
+    paths: Iterable[str | Path],
+    store: Store,
+    on_candidate: Callable[[Candidate], None] | None = None,
+) -> Plan:
+    """What to index, leave and remove; `on_candidate` hears of each file to index as it
+    is found (the indexer starts loading the image model at the first picture)."""
     roots = resolve_roots(paths)
     plan = Plan(roots=[str(r) for r in roots])
     seen: set[str] = set()
@@ -109,5 +115,7 @@ def plan_run(paths: Iterable[str | Path], store: Store) -> Plan:
                     existed=row is not None,
                 )
             )
+            if on_candidate is not None:
+                on_candidate(plan.to_index[-1])
         plan.removed_ids.extend(row["id"] for uri, row in known.items() if uri not in found)
     return plan

@@ -12,16 +12,15 @@ the audio encoder (indexer/audio_encode.py), so no file is ever held whole.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT
+from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT, AudioTextEncoder
 from xmodal.search.engine import Engine
 from xmodal.search.errors import IndexingAborted, ModelLoadError
 from xmodal.search.media import MediaKind, kinds_in_space
@@ -35,7 +34,8 @@ from xmodal.search.store import (
 )
 
 from .audio_encode import AudioEncoder, EncodedAudio
-from .decode import Decoded, decode_candidate
+from .background import AfterLoad, BackgroundLoad, DecodeAhead
+from .decode import Decoded
 from .discover import Candidate, plan_run
 from .options import DecodeOptions, IndexOptions
 from .progress import NoProgress, Progress
@@ -74,32 +74,81 @@ class Indexer:
         started = time.perf_counter()
         report = IndexReport()
         metadata = {str(Path(k).expanduser().resolve()): v for k, v in (metadata or {}).items()}
-        plan = plan_run(paths, self.store)
-        # Models load before the store is written to, so that a bad one fails the run
-        # at once; a run with no pictures (a sound library) needs no image model.
+        # The image model loads in the background while files are found and decoded. It
+        # starts as soon as it is known to be needed: the store has pictures, or discovery
+        # finds one to index (a run with no pictures, a sound library, never loads it).
+        image_load = BackgroundLoad(self.encoder)
+        if self.store.space(IMAGE_TEXT) is not None:
+            image_load.start()
+
         pictures = kinds_in_space(IMAGE_TEXT)
-        if any(c.kind in pictures for c in plan.to_index) or self.store.space(IMAGE_TEXT):
-            self.encoder.load()
-            self.engine.bind_space(IMAGE_TEXT)
-        self._audio = self._prepare_audio(plan.to_index)
-        for space in self.store.spaces():
-            self.store.remove_orphan_segments(space.name)
 
-        for root in plan.roots:
-            self.store.add_root(root)
+        def found(candidate: Candidate) -> None:
+            if candidate.kind in pictures:
+                image_load.start()
+
+        plan = plan_run(paths, self.store, on_candidate=found)
         report.times.discover = time.perf_counter() - started
-        report.ignored = plan.ignored
-        report.unchanged = len(plan.unchanged_ids)
-        if plan.removed_ids:
-            self.store.delete_items(plan.removed_ids)
-            report.removed = len(plan.removed_ids)
-        self._update_metadata(plan.unchanged_ids, metadata)
+        sound = self._wants_sound(plan.to_index)
+        window_size = max(2 * self.options.batch_size, 2 * self.options.decode_workers)
+        decoding = DecodeAhead(
+            plan.to_index,
+            AfterLoad(self.encoder, image_load),
+            replace(self.decode, sound=sound),
+            self.options.decode_workers,
+            window_size,
+        )
+        try:
+            # Models are loaded before the store is written to, so that a bad one fails
+            # the run before it changed anything. The audio model loads after the image
+            # model: importing their libraries (torchvision, transformers) in two threads
+            # at once can deadlock.
+            image_load.wait()
+            loading = time.perf_counter()
+            audio_encoder = self._load_audio() if sound else None
+            report.times.load = image_load.seconds + time.perf_counter() - loading
+            preparing = time.perf_counter()
+            if image_load.started:
+                self.engine.bind_space(IMAGE_TEXT)
+            self._audio = None if audio_encoder is None else self._bind_audio(audio_encoder)
+            for space in self.store.spaces():
+                self.store.remove_orphan_segments(space.name)
+            for root in plan.roots:
+                self.store.add_root(root)
+            report.ignored = plan.ignored
+            report.unchanged = len(plan.unchanged_ids)
+            if plan.removed_ids:
+                self.store.delete_items(plan.removed_ids)
+                report.removed = len(plan.removed_ids)
+            self._update_metadata(plan.unchanged_ids, metadata)
+            report.times.discover += time.perf_counter() - preparing
+            self._index(decoding, metadata, report, len(plan.to_index))
+        finally:
+            decoding.close()
+            image_load.join()  # on an error, not left importing while the process exits
+        if self._audio is not None:
+            report.times.decode += self._audio.stats.decode_seconds
+            report.times.encode += self._audio.stats.encode_seconds
+        if report.embedded or report.removed or report.failed:
+            self.store.compact()
+        self._update_index(report)
+        report.times.wall = time.perf_counter() - started
+        return report
 
+    def _index(
+        self,
+        decoding: Iterable[Decoded],
+        metadata: Mapping[str, dict[str, Any]],
+        report: IndexReport,
+        count: int,
+    ) -> None:
+        """Encode and write the decoded files, batch by batch."""
         writer = BatchWriter(self.store, self.options.write_batch_size)
-        self.progress.start(len(plan.to_index))
+        self.progress.start(count)
         try:
             pending: list[Decoded] = []
-            for decoded in self._decoded(plan.to_index, report):
+            for decoded in decoding:
+                report.times.decode += decoded.seconds
                 if decoded.failed:
                     self._record_failure(decoded, metadata, writer, report)
                 elif decoded.same_content:
@@ -119,26 +168,20 @@ class Indexer:
             writer.close()
             self.progress.finish()
         report.times.write = writer.seconds
-        if self._audio is not None:
-            report.times.decode += self._audio.stats.decode_seconds
-            report.times.encode += self._audio.stats.encode_seconds
-        if report.embedded or report.removed or report.failed:
-            self.store.compact()
-        self._update_index(report)
-        report.times.wall = time.perf_counter() - started
-        return report
 
-    def _prepare_audio(self, candidates: list[Candidate]) -> AudioEncoder | None:
-        """The audio encoder for this run, loaded and its space bound, when the run has
-        audio to index; None otherwise (audio files then fail with a reason)."""
-        encoder = self.engine.audio_encoder
+    def _wants_sound(self, candidates: list[Candidate]) -> bool:
+        """Whether this run indexes sound: it has an audio model and audio to index (audio
+        files, or videos when their sound is indexed); otherwise audio files fail with
+        a reason."""
         decode = self.decode
-        wanted = any(
+        return self.engine.audio_encoder is not None and any(
             c.kind == MediaKind.AUDIO or (c.kind == MediaKind.VIDEO and decode.video.sound)
             for c in candidates
         )
-        if encoder is None or not wanted:
-            return None
+
+    def _load_audio(self) -> AudioTextEncoder:
+        encoder = self.engine.audio_encoder
+        assert encoder is not None
         try:
             encoder.load()  # a bad audio model fails the run here, before any work
         except ModelLoadError as error:
@@ -146,10 +189,15 @@ class Indexer:
                 f"{error} (the audio model is needed for sound; to index pictures only, "
                 "set --audio-model none or XMODAL_AUDIO_MODEL=none)"
             ) from error
+        return encoder
+
+    def _bind_audio(self, encoder: AudioTextEncoder) -> AudioEncoder:
+        """The audio space bound to the loaded model, and the encoder for this run."""
         self.engine.bind_space(AUDIO_TEXT)
+        audio = self.decode.audio
         options = replace(
-            self.engine.audio_window_options(decode.audio.max_seconds, decode.audio.hop),
-            silence_dbfs=decode.audio.silence_dbfs,
+            self.engine.audio_window_options(audio.max_seconds, audio.hop),
+            silence_dbfs=audio.silence_dbfs,
         )
         return AudioEncoder(encoder, options, self.options.batch_size)
 
@@ -163,25 +211,6 @@ class Indexer:
         report.times.index = time.perf_counter() - started
 
     # -- stages ----------------------------------------------------------
-    def _decoded(self, candidates: list[Candidate], report: IndexReport) -> Iterator[Decoded]:
-        """Decode in worker threads, in order, at most a window of files ahead."""
-        window_size = max(2 * self.options.batch_size, 2 * self.options.decode_workers)
-        options = replace(self.decode, sound=self._audio is not None)
-        encoder = self.encoder
-        with ThreadPoolExecutor(self.options.decode_workers, "xmodal-decode") as pool:
-            todo = iter(candidates)
-            window: deque[Future[Decoded]] = deque(
-                pool.submit(decode_candidate, c, encoder, options)
-                for _, c in zip(range(window_size), todo, strict=False)
-            )
-            while window:
-                decoded = window.popleft().result()
-                following = next(todo, None)
-                if following is not None:
-                    window.append(pool.submit(decode_candidate, following, encoder, options))
-                report.times.decode += decoded.seconds
-                yield decoded
-
     def _encode_and_write(
         self,
         batch: list[Decoded],

@@ -10,6 +10,9 @@ class StageTimes:
     """Seconds spent per stage. Decode is summed over workers, so it can exceed wall time."""
 
     discover: float = 0.0
+    # Loading the models; the image model loads beside discovery and decoding, so this
+    # overlaps the other stages.
+    load: float = 0.0
     decode: float = 0.0
     encode: float = 0.0
     write: float = 0.0

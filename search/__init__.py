@@ -1,30 +1,70 @@
-"""xmodal's search engine: encoders, the store, and queries. No HTTP, no bulk jobs."""
+"""xmodal's search engine: encoders, the store, indexes and queries. No HTTP, no bulk jobs.
 
-from xmodal.search.encoders import (
-    DEFAULT_MODEL,
-    IMAGE_TEXT,
-    ImageTextEncoder,
-    create_encoder,
-    list_encoders,
-)
-from xmodal.search.engine import Engine, EngineSettings, model_for_store
-from xmodal.search.errors import (
-    IndexingAborted,
-    InvalidQueryError,
-    MediaDecodeError,
-    ModelLoadError,
-    ModelMismatchError,
-    ModelSpecError,
-    SourceError,
-    StoreError,
-    UnknownItemError,
-    XmodalError,
-)
-from xmodal.search.hits import Hit, SearchResult, SegmentHit
-from xmodal.search.media import ImageLimits, MediaKind, decode_image
-from xmodal.search.settings import AnnSettings, QuerySettings
-from xmodal.search.space import RefreshReport, saved_index_state
-from xmodal.search.store import ItemRecord, Store
+Names below are imported on first use (PEP 562), so that `import xmodal.search.errors`
+(the command line's error types) does not load the store, LanceDB or pandas.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xmodal.search.encoders import (
+        DEFAULT_MODEL,
+        IMAGE_TEXT,
+        ImageTextEncoder,
+        create_encoder,
+        list_encoders,
+    )
+    from xmodal.search.engine import Engine, EngineSettings, model_for_store
+    from xmodal.search.errors import (
+        IndexingAborted,
+        InvalidQueryError,
+        MediaDecodeError,
+        ModelLoadError,
+        ModelMismatchError,
+        ModelSpecError,
+        SourceError,
+        StoreError,
+        UnknownItemError,
+        XmodalError,
+    )
+    from xmodal.search.hits import Hit, SearchResult, SegmentHit
+    from xmodal.search.media import ImageLimits, MediaKind, decode_image
+    from xmodal.search.settings import AnnSettings, QuerySettings
+    from xmodal.search.space import RefreshReport, saved_index_state
+    from xmodal.search.store import ItemRecord, Store
+
+# module -> the names it gives this package's public surface
+_MODULES = {
+    "xmodal.search.encoders": (
+        "DEFAULT_MODEL",
+        "IMAGE_TEXT",
+        "ImageTextEncoder",
+        "create_encoder",
+        "list_encoders",
+    ),
+    "xmodal.search.engine": ("Engine", "EngineSettings", "model_for_store"),
+    "xmodal.search.errors": (
+        "IndexingAborted",
+        "InvalidQueryError",
+        "MediaDecodeError",
+        "ModelLoadError",
+        "ModelMismatchError",
+        "ModelSpecError",
+        "SourceError",
+        "StoreError",
+        "UnknownItemError",
+        "XmodalError",
+    ),
+    "xmodal.search.hits": ("Hit", "SearchResult", "SegmentHit"),
+    "xmodal.search.media": ("ImageLimits", "MediaKind", "decode_image"),
+    "xmodal.search.settings": ("AnnSettings", "QuerySettings"),
+    "xmodal.search.space": ("RefreshReport", "saved_index_state"),
+    "xmodal.search.store": ("ItemRecord", "Store"),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -58,3 +98,16 @@ __all__ = [
     "model_for_store",
     "saved_index_state",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xmodal.search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

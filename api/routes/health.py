@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 
 from ..deps import EngineDep
@@ -28,4 +30,8 @@ def health(engine: EngineDep) -> HealthResponse:
             for s in store.spaces()
         ],
         store_format=store.format_version,
+        data=str(store.path.resolve()),
+        model=engine.encoder.spec,
+        audio_model=None if engine.audio_encoder is None else engine.audio_encoder.spec,
+        pid=os.getpid(),
     )
