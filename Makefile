@@ -12,7 +12,7 @@ DEMO_DATA ?= demo-data
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: demo test lint format install clean bench reference-model eval-reference \
+.PHONY: demo test lint format install clean bench docs reference-model eval-reference \
 	reference-audio-model eval-reference-audio
 
 $(VENV)/.installed: pyproject.toml
@@ -37,6 +37,11 @@ lint: install
 	$(PY) tools/package_tree.py > /dev/null
 	cd build/package-tree && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml
 	cd build/package-tree && ../../$(VENV)/bin/lint-imports --no-cache ../../pyproject.toml
+	$(PY) -m xmodal.api.settings_doc --check
+
+# docs/settings.md, generated from the settings classes (lint checks it is current).
+docs: install
+	$(PY) -m xmodal.api.settings_doc
 
 format: install
 	$(VENV)/bin/ruff format $(SOURCES)
