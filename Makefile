@@ -12,7 +12,7 @@ DEMO_DATA ?= demo-data
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: demo test lint format install clean bench reference-model eval-reference \
+.PHONY: demo test lint format install clean bench docs reference-model eval-reference \
 	reference-audio-model eval-reference-audio
 
 $(VENV)/.installed: pyproject.toml
@@ -37,6 +37,11 @@ lint: install
 	$(PY) tools/package_tree.py > /dev/null
 	cd build/package-tree && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml
 	cd build/package-tree && ../../$(VENV)/bin/lint-imports --no-cache ../../pyproject.toml
+	$(PY) -m xmodal.api.settings_doc --check
+
+# docs/settings.md, generated from the settings classes (lint checks it is current).
+docs: install
+	$(PY) -m xmodal.api.settings_doc
 
 format: install
 	$(VENV)/bin/ruff format $(SOURCES)
@@ -65,8 +70,8 @@ reference-audio-model: install
 
 # Its figures through the real pipeline: 48 kHz WAVs, decoded and resampled by the indexer.
 eval-reference-audio: install
-	$(PY) -m training.sounds bench-data/sounds-seen --split seen --count 500
-	$(PY) -m training.sounds bench-data/sounds-unseen --split unseen --count 500
+	$(PY) -m xmodal.synthetic.sounds bench-data/sounds-seen --split seen --count 500
+	$(PY) -m xmodal.synthetic.sounds bench-data/sounds-unseen --split unseen --count 500
 	$(VENV)/bin/xmodal eval bench-data/sounds-seen --model xmodal-ref-audio
 	$(VENV)/bin/xmodal eval bench-data/sounds-unseen --model xmodal-ref-audio
 

@@ -5,7 +5,7 @@
 
 What it does:
   1. writes a library of MP3 files (44.1 kHz stereo: every window is decoded, mixed
-     down and resampled, as for a user's music or podcasts) from `training.sounds`
+     down and resampled, as for a user's music or podcasts) from `xmodal.synthetic.sounds`
      clips laid end to end, with the writers of tests/media/audio.py; cached under
      bench-data/;
   2. decode only: `search.media.audio.iter_audio_windows` over every file, at the model's

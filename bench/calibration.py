@@ -4,8 +4,8 @@
     .venv/bin/python bench/calibration.py --items 100 --nonsense 1000
 
 What it does:
-  1. writes a library of generated pictures (`training.shapes`, held-out seed) and
-     generated sounds (`training.sounds`, 16 kHz WAVs) and indexes it with `xmodal-ref`
+  1. writes a library of generated pictures (`xmodal.synthetic.shapes`, held-out seed) and
+     generated sounds (`xmodal.synthetic.sounds`, 16 kHz WAVs) and indexes it with `xmodal-ref`
      and `xmodal-ref-audio` into a fresh store;
   2. for every item's own caption, the best calibrated score in its own space and in the
      other space, and whether the merged list puts a hit of the right kind first;

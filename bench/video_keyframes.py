@@ -5,7 +5,7 @@
 
 What it does:
   1. generates an H.264 clip (x264 preset veryfast, yuv420p, deterministic from --seed):
-     shots of `training.shapes` scenes a few seconds long, most with camera motion and
+     shots of `xmodal.synthetic.shapes` scenes a few seconds long, most with camera motion and
      grain (so that frames differ and do not compress to nothing: about 3 Mbit/s in
      the moving shots at 720p, like web video), static stretches of 6-12 s (identical
      frames) and bursts of quick cuts; cached under bench-data/ (git-ignored), keyed by

@@ -302,15 +302,17 @@ class Engine:
 
     def search_image(
         self,
-        image: bytes | Path | Image.Image,
+        image: bytes | str | Path | Image.Image,
         k: int = 10,
         offset: int = 0,
         filter: dict[str, Any] | None = None,
         kinds: Sequence[str] | None = None,
     ) -> SearchResult:
-        """Query by an image: file path, encoded bytes, or a PIL image."""
+        """Query by an image: a file's path (str or Path), encoded bytes, or a PIL image."""
         started = time.perf_counter()
         self._check_page(k, offset)
+        if isinstance(image, str):
+            image = Path(image).expanduser()
         if isinstance(image, Image.Image):
             pil = image.convert("RGB")
         else:
@@ -320,7 +322,7 @@ class Engine:
 
     def search_audio(
         self,
-        audio: bytes | Path,
+        audio: bytes | str | Path,
         k: int = 10,
         offset: int = 0,
         filter: dict[str, Any] | None = None,
@@ -330,6 +332,8 @@ class Engine:
         `max_query_audio_seconds` are cut into the model's windows and averaged."""
         started = time.perf_counter()
         self._check_page(k, offset)
+        if isinstance(audio, str):
+            audio = Path(audio).expanduser()
         space = self._audio
         if space is None:
             raise InvalidQueryError("no audio model is configured for this store")

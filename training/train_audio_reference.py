@@ -253,7 +253,7 @@ def contrastive_loss(
 
 def unrelated_texts(count: int, seed: int) -> list[str]:
     """Language about something other than sound: captions of the generated pictures
-    (training/shapes.py), which share none of the sounds' concepts. (Not the null
+    (xmodal/synthetic/shapes.py), which share none of the sounds' concepts. (Not the null
     queries of search/calibration.py, which must stay unseen.)"""
     from xmodal.synthetic import shapes
 

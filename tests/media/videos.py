@@ -169,7 +169,7 @@ def _noisy(picture: np.ndarray, noise: float, seed: int, index: int) -> np.ndarr
 
 
 class SceneFrames(_Sized):
-    """Frames of one rendered `training.shapes` scene: the same picture in every frame,
+    """Frames of one rendered `xmodal.synthetic.shapes` scene: the same picture in every frame,
     plus, with `noise` > 0, a little Gaussian grain that differs per frame (seeded)."""
 
     def __init__(self, scene: Any = None, seed: int = 0, noise: float = 0.0) -> None:

@@ -144,3 +144,15 @@ def test_repeated_text_queries_reuse_the_text_embedding(engine, library, monkeyp
     assert queries == [["a photo"], ["another photo"]]
     assert len(calls) == 3
     assert [h.item.id for h in second.hits][:2] == [h.item.id for h in first.hits][1:3]
+
+
+def test_an_image_query_takes_a_path_as_a_string(engine, make_image, tmp_path):
+    from xmodal.indexer import index_paths
+
+    lib = tmp_path / "lib"
+    paths = [make_image(lib / f"{i}.jpg", seed=i) for i in range(3)]
+    index_paths(engine, [lib])
+    by_str = engine.search_image(str(paths[1]), k=1).hits
+    assert [h.item.uri for h in by_str] == [
+        h.item.uri for h in engine.search_image(paths[1], k=1).hits
+    ]

@@ -1,6 +1,6 @@
 """Captioned sounds, deterministic from a seed: the audio counterpart of `shapes`.
 
-python -m training.sounds eval-sounds-unseen --split unseen --count 200
+python -m xmodal.synthetic.sounds eval-sounds-unseen --split unseen --count 200
 
 Each clip holds one or two sound events over a faint background; each event has
 a kind (tone, chirp, noise burst, clicks) and attributes (pitch, timbre, number
