@@ -15,7 +15,7 @@ PORT ?= 8765
 .PHONY: demo test lint format install clean bench docs reference-model eval-reference \
 	reference-audio-model eval-reference-audio
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)

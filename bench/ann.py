@@ -395,9 +395,9 @@ class VectorsOnly:
 
 
 def ann_options(kind: str, p: Params, train_size: int) -> Any:
-    from xmodal.search.space_index import AnnOptions
+    from xmodal.search import AnnSettings
 
-    return AnnOptions(
+    return AnnSettings(
         kind=kind,
         ef_search=p.ef_search,
         nprobe=p.nprobe,
@@ -428,7 +428,7 @@ def bench_faiss(
     save), searched through its layer (labels mapped back to store rows) and through the
     whole engine (hits with item records), against raw FAISS on the same vectors."""
     from xmodal.search import Engine, Store
-    from xmodal.search.space_index import SpaceIndex
+    from xmodal.search.space import SpaceIndex
 
     row = Row(kind)
     n, dim = vectors.shape
@@ -494,7 +494,7 @@ def bench_faiss(
     # The whole engine: version check, ANN (k items need 64 candidates), hits, records.
     meter = CpuMeter()
     engine = Engine(space.store, VectorsOnly(dim), ann=options)  # type: ignore[arg-type]
-    engine.index = space
+    engine.refresh_indexes()  # loads the index saved above, as a server starting does
     code_of_item = {item_id: code for code, item_id in enumerate(view.snapshot.items.ids)}
     row_of_code = {int(c): r for r, c in enumerate(view.snapshot.item_codes)}  # one segment each
     engine_found = np.array(

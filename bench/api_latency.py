@@ -113,7 +113,7 @@ def save_index(data: Path):
     from xmodal.search import Engine
 
     engine = Engine.open(data, model="xmodal-ref")
-    return engine.index.refresh(save=True)
+    return engine.refresh_indexes(save=True)["image-text"]
 
 
 def start_server(data: Path, port: int) -> subprocess.Popen:

@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         hits = engine.search_text(text, k=1, kinds=[kind]).hits  # type: ignore[attr-defined]
         return hits[0].calibrated if hits else -np.inf
 
-    for space in engine.searchers:  # type: ignore[attr-defined]
-        calibration = space.calibration(space.view())
-        print(f"{space.space}: null median {calibration.center:.3f}, sd {calibration.spread:.3f}")
+    for space in ("image-text", "audio-text"):
+        calibration = engine.calibration(space)  # type: ignore[attr-defined]
+        print(f"{space}: null median {calibration.center:.3f}, sd {calibration.spread:.3f}")
     relevant = []
     for uri, text in captions.items():
         own, other = ("audio", "image") if uri.endswith(".wav") else ("image", "audio")

@@ -9,13 +9,12 @@ server configured with `query.max_k = 5000` takes k = 5000.
 # definition time, and they name the request model built in `router_for`.
 
 import inspect
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from xmodal.search import QuerySettings, SearchResult
+from xmodal.search import QuerySettings
 from xmodal.search.filters import parse_filter_json
 
 from ..deps import EngineDep, SettingsDep
@@ -73,75 +72,54 @@ def router_for(limits: QuerySettings) -> APIRouter:
         responses=ERRORS,
     )
 
-    @router.post(
+    def upload_route(path: str, name: str, query_by: str, upload: str, doc: str) -> None:
+        """POST `path`: an upload, searched with the engine's method `query_by`."""
+
+        async def route(
+            request: Request,
+            response: Response,
+            engine: EngineDep,
+            settings: SettingsDep,
+            file: Annotated[UploadFile, File(description=upload)],
+            k: PageSize = 10,
+            offset: Annotated[int, Form(ge=0)] = 0,
+            filter: Annotated[str | None, Form(description=FILTER_FORM)] = None,
+            kinds: Annotated[list[MediaKindName] | None, Form(description=KINDS_FORM)] = None,
+        ) -> SearchResponse:
+            data = await read_upload(request, file, settings.server.max_upload_bytes)
+            filter_spec = parse_filter_json(filter)
+            search_by = getattr(engine, query_by)
+            result = await run_in_threadpool(search_by, data, k, offset, filter_spec, kinds)
+            response.headers["Server-Timing"] = server_timing(result.timings)
+            return SearchResponse.of(result)
+
+        route.__doc__ = doc
+        router.add_api_route(
+            path,
+            route,
+            methods=["POST"],
+            name=name,
+            operation_id=name,
+            response_model=SearchResponse,
+            responses=ERRORS,
+        )
+
+    upload_route(
         "/search/image",
-        operation_id="search_image",
-        response_model=SearchResponse,
-        responses=ERRORS,
+        "search_image",
+        "search_image",
+        "The query image (JPEG, PNG, WebP, ...).",
+        "Uploaded image -> similar media (by their pictures).",
     )
-    async def search_image(
-        request: Request,
-        response: Response,
-        engine: EngineDep,
-        settings: SettingsDep,
-        file: Annotated[UploadFile, File(description="The query image (JPEG, PNG, WebP, ...).")],
-        k: PageSize = 10,
-        offset: Annotated[int, Form(ge=0)] = 0,
-        filter: Annotated[str | None, Form(description=FILTER_FORM)] = None,
-        kinds: Annotated[list[MediaKindName] | None, Form(description=KINDS_FORM)] = None,
-    ) -> SearchResponse:
-        """Uploaded image -> similar media (by their pictures)."""
-        return await search_upload(
-            request, response, engine.search_image, settings.server.max_upload_bytes,
-            file, k, offset, filter, kinds,
-        )  # fmt: skip
-
-    @router.post(
+    upload_route(
         "/search/audio",
-        operation_id="search_audio",
-        response_model=SearchResponse,
-        responses=ERRORS,
+        "search_audio",
+        "search_audio",
+        "The query sound (WAV, FLAC, MP3, Ogg, Opus, M4A, ...).",
+        "Uploaded sound -> similar sounds (audio files and the soundtracks of videos).\n"
+        "Only the first `query.max_query_audio_seconds` of the upload are used.",
     )
-    async def search_audio(
-        request: Request,
-        response: Response,
-        engine: EngineDep,
-        settings: SettingsDep,
-        file: Annotated[
-            UploadFile, File(description="The query sound (WAV, FLAC, MP3, Ogg, Opus, M4A, ...).")
-        ],
-        k: PageSize = 10,
-        offset: Annotated[int, Form(ge=0)] = 0,
-        filter: Annotated[str | None, Form(description=FILTER_FORM)] = None,
-        kinds: Annotated[list[MediaKindName] | None, Form(description=KINDS_FORM)] = None,
-    ) -> SearchResponse:
-        """Uploaded sound -> similar sounds (audio files and the soundtracks of videos).
-        Only the first `query.max_query_audio_seconds` of the upload are used."""
-        return await search_upload(
-            request, response, engine.search_audio, settings.server.max_upload_bytes,
-            file, k, offset, filter, kinds,
-        )  # fmt: skip
-
     return router
-
-
-async def search_upload(
-    request: Request,
-    response: Response,
-    search: Callable[..., SearchResult],
-    limit: int,
-    file: UploadFile,
-    k: int,
-    offset: int,
-    filter: str | None,
-    kinds: list[str] | None,
-) -> SearchResponse:
-    """Read an upload within `limit` bytes and run a query by example on it."""
-    data = await read_upload(request, file, limit)
-    filter_spec = parse_filter_json(filter)
-    result = await run_in_threadpool(search, data, k, offset, filter_spec, kinds)
-    response.headers["Server-Timing"] = server_timing(result.timings)
-    return SearchResponse.of(result)
 
 
 async def read_upload(request: Request, file: UploadFile, limit: int) -> bytes:

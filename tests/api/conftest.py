@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 from fastapi.testclient import TestClient
 
 from xmodal.api import create_app
+from xmodal.api.cli import main
 from xmodal.api.settings import Settings
 from xmodal.indexer import index_paths
 
@@ -30,3 +33,22 @@ def settings(tmp_path, engine):
 def client(settings, engine, indexed):
     with TestClient(create_app(settings, engine)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def xmodal(monkeypatch, capsys, tmp_path):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("XMODAL_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["xmodal", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as done:
+            code = int(done.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

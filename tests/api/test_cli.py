@@ -1,30 +1,8 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-
-from xmodal.api.cli import main
-
-
-@pytest.fixture
-def xmodal(monkeypatch, capsys, tmp_path):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("XMODAL_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["xmodal", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as done:
-            code = int(done.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture

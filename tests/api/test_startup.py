@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from xmodal.api.cli import main
 from xmodal.api.server_link import SERVER_FILE, announced_server, write_server_file
 
 HEAVY = ("torch", "open_clip", "transformers")
@@ -44,25 +43,6 @@ def run_cli_in_subprocess(*args: str, env: dict[str, str] | None = None) -> tupl
     )
     assert done.returncode == 0, done.stderr
     return done.stdout, json.loads(done.stderr.strip().splitlines()[-1])
-
-
-@pytest.fixture
-def xmodal(monkeypatch, capsys, tmp_path):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("XMODAL_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["xmodal", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as done:
-            code = int(done.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture

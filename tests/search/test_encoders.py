@@ -106,7 +106,10 @@ def _fake_hub_repo(cache: Path, repo_id: str, files: dict[str, Path | bytes]) ->
             target.write_bytes(content)
 
 
-def test_hf_hub_spec_loads_from_local_cache(hf_cache, tiny_checkpoint):
+@pytest.fixture
+def tiny_hub_model(hf_cache, tiny_checkpoint):
+    """The tiny model as a Hugging Face Hub repository `xmodal-test/tiny-clip` in the
+    local cache (open_clip's config and weights files)."""
     import open_clip
 
     from xmodal.search.encoders.open_clip_encoder import register_builtin_configs
@@ -121,6 +124,9 @@ def test_hf_hub_spec_loads_from_local_cache(hf_cache, tiny_checkpoint):
             "open_clip_pytorch_model.bin": tiny_checkpoint,
         },
     )
+
+
+def test_hf_hub_spec_loads_from_local_cache(tiny_hub_model, tiny_checkpoint):
     encoder = create_encoder("open_clip:hf-hub:xmodal-test/tiny-clip")
     assert encoder.identity == "open_clip:hf-hub:xmodal-test/tiny-clip"
     reference = create_encoder(f"open_clip:{TINY_ARCH}/{tiny_checkpoint}")
@@ -196,21 +202,7 @@ def test_input_size_answers_from_the_config_without_loading(
     assert tuple(tensor.shape[-2:]) == expected == encoder.input_size
 
 
-def test_input_size_of_a_hub_model_loads_it(hf_cache, tiny_checkpoint):
-    import open_clip
-
-    from xmodal.search.encoders.open_clip_encoder import register_builtin_configs
-
-    register_builtin_configs()
-    config = {"model_cfg": open_clip.get_model_config(TINY_ARCH), "preprocess_cfg": {}}
-    _fake_hub_repo(
-        hf_cache,
-        "xmodal-test/tiny-clip",
-        {
-            "open_clip_config.json": json.dumps(config).encode(),
-            "open_clip_pytorch_model.bin": tiny_checkpoint,
-        },
-    )
+def test_input_size_of_a_hub_model_loads_it(tiny_hub_model):
     encoder = create_encoder("open_clip:hf-hub:xmodal-test/tiny-clip", device="cpu")
     assert encoder.input_size == (64, 64)  # no architecture to look up: the model answers
     assert encoder._model is not None
