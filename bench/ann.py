@@ -493,8 +493,10 @@ def bench_faiss(
 
     # The whole engine: version check, ANN (k items need 64 candidates), hits, records.
     meter = CpuMeter()
-    engine = Engine(space.store, VectorsOnly(dim), ann=options)  # type: ignore[arg-type]
-    engine.refresh_indexes()  # loads the index saved above, as a server starting does
+    # The index saved above, read into memory (not memory-mapped), as the one just built.
+    in_memory = options.model_copy(update={"mmap": False})
+    engine = Engine(space.store, VectorsOnly(dim), ann=in_memory)  # type: ignore[arg-type]
+    engine.refresh_indexes()
     code_of_item = {item_id: code for code, item_id in enumerate(view.snapshot.items.ids)}
     row_of_code = {int(c): r for r, c in enumerate(view.snapshot.item_codes)}  # one segment each
     engine_found = np.array(
