@@ -17,6 +17,7 @@ server here. docs/settings.md lists them all
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import platformdirs
@@ -171,5 +172,7 @@ def load_settings(**overrides: object) -> Settings:
             f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
         )
         raise SettingsError(f"invalid settings{source}: {problems}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{config_file()} is not valid TOML: {error}") from error
     except (ValueError, OSError) as error:
         raise SettingsError(str(error)) from error

@@ -131,3 +131,16 @@ def test_linux_config_folder_is_xdg_config_home(monkeypatch, tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text("[ann]\nnprobe = 16\n")
     assert config_file() == path
+
+
+def test_a_broken_settings_file_is_named_in_the_error(tmp_path, monkeypatch):
+    from xmodal.api.settings import SettingsError, load_settings
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text("not = [toml\n")
+    monkeypatch.setenv("XMODAL_CONFIG", str(broken))
+    with pytest.raises(SettingsError, match=r"broken\.toml is not valid TOML"):
+        load_settings()
+    monkeypatch.setenv("XMODAL_CONFIG", str(tmp_path / "absent.toml"))
+    with pytest.raises(SettingsError, match=r"absent\.toml"):
+        load_settings()
