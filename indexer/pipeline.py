@@ -75,12 +75,9 @@ class Indexer:
         report = IndexReport()
         metadata = {str(Path(k).expanduser().resolve()): v for k, v in (metadata or {}).items()}
         # The image model loads in the background while files are found and decoded. It
-        # starts as soon as it is known to be needed: the store has pictures, or discovery
-        # finds one to index (a run with no pictures, a sound library, never loads it).
+        # starts when discovery finds the first picture to index: a re-run with nothing
+        # new, or a sound library, never loads it.
         image_load = BackgroundLoad(self.encoder)
-        if self.store.space(IMAGE_TEXT) is not None:
-            image_load.start()
-
         pictures = kinds_in_space(IMAGE_TEXT)
 
         def found(candidate: Candidate) -> None:

@@ -11,6 +11,9 @@ A spec that names no weights is refused: xmodal never embeds with random weights
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +53,31 @@ def register_builtin_configs() -> None:
 
         open_clip.add_model_config(Path(str(resources.files("xmodal.search") / "model_configs")))
         _configs_registered = True
+
+
+def architecture_config(arch: str) -> dict[str, Any] | None:
+    """open_clip's config of an architecture (embed_dim, vision_cfg, ...), or None.
+
+    Read from the JSON file open_clip itself reads (xmodal's model_configs, then
+    open_clip's), without importing open_clip: that import alone takes seconds, and
+    checking a store's space (its dimension) or a re-run with nothing to embed needs
+    no model. Once open_clip is imported, it answers (configs may have been added)."""
+    if "open_clip" in sys.modules:
+        register_builtin_configs()
+        import open_clip
+
+        config = open_clip.get_model_config(arch)
+        return dict(config) if config else None
+    folders = [Path(str(resources.files("xmodal.search") / "model_configs"))]
+    found = importlib.util.find_spec("open_clip")  # locates the package, runs nothing
+    if found is not None and found.submodule_search_locations:
+        folders.append(Path(next(iter(found.submodule_search_locations))) / "model_configs")
+    for folder in folders:
+        path = folder / f"{arch}.json"
+        if path.is_file():
+            config = json.loads(path.read_text(encoding="utf-8"))
+            return config if isinstance(config, dict) else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -169,11 +197,7 @@ class OpenClipEncoder(ImageTextEncoder):
         whose config comes with their weights.
         """
         if self._model is None and self.parsed.arch:
-            register_builtin_configs()
-            import open_clip
-
-            config = open_clip.get_model_config(self.parsed.arch)
-            return dict(config) if config else None
+            return architecture_config(self.parsed.arch)
         return None
 
     # -- loading ---------------------------------------------------------

@@ -75,7 +75,10 @@ def test_the_model_loads_while_files_are_found_and_decoded(tmp_path, make_image)
     assert encoder.first_decode is not None and encoder.first_decode < encoder.load_ended
     assert report.times.load >= LOAD_SECONDS and report.times.discover < LOAD_SECONDS
 
-    # A store with pictures loads the model from the start, before discovery.
+    # A re-run with nothing new never loads the model; one new picture loads it.
+    idle = SlowEncoder()
+    report = index_paths(Engine(Store(tmp_path / "data"), idle), [lib])
+    assert report.unchanged == 8 and idle.loads == 0 and report.times.load < LOAD_SECONDS
     make_image(lib / "new.jpg", seed=20)
     again = SlowEncoder()
     report = index_paths(Engine(Store(tmp_path / "data"), again), [lib])

@@ -206,3 +206,24 @@ def test_input_size_of_a_hub_model_loads_it(tiny_hub_model):
     encoder = create_encoder("open_clip:hf-hub:xmodal-test/tiny-clip", device="cpu")
     assert encoder.input_size == (64, 64)  # no architecture to look up: the model answers
     assert encoder._model is not None
+
+
+def test_dimension_and_input_size_come_from_the_config_without_importing_open_clip():
+    """Checking a store's space and a re-run with nothing to embed need no model: the
+    architecture's JSON config answers, as open_clip itself would."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from xmodal.search import create_encoder\n"
+        "e = create_encoder('open_clip:ViT-B-32//nowhere/weights.pt')\n"
+        "r = create_encoder('xmodal-ref')\n"
+        "print(e.dim, e.input_size, r.dim, r.input_size, 'open_clip' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["512", "(224,", "224)", "128", "(64,", "64)", "False"]
+    import open_clip
+
+    assert open_clip.get_model_config("ViT-B-32")["embed_dim"] == 512  # the same answer
