@@ -14,12 +14,14 @@ stay cheap.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import mimetypes
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
@@ -173,6 +175,17 @@ def base_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+def is_loopback(url: str) -> bool:
+    """Whether a server URL names this machine's loopback interface."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def pid_alive(pid: int) -> bool:
     if sys.platform == "win32":
         return True  # os.kill(pid, 0) would end the process there; /health decides
@@ -251,6 +264,10 @@ def find_server(
         )
     except (KeyError, TypeError, ValueError):
         return None, f"ignored {path}: not a server file"
+    if not is_loopback(url):
+        # The file may be another user's doing: queries (and uploaded files) never leave
+        # this machine on its word.
+        return None, f"ignored {path}: {url} is not a loopback address"
     if not pid_alive(pid):
         _remove_stale(path, record)
         return None, f"ignored the stale {path} (process {pid} is gone)"

@@ -174,6 +174,12 @@ def test_a_stale_server_file_is_ignored(xmodal, indexed):
     code, _, err = xmodal("search", "a photo", "--json")
     assert code == 0 and err.startswith("answered in-process in ")
 
+    # A file naming another machine (forged, or hand-edited): never asked, whatever it says.
+    for host in ("192.0.2.7", "example.com"):
+        path.write_text(json.dumps({**record, "pid": os.getpid(), "host": host}))
+        code, _, err = xmodal("search", "a photo", "--json")
+        assert code == 0 and "not a loopback address" in err
+
 
 @pytest.mark.slow
 def test_xmodal_serve_announces_itself_until_terminated(xmodal, indexed):
