@@ -1,11 +1,13 @@
-"""Shared by the benchmarks: CPU accounting per phase, scratch folders."""
+"""Shared by the benchmarks: CPU accounting per phase, scratch folders, the smoke mode."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 
 class CpuMeter:
@@ -55,3 +57,22 @@ def fresh_dir(path: Path) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None, **smoke: Any
+) -> argparse.Namespace:
+    """Parse with a `--smoke` flag: tiny sizes and offline models (`smoke`, the options'
+    values in that mode; options given explicitly still win). A smoke run checks that the
+    bench works end to end and prints its figures, never how fast: `make test` runs
+    every bench so (tests/test_benches.py), so that none rots unseen."""
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, seconds, offline models: check that the bench runs (figures meaningless)",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        parser.set_defaults(**smoke)
+        args = parser.parse_args(argv)
+    return args

@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from _common import CpuMeter, fresh_dir  # noqa: E402  (bench/ is the script folder)
+from _common import CpuMeter, fresh_dir, parse_args  # noqa: E402  (bench/ is the script folder)
 
 SPACE = "image-text"
 TARGET_RECALL = 0.95
@@ -734,7 +734,14 @@ def main() -> None:
     ap.add_argument("--filter-share", type=float, default=0.1)
     ap.add_argument("--max-seconds", type=float, default=10.0, help="cap per single-query loop")
     ap.add_argument("--sweep", action="store_true", help="also sweep efSearch / nprobe x refine")
-    args = ap.parse_args()
+    args = parse_args(
+        ap,
+        None,
+        sizes=[5000],
+        queries=100,
+        max_seconds=2.0,
+        kinds=["flat", "hnsw", "ivfpq", "lancedb"],
+    )
 
     import faiss
 

@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _common import parse_args  # noqa: E402  (bench/ is the script folder)
+
 TEXT_QUERIES = [
     "a red circle",
     "a small blue square on the left",
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, items=2000, requests=50, levels=[1, 8])
 
     scratch = tempfile.TemporaryDirectory(prefix="xmodal-api-bench-")
     data = args.data_dir or Path(scratch.name) / "data"

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from _common import CpuMeter, fresh_dir  # noqa: E402  (bench/ is the script folder)
+from _common import CpuMeter, fresh_dir, parse_args  # noqa: E402  (bench/ is the script folder)
 
 BENCH_DATA = REPO / "bench-data"
 FILE_RATE = 44100
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--models", nargs="+", default=["ref", "clap"], choices=["ref", "clap"])
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, files=2, seconds=10.0, models=["ref"])
 
     import torch
 

@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _common import parse_args  # noqa: E402  (bench/ is the script folder)
+
 SALAD_WORDS = [
     "table",
     "window",
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=40, help="pictures, and as many sounds")
     parser.add_argument("--nonsense", type=int, default=300)
     parser.add_argument("--seed", type=int, default=23)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, items=10, nonsense=20)
 
     engine, captions = build(args.items, args.seed)
 

@@ -45,10 +45,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from _common import CpuMeter, fresh_dir  # noqa: E402  (bench/ is the script folder)
+from _common import CpuMeter, fresh_dir, parse_args  # noqa: E402  (bench/ is the script folder)
 
 BENCH_DATA = REPO / "bench-data"
-ARCH = "ViT-B-32"
+ARCH = "ViT-B-32"  # the default architecture; --arch picks another (xmodal-tiny in --smoke)
 GENERATOR_VERSION = 2  # bump when synth_photo changes, so cached folders are rebuilt
 TARGET_RATIO = 0.85
 
@@ -155,18 +155,21 @@ def photo_folder(n: int, width: int, height: int, quality: int, seed: int) -> Pa
     return folder
 
 
-def random_checkpoint(seed: int) -> Path:
-    """A ViT-B-32 state dict with seeded random weights, written once."""
-    path = BENCH_DATA / f"{ARCH}-random-seed{seed}.pt"
+def random_checkpoint(seed: int, arch: str = ARCH) -> Path:
+    """A state dict of `arch` with seeded random weights, written once."""
+    path = BENCH_DATA / f"{arch}-random-seed{seed}.pt"
     if path.is_file():
         return path
     import open_clip
     import torch
 
+    from xmodal.search.encoders.open_clip_encoder import register_builtin_configs
+
+    register_builtin_configs()  # xmodal-tiny and xmodal-ref are xmodal's own configs
     BENCH_DATA.mkdir(parents=True, exist_ok=True)
-    print(f"writing a random {ARCH} checkpoint to {path} ...", flush=True)
+    print(f"writing a random {arch} checkpoint to {path} ...", flush=True)
     torch.manual_seed(seed)
-    model = open_clip.create_model(ARCH)
+    model = open_clip.create_model(arch)
     partial = path.with_suffix(f".partial-{os.getpid()}")
     torch.save(model.state_dict(), partial)
     partial.replace(path)
@@ -322,7 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-warm-run", action="store_true", help="skip the run with the model already loaded"
     )
-    args = parser.parse_args(argv)
+    parser.add_argument("--arch", default=ARCH, help=f"open_clip architecture (default {ARCH})")
+    args = parse_args(
+        parser,
+        argv,
+        images=24,
+        batch_size=8,
+        width=160,
+        height=120,
+        model_batches=1,
+        arch="xmodal-tiny",
+    )
     if args.images < 3 * args.batch_size:
         parser.error("--images must be at least 3 batches, for a steady-state rate")
 
@@ -331,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     from xmodal.search import IMAGE_TEXT, Engine, Store
 
     folder = photo_folder(args.images, args.width, args.height, args.quality, args.seed)
-    checkpoint = random_checkpoint(args.seed)
-    spec = f"open_clip:{ARCH}/{checkpoint}"  # ARCH//abs/path: the checkpoint path is absolute
+    checkpoint = random_checkpoint(args.seed, args.arch)
+    spec = f"open_clip:{args.arch}/{checkpoint}"  # ARCH//abs/path: the checkpoint path is absolute
     created_tmp = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="xmodal-bench-")) if created_tmp else args.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)

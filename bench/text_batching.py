@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from _common import CpuMeter  # noqa: E402  (bench/ is the script folder)
+from _common import CpuMeter, parse_args  # noqa: E402  (bench/ is the script folder)
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "white", "black", "pink", "grey"]
 SIZES = ["small", "large", "tiny", "big"]
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--torch-threads", type=int, help="torch.set_num_threads (default: torch's own)"
     )
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, clients=[1, 4], requests=32, rounds=1)
     if args.requests > len(query_texts()):
         parser.error(f"--requests at most {len(query_texts())} (the generated texts)")
 

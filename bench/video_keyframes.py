@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from _common import CpuMeter, fresh_dir  # noqa: E402  (bench/ is the script folder)
+from _common import CpuMeter, fresh_dir, parse_args  # noqa: E402  (bench/ is the script folder)
 
 BENCH_DATA = REPO / "bench-data"
 GENERATOR_VERSION = 2  # bump when the clip's content changes, so cached clips are rebuilt
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "--decode-runs", type=int, default=2, help="plain-decode runs; the faster counts"
     )
     parser.add_argument("--model", default="xmodal-ref", help="model spec (default xmodal-ref)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, seconds=10.0, size=(320, 180), decode_runs=1)
     width, height = args.size
 
     import av
@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         from xmodal.search import IMAGE_TEXT, Engine
 
         folder = place_clip(clip, data_dir / "library")
-        engine = Engine.open(fresh_dir(data_dir / "store"), model=args.model)
+        # Pictures only: the clip's sound would need an audio model (CLAP, downloaded).
+        engine = Engine.open(fresh_dir(data_dir / "store"), model=args.model, audio_model="none")
         started = time.perf_counter()
         engine.encoder.load()
         load_seconds = time.perf_counter() - started
