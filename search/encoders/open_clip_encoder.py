@@ -147,6 +147,7 @@ class OpenClipEncoder(ImageTextEncoder):
         self.parsed = OpenClipSpec.parse(rest)
         self._device_request = device
         self._identity: str | None = None
+        self._config: dict[str, Any] | None = None  # the architecture's, read on first need
         self._model: Any = None
         self._tokenizer: Any = None
         self._preprocess: Any = None
@@ -197,7 +198,10 @@ class OpenClipEncoder(ImageTextEncoder):
         whose config comes with their weights.
         """
         if self._model is None and self.parsed.arch:
-            return architecture_config(self.parsed.arch)
+            # Read once: decode workers ask for input_size per image while the model loads.
+            if self._config is None:
+                self._config = architecture_config(self.parsed.arch) or {}
+            return self._config or None
         return None
 
     # -- loading ---------------------------------------------------------
