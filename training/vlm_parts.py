@@ -1,0 +1,162 @@
+"""Parts of a LLaVA-architecture model built from configs, with no download.
+
+The reference reranker (training/train_vlm_reference.py) and the tests' tiny random
+models (LLaVA-1.5 and LLaVA-OneVision layouts) are built here and saved the way
+`save_pretrained` saves a downloaded checkpoint: config, weights, tokenizer,
+processor and chat template in one folder, so that they load through exactly the
+code a Hub model goes through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+PAD, BOS, EOS, UNK, IMAGE, VIDEO = "<pad>", "<s>", "</s>", "<unk>", "<image>", "<video>"
+
+# LLaVA-1.5's conversation format ("USER: <image>\n... ASSISTANT:"), written for our
+# processors: the image placeholder comes first in a user turn.
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% else %}ASSISTANT: {% endif %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}"
+    "{{ part['text'] }}{% endif %}{% endfor %}"
+    "{% if message['role'] == 'user' %} {% else %}</s>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+# Qwen2's ChatML layout, as LLaVA-OneVision's processor uses it.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}"
+    "{{ part['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512, extra: Iterable[str] = ()) -> Any:
+    """A byte-level BPE tokenizer trained on `corpus` (any text still encodes: bytes)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [PAD, BOS, EOS, UNK, IMAGE, VIDEO, *extra]
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        extra_special_tokens={"image_token": IMAGE},
+    )
+
+
+def llava_processor(tokenizer: Any, image_size: int, patch_size: int) -> Any:
+    """A LLaVA-1.5-style processor: CLIP preprocessing, one token per patch (no CLS)."""
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    images = CLIPImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+    )
+    return LlavaProcessor(
+        image_processor=images,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS, dropped by the "default" strategy
+        chat_template=LLAVA_CHAT_TEMPLATE,
+    )
+
+
+def llava_model(
+    tokenizer: Any,
+    *,
+    image_size: int,
+    patch_size: int,
+    vision_width: int,
+    vision_layers: int,
+    text_width: int,
+    text_layers: int,
+    heads: int = 4,
+    seed: int = 0,
+) -> Any:
+    """A LlavaForConditionalGeneration with a CLIP vision tower and a Llama language model."""
+    import torch
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=vision_width,
+        intermediate_size=vision_width * 4,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=heads,
+        projection_dim=vision_width,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=text_width,
+        intermediate_size=text_width * 8 // 3 // 16 * 16,
+        num_hidden_layers=text_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval()
+
+
+def save_llava(folder: Path, model: Any, processor: Any) -> Path:
+    """Write model and processor as from_pretrained reads them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def tiny_llava(folder: Path, seed: int = 0) -> Path:
+    """A random LLaVA-1.5-layout model small enough for tests, saved to `folder`."""
+    corpus = ["a red square on the left", "Does this image show", "Answer yes or no."] * 4
+    tokenizer = build_tokenizer(corpus, vocab_size=300)
+    model = llava_model(
+        tokenizer,
+        image_size=32,
+        patch_size=8,
+        vision_width=32,
+        vision_layers=2,
+        text_width=32,
+        text_layers=2,
+        seed=seed,
+    )
+    return save_llava(folder, model, llava_processor(tokenizer, 32, 8))
