@@ -32,6 +32,7 @@ from pydantic_settings import (
 from xmodal.indexer.options import AudioIndexing, IndexOptions
 from xmodal.search.errors import XmodalError
 from xmodal.search.media import ImageLimits, VideoSettings
+from xmodal.search.rerank.settings import RerankSettings
 from xmodal.search.settings import AnnSettings, QuerySettings, SettingsGroup
 
 CONFIG_NAME = "xmodal.toml"
@@ -137,6 +138,7 @@ class Settings(BaseSettings):
     images: ImageLimits = ImageLimits()
     video: VideoSettings = VideoSettings()
     audio: AudioIndexing = AudioIndexing()
+    rerank: RerankSettings = RerankSettings()
 
     @classmethod
     def settings_customise_sources(

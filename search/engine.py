@@ -35,7 +35,7 @@ from xmodal.search.encoders import (
 )
 from xmodal.search.errors import InvalidQueryError, ModelLoadError, UnknownItemError
 from xmodal.search.filters import validate_filter
-from xmodal.search.hits import Hit, SearchResult
+from xmodal.search.hits import Hit, SearchResult, SegmentHit
 from xmodal.search.media import (
     AudioOptions,
     ImageLimits,
@@ -43,6 +43,10 @@ from xmodal.search.media import (
     decode_image,
     iter_audio_windows,
 )
+from xmodal.search.rerank.apply import candidate, explain_hits, rerank_hits
+from xmodal.search.rerank.explain import Explanation, explain_picture, heatmap_png
+from xmodal.search.rerank.service import RerankRequest, RerankService
+from xmodal.search.rerank.settings import RerankSettings
 from xmodal.search.settings import AnnSettings, QuerySettings
 from xmodal.search.space import (
     Calibration,
@@ -76,6 +80,8 @@ class EngineSettings(Protocol):
     def ann(self) -> AnnSettings: ...
     @property
     def images(self) -> ImageLimits: ...
+    @property
+    def rerank(self) -> RerankSettings: ...
 
 
 class Engine:
@@ -95,10 +101,14 @@ class Engine:
         query: QuerySettings | None = None,
         ann: AnnSettings | None = None,
         limits: ImageLimits | None = None,
+        rerank: RerankSettings | None = None,
+        device: str = "auto",
     ):
         self._store = store
         self.query = query or QuerySettings()
         self.limits = limits or ImageLimits()
+        # Reranking and explanations: models load on first use, once per process.
+        self.reranking = RerankService(rerank, device)
         q = self.query
         self._image: Space[ImageTextEncoder] = Space(
             store, IMAGE_TEXT, encoder, ann, q.text_cache_size, q.text_batch_wait_ms
@@ -123,6 +133,7 @@ class Engine:
         query: QuerySettings | None = None,
         ann: AnnSettings | None = None,
         limits: ImageLimits | None = None,
+        rerank: RerankSettings | None = None,
     ) -> Engine:
         """Open (or create) a store; models default to the ones the store was built with."""
         store = Store(data)
@@ -139,7 +150,7 @@ class Engine:
                 # The store's audio model went missing: pictures stay searchable.
                 log.warning("sound is not searchable: %s", error)
                 audio_encoder = None
-        return cls(store, encoder, audio_encoder, query, ann, limits)
+        return cls(store, encoder, audio_encoder, query, ann, limits, rerank, device)
 
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> Engine:
@@ -152,6 +163,7 @@ class Engine:
             query=settings.query,
             ann=settings.ann,
             limits=settings.images,
+            rerank=settings.rerank,
         )
 
     # -- what the indexer, the CLI and the server use ---------------------
@@ -254,10 +266,14 @@ class Engine:
         filter: dict[str, Any] | None = None,
         kinds: Sequence[str] | None = None,
         min_score: float | None = None,
+        rerank: RerankRequest | bool | None = None,
+        explain: int = 0,
     ) -> SearchResult:
         """Text -> media in every space, one list ordered by calibrated score.
 
-        `min_score` (default: the engine's) drops hits calibrated below it."""
+        `min_score` (default: the engine's) drops hits calibrated below it. `rerank`
+        (True for the settings' defaults) reorders the top hits with a vision-language
+        model; `explain` explains that many of the page's hits (docs/rerank.md)."""
         started = time.perf_counter()
         text = (text or "").strip()
         if not text:
@@ -268,6 +284,12 @@ class Engine:
         self._check_page(k, offset)
         query = Query(filter, kinds)
         query.validate()
+        request = RerankRequest() if rerank is True else rerank or None
+        top_n = 0 if request is None else self.reranking.top_n(request)
+        if not 0 <= explain <= self.reranking.settings.max_explain:
+            limit = self.reranking.settings.max_explain
+            raise InvalidQueryError(f"explain must be between 0 and {limit}")
+        depth = max(offset + k, top_n)
         threshold = self.query.min_score if min_score is None else min_score
         wanted = None if kinds is None else frozenset(kinds)
         encode_seconds = 0.0
@@ -282,7 +304,7 @@ class Engine:
             vector = space.text_vector(text)
             calibration = space.calibration(view)
             encode_seconds += time.perf_counter() - encoding
-            for ranked in view.rank(vector, offset + k, 0, query.rows(view)):
+            for ranked in view.rank(vector, depth, 0, query.rows(view)):
                 calibrated = calibration.score(ranked.score)
                 if threshold is None or calibrated >= threshold:
                     found.append((space, view, vector, ranked, calibrated))
@@ -291,14 +313,69 @@ class Engine:
         best: dict[str, Found] = {}
         for entry in sorted(found, key=lambda e: -(e[4] or 0.0)):
             best.setdefault(str(entry[1].snapshot.items.ids[entry[3].item_code]), entry)
-        hits = self._hits(list(best.values())[offset : offset + k])
+        if request is None:
+            hits = self._hits(list(best.values())[offset : offset + k])
+        else:
+            hits = self._hits(list(best.values())[:depth])
         done = time.perf_counter()
         timings = {
             "encode": encode_seconds * 1000.0,
             "search": (ranked_at - started - encode_seconds) * 1000.0,
             "fetch": (done - ranked_at) * 1000.0,
         }
-        return SearchResult(hits, _ms_since(started), timings)
+        result = SearchResult(hits, 0.0, timings)
+        if request is not None:
+            result.rerank = rerank_hits(self.reranking, text, hits, request, self.limits)
+            result.hits = hits[offset : offset + k]
+            timings["rerank"] = result.rerank.took_ms
+        if explain:
+            model = None if request is None else request.model
+            result.explain = explain_hits(
+                self.reranking, text, result.hits, explain, model, self.limits
+            )
+            timings["explain"] = result.explain.took_ms
+        result.took_ms = _ms_since(started)
+        return result
+
+    def explain(
+        self, text: str, item_id: str, seconds: float | None = None, model: str | None = None
+    ) -> Explanation:
+        """Why an item matches a text query: the reranker's description of its picture
+        (a video's frame at `seconds`, default its first keyframe) and per-word support.
+        Raises ModelLoadError when the model cannot load."""
+        reranker, picture = self._explained_picture(text, item_id, seconds, model)
+        return explain_picture(
+            reranker, text.strip(), picture, self.reranking.settings.explain_words
+        )
+
+    def explain_heatmap(
+        self, text: str, item_id: str, seconds: float | None = None, model: str | None = None
+    ) -> bytes:
+        """A PNG of the item's picture as the reranker sees it, coloured where the
+        evidence for the query lies."""
+        reranker, picture = self._explained_picture(text, item_id, seconds, model)
+        return heatmap_png(reranker, text.strip(), picture)
+
+    def _explained_picture(
+        self, text: str, item_id: str, seconds: float | None, model: str | None
+    ) -> tuple[Any, Image.Image]:
+        text = (text or "").strip()
+        if not text:
+            raise InvalidQueryError("empty text query")
+        if len(text) > self.query.max_text_chars:
+            raise InvalidQueryError(
+                f"text query longer than {self.query.max_text_chars} characters"
+            )
+        item = self._store.item(item_id)  # raises UnknownItemError
+        if item.status != INDEXED:
+            raise InvalidQueryError(f"item {item_id!r} could not be indexed: {item.error}")
+        if item.kind == MediaKind.AUDIO:
+            raise InvalidQueryError("a sound has no picture to explain")
+        reranker = self.reranking.reranker(model)
+        segments = [] if seconds is None else [SegmentHit(item.id, 0.0, seconds, seconds)]
+        picture = self.reranking.picture(candidate(Hit(item, 0.0, segments), self.limits))
+        assert picture is not None
+        return reranker, picture
 
     def search_image(
         self,

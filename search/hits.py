@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from xmodal.search.encoders.base import AUDIO_TEXT, IMAGE_TEXT
 from xmodal.search.store import ItemRecord
+
+if TYPE_CHECKING:
+    from xmodal.search.rerank.apply import ExplainReport
+    from xmodal.search.rerank.explain import Explanation
+    from xmodal.search.rerank.service import RerankReport
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,9 @@ class Hit:
     # Text queries: the score on the scale shared by all spaces (search/calibration.py);
     # the list is ordered by it. None for queries by example, which stay in one space.
     calibrated: float | None = None
+    # Reranked hits: the vision-language model's score in [0, 1] (search/rerank/).
+    rerank_score: float | None = None
+    explanation: Explanation | None = None  # when the search asked for explanations
 
     @property
     def matched(self) -> str:
@@ -43,3 +52,5 @@ class SearchResult:
     # Milliseconds per stage: "encode" (decode and embed the query), "search" (rank the
     # space, refreshing its snapshot if the store changed), "fetch" (build the hits).
     timings: dict[str, float] = field(default_factory=dict)
+    rerank: RerankReport | None = None  # when the search asked for reranking
+    explain: ExplainReport | None = None  # when the search asked for explanations

@@ -18,15 +18,11 @@ IMAGE_TEXT = "image-text"
 AUDIO_TEXT = "audio-text"
 
 
-class TwoTowerEncoder(ABC):
-    """A text tower and a media tower that embed into one space, named by `space`.
+class LazyModel(ABC):
+    """A model named by a spec whose weights load once, on the first `load()` or first
+    use, whichever thread gets there first; a subclass writes `_load` and calls
+    `super().__init__()`. Encoders and rerankers are both."""
 
-    Weights load once, on the first `load()` or first use, whichever thread gets there
-    first; a subclass writes `_load` and calls `super().__init__()`. All returned
-    vectors are float32 and L2-normalised.
-    """
-
-    space: str  # IMAGE_TEXT or AUDIO_TEXT: the store keeps one vector table per space
     _spec: str = ""
 
     def __init__(self) -> None:
@@ -37,7 +33,7 @@ class TwoTowerEncoder(ABC):
 
     @property
     def spec(self) -> str:
-        """The spec string this encoder was created from (a built-in name stays that name)."""
+        """The spec string this model was created from (a built-in name stays that name)."""
         return self._spec
 
     def named(self, spec: str) -> Self:
@@ -48,12 +44,7 @@ class TwoTowerEncoder(ABC):
     @property
     @abstractmethod
     def identity(self) -> str:
-        """Architecture and weights identity recorded in the store; cheap (no model load)."""
-
-    @property
-    @abstractmethod
-    def dim(self) -> int:
-        """Embedding dimension (number of float32 components per vector)."""
+        """Architecture and weights identity; cheap (no model load)."""
 
     @final
     def load(self) -> None:
@@ -71,6 +62,20 @@ class TwoTowerEncoder(ABC):
     @abstractmethod
     def _load(self) -> None:
         """Load the weights; called once, under the load lock, by `load`."""
+
+
+class TwoTowerEncoder(LazyModel):
+    """A text tower and a media tower that embed into one space, named by `space`.
+
+    All returned vectors are float32 and L2-normalised.
+    """
+
+    space: str  # IMAGE_TEXT or AUDIO_TEXT: the store keeps one vector table per space
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Embedding dimension (number of float32 components per vector)."""
 
     @abstractmethod
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

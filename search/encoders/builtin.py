@@ -30,3 +30,14 @@ def reference_audio_folder() -> Path:
 
 
 register_alias(REFERENCE_AUDIO_MODEL, lambda: f"clap:local-dir:{reference_audio_folder()}")
+
+
+REFERENCE_RERANKER = "xmodal-ref-vlm"
+
+
+def reference_reranker_folder() -> Path:
+    """The project's own reranker, a small LLaVA trained on generated shapes."""
+    return Path(str(resources.files("xmodal.search") / "models" / REFERENCE_RERANKER))
+
+
+register_alias(REFERENCE_RERANKER, lambda: f"llava:local-dir:{reference_reranker_folder()}")

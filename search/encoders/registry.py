@@ -1,8 +1,9 @@
-"""Model spec -> encoder.
+"""Model spec -> model: encoders (one embedding space each) and rerankers.
 
 A spec is `FAMILY:REST`, e.g. `open_clip:ViT-B-32/laion2b_s34b_b79k`. Each
 family registers one factory with `@register_encoder("family")`; built-in
-names (`xmodal-...`) are aliases for full specs.
+names (`xmodal-...`) are aliases for full specs. Rerankers (the `llava:` family,
+search/rerank/) are created with `create_model` and checked by their caller.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from typing import Any
 
 from xmodal.search.errors import ModelSpecError
 
-from .base import AudioTextEncoder, ImageTextEncoder, TwoTowerEncoder
+from .base import AudioTextEncoder, ImageTextEncoder, LazyModel, TwoTowerEncoder
 
 # Every encoder belongs to one space: image-text (open_clip) or audio-text (CLAP).
 Encoder = TwoTowerEncoder
-EncoderFactory = Callable[..., Encoder]
+EncoderFactory = Callable[..., LazyModel]
 
 _FACTORIES: dict[str, EncoderFactory] = {}
 _ALIASES: dict[str, Callable[[], str]] = {}
@@ -65,14 +66,25 @@ def resolve_spec(spec: str) -> str:
     return spec
 
 
-def create_any_encoder(spec: str, **overrides: Any) -> Encoder:
-    """Build (but do not load) the encoder for a spec; `overrides` go to its factory."""
+def create_model(spec: str, **overrides: Any) -> LazyModel:
+    """Build (but do not load) the model for a spec; `overrides` go to its factory."""
     full = resolve_spec(spec)
     family, _, rest = full.partition(":")
-    encoder = _FACTORIES[family](rest, **overrides)
+    model = _FACTORIES[family](rest, **overrides)
     if spec.strip() in _ALIASES:
-        encoder.named(spec.strip())
-    return encoder
+        model.named(spec.strip())
+    return model
+
+
+def create_any_encoder(spec: str, **overrides: Any) -> Encoder:
+    """The encoder (of either space) for a spec; a reranker here is a spec error."""
+    model = create_model(spec, **overrides)
+    if not isinstance(model, TwoTowerEncoder):
+        raise ModelSpecError(
+            f"{spec.strip()} is a reranker (a vision-language model), not an embedding "
+            "model; give it as the rerank model (--rerank-model, XMODAL_RERANK__MODEL)"
+        )
+    return model
 
 
 def create_encoder(spec: str, **overrides: Any) -> ImageTextEncoder:

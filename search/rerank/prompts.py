@@ -41,11 +41,13 @@ def answer_text(prompt: str, answer: str) -> str:
 
 @dataclass
 class Encoded:
-    """A right-padded batch: model inputs, and per position the token the model should
+    """A padded batch: model inputs, and per position the token the model should
     predict there (-100 where nothing is asked: prompt, picture, padding)."""
 
-    inputs: dict[str, Any]  # input_ids, attention_mask, pixel_values (+ image_sizes)
+    inputs: dict[str, Any]  # input_ids, attention_mask, pixel_values (+ image_sizes, ...)
     targets: Any  # (batch, length) long tensor, aligned with input_ids
+    answer_span: int  # the longest answer, in tokens: every answer is in the last
+    # answer_span positions when padded on the left
 
 
 def encode(
@@ -55,12 +57,16 @@ def encode(
     answers: Sequence[str],
     *,
     end: bool = False,
+    pad_left: bool = False,
 ) -> Encoded:
     """Tokenise picture+prompt pairs with answers to score (or train on).
 
     `prompts` are chat prompts (chat_prompt), one per picture. With `end` the
     tokenizer's end-of-sequence token closes each answer (training: the model learns
     to stop); scoring leaves it off, since a query may be part of a longer caption.
+    With `pad_left` every row ends at the last position, so a forward pass need only
+    compute the vocabulary's logits for the last `answer_span + 1` positions; the
+    inputs then carry explicit position ids.
     """
     import torch
 
@@ -86,12 +92,17 @@ def encode(
     attention = torch.zeros((len(rows), length), dtype=torch.long)
     targets = torch.full((len(rows), length), -100, dtype=torch.long)
     for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        attention[i, : len(row)] = 1
-        targets[i, start : len(row)] = input_ids[i, start : len(row)]
+        first = length - len(row) if pad_left else 0
+        span = slice(first, first + len(row))
+        input_ids[i, span] = torch.tensor(row)
+        attention[i, span] = 1
+        targets[i, first + start : first + len(row)] = input_ids[i, first + start : span.stop]
     inputs = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
     inputs.update(input_ids=input_ids, attention_mask=attention)
-    return Encoded(inputs, targets)
+    if pad_left:
+        inputs["position_ids"] = (attention.cumsum(-1) - 1).clamp(min=0)
+    answer_span = max(len(row) - start for row, start in zip(rows, starts, strict=True))
+    return Encoded(inputs, targets, answer_span)
 
 
 def answer_logprobs(logits: Any, targets: Any) -> Any:

@@ -1,0 +1,125 @@
+"""Reranking and explaining a search's hits: their pictures, the new order, and the
+explanations of the first few. The engine calls these; the model work is the
+service's (service.py)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from xmodal.search.errors import ModelLoadError
+from xmodal.search.hits import Hit
+from xmodal.search.media import ImageLimits, MediaKind, decode_image, frame_at
+from xmodal.search.store import ItemRecord
+
+from .explain import explain_picture
+from .service import Candidate, RerankReport, RerankRequest, RerankService
+
+# Pictures are decoded at least this large (JPEG draft) and kept at most this large:
+# enough for every LLaVA input (336 or 384 px), small in the picture cache.
+PICTURE_SIDE = 384
+
+
+@dataclass
+class ExplainReport:
+    """How a search's explanations went: how many hits got one, and why not all."""
+
+    explained: int
+    model: str
+    reason: str | None = None
+    took_ms: float = 0.0
+
+
+def moment_of(hit: Hit) -> float | None:
+    """The moment whose frame stands for a video hit: its best segment's start."""
+    if hit.item.kind != MediaKind.VIDEO:
+        return None
+    if hit.segments and hit.segments[0].start is not None:
+        return float(hit.segments[0].start)
+    return (hit.item.duration or 0.0) * 0.1
+
+
+def picture_of(item: ItemRecord, seconds: float | None, limits: ImageLimits) -> Image.Image | None:
+    """The picture a reranker looks at: an image, a video's frame at `seconds`; None
+    for a sound."""
+    source = Path(item.uri)
+    if item.kind == MediaKind.IMAGE:
+        image = decode_image(source, limits, draft_to=(PICTURE_SIDE, PICTURE_SIDE)).image
+    elif item.kind == MediaKind.VIDEO:
+        image = frame_at(source, seconds or 0.0, short_side=PICTURE_SIDE)
+    else:
+        return None
+    image.thumbnail((PICTURE_SIDE * 2, PICTURE_SIDE * 2))  # short side stays >= PICTURE_SIDE
+    return image
+
+
+def candidate(hit: Hit, limits: ImageLimits) -> Candidate:
+    moment = moment_of(hit)
+    item = hit.item
+    return Candidate((item.id, item.content_hash, moment), lambda: picture_of(item, moment, limits))
+
+
+def rerank_hits(
+    service: RerankService,
+    query: str,
+    hits: list[Hit],
+    request: RerankRequest,
+    limits: ImageLimits,
+) -> RerankReport:
+    """Rerank the first top_n hits in place. Pictures are reordered among the places
+    pictures held; sounds keep their places. Returns how it went."""
+    top = hits[: service.top_n(request)]
+    outcome = service.rerank(query, [candidate(hit, limits) for hit in top], request)
+    weight = service.settings.weight
+    scored = sorted(outcome.scores)
+    for index in scored:
+        top[index].rerank_score = outcome.scores[index]
+
+    def blended(index: int) -> float:
+        hit = top[index]
+        first = hit.calibrated if hit.calibrated is not None else hit.score
+        return weight * outcome.scores[index] + (1.0 - weight) * first
+
+    order = sorted(scored, key=lambda index: -blended(index))
+    reordered = list(top)
+    for place, index in zip(scored, order, strict=True):
+        reordered[place] = top[index]
+    hits[: len(top)] = reordered
+    assert outcome.report is not None
+    return outcome.report
+
+
+def explain_hits(
+    service: RerankService,
+    query: str,
+    hits: list[Hit],
+    count: int,
+    model: str | None,
+    limits: ImageLimits,
+) -> ExplainReport:
+    """Explanations for the first `count` hits that have a picture; a model that
+    cannot load leaves them unexplained, with the reason."""
+    started = time.perf_counter()
+    reranker = service.reranker(model)
+    report = ExplainReport(0, reranker.spec)
+    try:
+        for hit in hits:
+            if report.explained >= count:
+                break
+            try:
+                picture = service.picture(candidate(hit, limits))
+            except Exception:  # an unreadable original is left unexplained
+                picture = None
+            if picture is None:
+                continue
+            hit.explanation = explain_picture(
+                reranker, query, picture, service.settings.explain_words
+            )
+            report.explained += 1
+    except ModelLoadError as error:
+        report.reason = f"model unavailable: {error}"
+    report.took_ms = round((time.perf_counter() - started) * 1000.0, 3)
+    return report

@@ -1,0 +1,306 @@
+"""LLaVA-family rerankers through transformers (LLaVA-1.5, LLaVA-OneVision, and the
+project's own `xmodal-ref-vlm`, which is a small LLaVA).
+
+Specs after the `llava:` prefix are those of search/encoders/hf_checkpoint.py, e.g.
+llava:llava-hf/llava-onevision-qwen2-0.5b-ov-hf, llava:llava-hf/llava-1.5-7b-hf@REV or
+llava:local-dir:/dir. The model loads on first use, on CUDA in float16 when present.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from xmodal.search.encoders._torch_utils import pick_device
+from xmodal.search.encoders.hf_checkpoint import HfCheckpoint, HfSpec, transformers_module
+from xmodal.search.encoders.registry import register_encoder
+from xmodal.search.errors import ModelLoadError
+
+from .base import CAPTION, METHODS, VQA, Reranker, WordSupport
+from .prompts import (
+    CAPTION_PROMPT,
+    DESCRIBE_PROMPT,
+    NO,
+    YES,
+    answer_logprobs,
+    answer_text,
+    chat_prompt,
+    encode,
+    vqa_prompt,
+)
+
+DEFAULT_RERANKER_HUB = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+# A model saved by training/train_vlm_reference.py names its better-measured method here.
+METHOD_CONFIG_KEY = "xmodal_rerank_method"
+
+
+class LlavaSpec(HfSpec):
+    """A parsed `llava:` spec."""
+
+    FAMILY = "llava"
+    EXAMPLE = DEFAULT_RERANKER_HUB
+
+
+class LlavaReranker(Reranker):
+    """A transformers image-text-to-text model of the LLaVA family, loaded lazily."""
+
+    def __init__(self, rest: str = DEFAULT_RERANKER_HUB, device: str = "auto", batch: int = 16):
+        super().__init__()
+        self.parsed = LlavaSpec.parse(rest)
+        self._spec = self.resolved_spec = f"llava:{rest.strip().removeprefix('llava:')}"
+        self.checkpoint = HfCheckpoint(self.parsed, self.resolved_spec, "LLaVA")
+        self._device_request = device
+        self.batch = max(1, batch)  # pairs per forward pass, bounding memory
+        self.device = "cpu"
+        self._model: Any = None
+        self._processor: Any = None
+        self._run = threading.Lock()  # one forward pass at a time on the model
+        self._default_method: str | None = None
+
+    # -- cheap -----------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        return self.checkpoint.identity
+
+    @property
+    def default_method(self) -> str:  # type: ignore[override]
+        if self._default_method is None:
+            try:
+                config = self.checkpoint.cheap_config() or {}
+            except ModelLoadError:
+                config = {}  # the load fails later with its own message
+            method = config.get(METHOD_CONFIG_KEY)
+            self._default_method = method if method in METHODS else VQA
+        return self._default_method
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        self.load()
+        images = self._processor.image_processor
+        size = getattr(images, "crop_size", None) or getattr(images, "size", None) or {}
+        if "height" in size:
+            return int(size["height"]), int(size["width"])
+        side = int(size.get("shortest_edge", 336))
+        return side, side
+
+    # -- loading ---------------------------------------------------------
+    def _load(self) -> None:
+        import torch
+
+        transformers = transformers_module("rerank", "LLaVA")
+        device = pick_device(self._device_request)
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self._processor = self.checkpoint.from_pretrained(transformers.AutoProcessor)
+        model = self.checkpoint.from_pretrained(
+            transformers.AutoModelForImageTextToText, dtype=dtype
+        )
+        model.to(device)
+        model.eval()
+        model.requires_grad_(False)  # heatmaps take gradients of activations only
+        self.device = device
+        self._model = model
+
+    # -- scoring ---------------------------------------------------------
+    def score(
+        self, queries: Sequence[str], images: Sequence[Image.Image], method: str
+    ) -> list[float]:
+        if method not in METHODS:
+            raise ValueError(f"rerank method must be one of {METHODS}, not {method!r}")
+        if len(queries) != len(images):
+            raise ValueError("one query per picture")
+        self.load()
+        scores: list[float] = []
+        for start in range(0, len(images), self.batch):
+            part = slice(start, start + self.batch)
+            if method == CAPTION:
+                scores += self._caption_scores(queries[part], images[part])
+            else:
+                scores += self._vqa_scores(queries[part], images[part])
+        return scores
+
+    def _caption_scores(self, queries: Sequence[str], images: Sequence[Image.Image]) -> list[float]:
+        """exp(mean log p(query token | picture)): the geometric-mean probability of the
+        query's tokens as the picture's caption, in (0, 1]."""
+        prompt = chat_prompt(self._processor, CAPTION_PROMPT)
+        logprobs, targets = self._answer_logprobs([prompt] * len(images), queries, images)
+        counts = (targets[:, 1:] != -100).sum(-1).clamp(min=1)
+        return [math.exp(v) for v in (logprobs.sum(-1) / counts).tolist()]
+
+    def _vqa_scores(self, queries: Sequence[str], images: Sequence[Image.Image]) -> list[float]:
+        """P(Yes) against P(No) at the answer's first token."""
+        import torch
+
+        prompts = [chat_prompt(self._processor, vqa_prompt(q)) for q in queries]
+        encoded = self._encode(images, prompts, [YES] * len(images))
+        keep = encoded.answer_span + 1
+        with self._run, torch.inference_mode():
+            logits = self._model(**self._to_device(encoded.inputs), logits_to_keep=keep).logits
+        scores = []
+        for row, prompt in enumerate(prompts):
+            shared, yes, no = self._yes_no(prompt)
+            # With left padding the answer's token j sits `span - j` from the end; the
+            # logits one position earlier predict it. Yes and No are compared at their
+            # first differing token (a tokenizer may give both a leading-space token).
+            span = int((encoded.targets[row] != -100).sum())
+            at = logits[row, keep - span + shared - 1].float()
+            pair = torch.stack([at[yes], at[no]])
+            scores.append(float(torch.softmax(pair, 0)[0]))
+        return scores
+
+    def _yes_no(self, prompt: str) -> tuple[int, int, int]:
+        """The tokens Yes and No share at their start, and their first differing tokens."""
+        tokenizer = self._processor.tokenizer
+        yes = tokenizer(answer_text(prompt, YES), add_special_tokens=False)["input_ids"]
+        no = tokenizer(answer_text(prompt, NO), add_special_tokens=False)["input_ids"]
+        shared = 0
+        while shared < min(len(yes), len(no)) - 1 and yes[shared] == no[shared]:
+            shared += 1
+        return shared, yes[shared], no[shared]
+
+    def _encode(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], answers: Sequence[str]
+    ) -> Any:
+        return encode(self._processor, images, prompts, answers, pad_left=True)
+
+    def _to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        moved = {}
+        for name, value in inputs.items():
+            value = value.to(self.device)
+            if value.is_floating_point():
+                value = value.to(self._model.dtype)
+            moved[name] = value
+        return moved
+
+    def _answer_logprobs(
+        self, prompts: Sequence[str], answers: Sequence[str], images: Sequence[Image.Image]
+    ) -> tuple[Any, Any]:
+        """Per answer token, log p(token | picture, prompt); with the targets they align to."""
+        import torch
+
+        encoded = self._encode(images, prompts, answers)
+        keep = encoded.answer_span + 1
+        with self._run, torch.inference_mode():
+            logits = self._model(**self._to_device(encoded.inputs), logits_to_keep=keep).logits
+        targets = encoded.targets[:, -keep:]
+        return answer_logprobs(logits.cpu(), targets).float(), targets
+
+    # -- explanations ----------------------------------------------------
+    def describe(self, images: Sequence[Image.Image], max_words: int = 40) -> list[str]:
+        import torch
+
+        self.load()
+        prompt = chat_prompt(self._processor, DESCRIBE_PROMPT)
+        descriptions = []
+        for image in images:
+            inputs = self._processor(images=[image], text=[prompt], return_tensors="pt")
+            inputs = self._to_device(dict(inputs))
+            with self._run, torch.inference_mode():
+                out = self._model.generate(
+                    **inputs,
+                    max_new_tokens=max(4, int(max_words * 1.6)),
+                    do_sample=False,
+                    num_beams=1,
+                )
+            new = out[0, inputs["input_ids"].shape[1] :]
+            text = self._processor.tokenizer.decode(new, skip_special_tokens=True)
+            descriptions.append(" ".join(text.split()[:max_words]))
+        return descriptions
+
+    def word_support(self, query: str, image: Image.Image) -> list[WordSupport]:
+        """Per word, log p(word | picture) - log p(word | a blank picture of the model's
+        mean colour), summed over the word's tokens: the picture's own evidence."""
+        self.load()
+        prompt = chat_prompt(self._processor, CAPTION_PROMPT)
+        blank = Image.new("RGB", image.size, self._mean_colour())
+        logprobs, targets = self._answer_logprobs([prompt] * 2, [query] * 2, [image, blank])
+        asked = targets[0, 1:] != -100
+        delta = (logprobs[0] - logprobs[1])[asked].tolist()
+        text = answer_text(prompt, query)
+        offsets = self._processor.tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True
+        )["offset_mapping"]
+        words = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", text)]
+        support = [0.0] * len(words)
+        for (_, end), value in zip(offsets, delta, strict=False):
+            for w, (start, stop, _) in enumerate(words):
+                if start < end <= stop:
+                    support[w] += value
+                    break
+        return [
+            WordSupport(word, round(s, 4)) for (_, _, word), s in zip(words, support, strict=True)
+        ]
+
+    def view(self, image: Image.Image) -> Image.Image:
+        self.load()
+        if not getattr(self._processor.image_processor, "do_center_crop", False):
+            return image  # resized whole (LLaVA-OneVision's base view)
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        return image.crop((left, top, left + side, top + side))
+
+    def heatmap(self, query: str, image: Image.Image) -> np.ndarray:
+        """Grad-CAM on the projected patch tokens: per patch, the ReLU of
+        sum(gradient x activation) of the query's score (the default method's log score)
+        with respect to that patch's token as the language model receives it."""
+        import torch
+
+        self.load()
+        method = self.default_method
+        if method == CAPTION:
+            prompt, answer = chat_prompt(self._processor, CAPTION_PROMPT), query
+        else:
+            prompt, answer = chat_prompt(self._processor, vqa_prompt(query)), YES
+        encoded = self._encode([image], [prompt], [answer])
+        with self._run, self._capture_patches() as captured, torch.enable_grad():
+            logits = self._model(**self._to_device(encoded.inputs)).logits
+            logprobs = answer_logprobs(logits.float(), encoded.targets.to(logits.device))
+            logprobs.sum().backward()
+        patches = captured[0]
+        assert patches.grad is not None
+        cam = (patches.grad[0].float() * patches[0].detach().float()).sum(-1).clamp(min=0)
+        tokens = cam.shape[0]
+        side = math.isqrt(tokens)
+        if side * side != tokens and math.isqrt(tokens - 1) ** 2 == tokens - 1:
+            cam, side = cam[1:], math.isqrt(tokens - 1)  # a leading class token
+        grid = cam[: side * side].reshape(side, side).cpu().numpy().astype(np.float32)
+        peak = float(grid.max())
+        return grid / peak if peak > 0 else grid
+
+    @contextmanager
+    def _capture_patches(self) -> Iterator[list[Any]]:
+        """The projector's output (picture tokens as the language model receives them),
+        made a leaf that keeps its gradient."""
+        inner = getattr(self._model, "model", self._model)
+        projector = getattr(inner, "multi_modal_projector", None)
+        if projector is None:
+            raise ValueError(f"{self.spec} has no multi_modal_projector to explain with")
+        captured: list[Any] = []
+
+        def hook(_module: Any, _inputs: Any, output: Any) -> Any:
+            leaf = output.detach().requires_grad_(True)
+            leaf.retain_grad()
+            captured.append(leaf)
+            return leaf
+
+        handle = projector.register_forward_hook(hook)
+        try:
+            yield captured
+        finally:
+            handle.remove()
+
+    def _mean_colour(self) -> tuple[int, int, int]:
+        mean = getattr(self._processor.image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
+        r, g, b = (round(float(v) * 255) for v in mean[:3])
+        return (r, g, b)
+
+
+@register_encoder("llava")
+def create_llava_reranker(rest: str, device: str = "auto") -> LlavaReranker:
+    return LlavaReranker(rest, device=device)
