@@ -97,7 +97,12 @@ def llava_model(
 ) -> Any:
     """A LlavaForConditionalGeneration with a CLIP vision tower and a Llama language model."""
     import torch
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     vision = CLIPVisionConfig(
         image_size=image_size,
@@ -160,3 +165,63 @@ def tiny_llava(folder: Path, seed: int = 0) -> Path:
         seed=seed,
     )
     return save_llava(folder, model, llava_processor(tokenizer, 32, 8))
+
+
+def tiny_onevision(folder: Path, seed: int = 0) -> Path:
+    """A random model of LLaVA-OneVision's layout (SigLIP tower without a class token,
+    Qwen2 language model, "anyres" tiling of large pictures, ChatML prompts), saved to
+    `folder`: the code path of llava-hf/llava-onevision-qwen2-0.5b-ov-hf, in miniature."""
+    import torch
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    size, patch = 32, 8
+    corpus = ["a red square on the left", "Does this image show", "Answer yes or no."] * 4
+    tokenizer = build_tokenizer(corpus, vocab_size=300, extra=["<|im_start|>", "<|im_end|>"])
+    pinpoints = [[size, size], [size, 2 * size], [2 * size, size]]
+    config = LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(
+            image_size=size,
+            patch_size=patch,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+        ),
+        text_config=Qwen2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        image_grid_pinpoints=pinpoints,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(
+            size={"height": size, "width": size}, image_grid_pinpoints=pinpoints
+        ),
+        video_processor=LlavaOnevisionVideoProcessor(size={"height": size, "width": size}),
+        tokenizer=tokenizer,
+        num_image_tokens=(size // patch) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=CHATML_TEMPLATE,
+    )
+    return save_llava(folder, model, processor)
