@@ -5,6 +5,7 @@ service's (service.py)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,16 @@ def candidate(hit: Hit, limits: ImageLimits) -> Candidate:
     return Candidate((item.id, item.content_hash, moment), lambda: picture_of(item, moment, limits))
 
 
+def fused_order(scores: Sequence[float], weight: float) -> list[int]:
+    """A new order for candidates given in their first order, with their rerank
+    scores: by weight x (rank by rerank score) + (1 - weight) x (first rank), ties in
+    the first order. Ranks, not scores, are blended: the two scales (a probability, a
+    calibrated cosine) do not compare, their orders do. weight 1: by rerank score."""
+    by_score = sorted(range(len(scores)), key=lambda i: -scores[i])
+    rank = {index: place for place, index in enumerate(by_score)}
+    return sorted(range(len(scores)), key=lambda i: (weight * rank[i] + (1 - weight) * i, i))
+
+
 def rerank_hits(
     service: RerankService,
     query: str,
@@ -73,20 +84,13 @@ def rerank_hits(
     pictures held; sounds keep their places. Returns how it went."""
     top = hits[: service.top_n(request)]
     outcome = service.rerank(query, [candidate(hit, limits) for hit in top], request)
-    weight = service.settings.weight
     scored = sorted(outcome.scores)
     for index in scored:
         top[index].rerank_score = outcome.scores[index]
-
-    def blended(index: int) -> float:
-        hit = top[index]
-        first = hit.calibrated if hit.calibrated is not None else hit.score
-        return weight * outcome.scores[index] + (1.0 - weight) * first
-
-    order = sorted(scored, key=lambda index: -blended(index))
+    order = fused_order([outcome.scores[i] for i in scored], service.settings.weight)
     reordered = list(top)
-    for place, index in zip(scored, order, strict=True):
-        reordered[place] = top[index]
+    for place, position in zip(scored, order, strict=True):
+        reordered[place] = top[scored[position]]
     hits[: len(top)] = reordered
     assert outcome.report is not None
     return outcome.report

@@ -33,8 +33,9 @@ class RerankSettings(SettingsGroup):
         1.0,
         ge=0,
         le=1,
-        description="A reranked picture is ordered by weight x rerank_score + (1 - weight) x "
-        "its calibrated score.",
+        description="Reranked pictures are ordered by weight x their rank by rerank_score + "
+        "(1 - weight) x their first rank: 1 orders them by the reranker alone, 0.5 averages "
+        "the two orders.",
     )
     timeout_ms: float = Field(
         5000.0,
