@@ -38,14 +38,14 @@ def test_demo_serves_and_its_printed_curl_returns_hits(tmp_path):
         deadline = time.monotonic() + 180
         curls: list[str] = []
         assert process.stdout is not None
-        while time.monotonic() < deadline and len(curls) < 5:
+        while time.monotonic() < deadline and len(curls) < 6:
             line = process.stdout.readline()
             if not line:
                 break
             lines.append(line)
             if line.strip().startswith("curl "):
                 curls.append(line.strip())
-        assert len(curls) == 5, "".join(lines)
+        assert len(curls) == 6, "".join(lines)
         assert any(f"http://127.0.0.1:{port}" in line for line in lines)
         for curl in curls:
             for _ in range(100):  # the server starts right after the commands are printed
@@ -59,6 +59,12 @@ def test_demo_serves_and_its_printed_curl_returns_hits(tmp_path):
             assert {"id", "uri", "score", "matched", "segments", "metadata"} <= set(first)
             if "beep" in curl or "/search/audio" in curl:  # the sounds' queries find sounds
                 assert first["matched"] == "sound" and first["uri"].endswith(".wav"), curl
+            if '"rerank"' in curl:  # the reference reranker binds colours to shapes
+                assert body["rerank"]["applied"], body["rerank"]
+                assert first["uri"].endswith("twin-red-square-yellow-star.jpg"), curl
+                assert first["rerank_score"] is not None and first["explanation"]["summary"]
+        text = "".join(lines)
+        assert "reranked by xmodal-ref-vlm" in text and "why twin-red-square-yellow-star" in text
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

@@ -6,13 +6,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from xmodal.synthetic import sounds
-from xmodal.synthetic.shapes import generate
+from xmodal.synthetic.shapes import Scene, ShapeObject, generate, jpeg_bytes, render
 
 DEMO_SEED = 7
 
 
 DEMO_SOUND_RATE = 16000  # the reference audio model's rate: nothing to resample
+
+# Twins that differ only in which shape has which colour: a contrastive model ranks
+# them about alike for "a red square to the left of a yellow star"; the demo shows the
+# reranker telling them apart.
+SWAPPED_TWINS = {
+    "twin-red-square-yellow-star.jpg": (("red", "square"), ("yellow", "star")),
+    "twin-yellow-square-red-star.jpg": (("yellow", "square"), ("red", "star")),
+}
 
 
 def write_demo_library(folder: Path, count: int = 240, sound_count: int = 60) -> Path:
@@ -37,6 +47,21 @@ def write_demo_library(folder: Path, count: int = 240, sound_count: int = 60) ->
                     "colours": sorted({o.colour for o in item.scene.objects}),
                     "shapes": sorted({o.shape for o in item.scene.objects}),
                     "objects": len(item.scene.objects),
+                }
+            )
+        )
+    for number, (name, (left, right)) in enumerate(SWAPPED_TWINS.items()):
+        scene = Scene((ShapeObject(*left, "large", "left"), ShapeObject(*right, "large", "right")))
+        rng = np.random.default_rng([DEMO_SEED, 99, number])
+        (folder / name).write_bytes(jpeg_bytes(render(scene, rng, side=192), rng))
+        lines.append(
+            json.dumps(
+                {
+                    "file": name,
+                    "caption": f"a {left[0]} {left[1]} to the left of a {right[0]} {right[1]}",
+                    "colours": sorted({left[0], right[0]}),
+                    "shapes": sorted({left[1], right[1]}),
+                    "objects": 2,
                 }
             )
         )
