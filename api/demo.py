@@ -56,7 +56,7 @@ def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) ->
         model=REFERENCE_MODEL,
         audio_model=REFERENCE_AUDIO_MODEL,
         server={"host": host, "port": port},
-        rerank={"model": REFERENCE_RERANKER},
+        rerank={"model": REFERENCE_RERANKER, "preload": True},
     )
     engine = Engine.from_settings(settings)
     report = index_paths(

@@ -246,6 +246,8 @@ class Engine:
         # a sound-only store never needs it.
         for space in present or [self._image]:
             space.warm()
+        if self.reranking.settings.preload:
+            self.reranking.preload()
 
     # -- spaces ------------------------------------------------------------
     def _spaces(self) -> list[Space[Any]]:

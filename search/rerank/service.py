@@ -9,6 +9,7 @@ for a model that fails: the search then answers in its first order.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -25,6 +26,8 @@ from . import create_reranker
 from .base import METHODS, Reranker
 from .batcher import PairBatcher
 from .settings import RerankSettings
+
+log = logging.getLogger(__name__)
 
 # After a model failed to load, searches asking for it fall back at once for this long
 # rather than each paying for another attempt.
@@ -122,6 +125,20 @@ class RerankService:
             if found is None:
                 found = self._rerankers[spec] = create_reranker(spec, device=self.device)
             return found
+
+    def preload(self) -> threading.Thread:
+        """Load the configured reranker in a background thread; a failure is logged
+        (searches then fall back, saying why)."""
+
+        def load() -> None:
+            try:
+                self.reranker().load()
+            except (ModelLoadError, ModelSpecError) as error:
+                log.warning("the reranker is not available: %s", error)
+
+        thread = threading.Thread(target=load, name="xmodal-rerank-load", daemon=True)
+        thread.start()
+        return thread
 
     def top_n(self, request: RerankRequest) -> int:
         top_n = request.top_n or self.settings.top_n

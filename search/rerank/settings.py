@@ -21,6 +21,11 @@ class RerankSettings(SettingsGroup):
         description="The reranker: a llava: spec (a Hugging Face id, @revision, or a "
         "save_pretrained folder) or xmodal-ref-vlm, the project's own offline model.",
     )
+    preload: bool = Field(
+        False,
+        description="Load the reranker in the background when the server starts, so that "
+        "the first reranked search does not wait for it (or fall back past the budget).",
+    )
     method: RerankMethod = Field(
         "auto",
         description='"caption": the query\'s likelihood as the picture\'s caption; "vqa": '
