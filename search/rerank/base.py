@@ -58,6 +58,6 @@ class Reranker(LazyModel):
         heatmap covers."""
 
     @abstractmethod
-    def heatmap(self, query: str, image: Image.Image) -> np.ndarray:
-        """(rows, cols) float32 in [0, 1] over the picture as the model sees it (its
-        square crop): where the evidence for the query's score lies."""
+    def heatmap(self, query: str, image: Image.Image, weighting: str = "gradcam") -> np.ndarray:
+        """(rows, cols) float32 in [0, 1] over the picture as the model sees it (`view`):
+        where the evidence for the query's score lies."""

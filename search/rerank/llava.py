@@ -245,10 +245,12 @@ class LlavaReranker(Reranker):
         left, top = (image.width - side) // 2, (image.height - side) // 2
         return image.crop((left, top, left + side, top + side))
 
-    def heatmap(self, query: str, image: Image.Image) -> np.ndarray:
+    def heatmap(self, query: str, image: Image.Image, weighting: str = "gradcam") -> np.ndarray:
         """Grad-CAM on the projected patch tokens: per patch, the ReLU of
         sum(gradient x activation) of the query's score (the default method's log score)
-        with respect to that patch's token as the language model receives it."""
+        with respect to that patch's token as the language model receives it.
+        `weighting="gradient"`: the gradient's norm alone (plain saliency), which
+        training/eval_vlm_reference.py measures against Grad-CAM."""
         import torch
 
         self.load()
@@ -264,7 +266,13 @@ class LlavaReranker(Reranker):
             logprobs.sum().backward()
         patches = captured[0]
         assert patches.grad is not None
-        cam = (patches.grad[0].float() * patches[0].detach().float()).sum(-1).clamp(min=0)
+        grad = patches.grad[0].float()
+        if weighting == "gradient":
+            cam = grad.norm(dim=-1)
+        elif weighting == "gradcam":
+            cam = (grad * patches[0].detach().float()).sum(-1).clamp(min=0)
+        else:
+            raise ValueError(f"weighting must be gradcam or gradient, not {weighting!r}")
         tokens = cam.shape[0]
         side = math.isqrt(tokens)
         if side * side != tokens and math.isqrt(tokens - 1) ** 2 == tokens - 1:
