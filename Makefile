@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[dev,video,audio]'
+	$(PIP) install -q -e '.[dev,video,audio,rerank]'
 	touch $@
 
 install: $(VENV)/.installed

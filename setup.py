@@ -23,7 +23,7 @@ for layer in LAYERS:
 # Data folders are packages too (namespace ones), so that their files are installed.
 package_data = {
     "xmodal.search.model_configs": ["*.json"],
-    "xmodal.search.models": ["*.pt", "*.card.json", "xmodal-ref-audio/*"],
+    "xmodal.search.models": ["*.pt", "*.card.json", "xmodal-ref-audio/*", "xmodal-ref-vlm/*"],
 }
 
 setup(packages=packages, package_dir=package_dir, package_data=package_data)
