@@ -19,6 +19,7 @@ FIGURES = {
     "audio_throughput.py": "end to end: index_paths",
     "calibration.py": "min_score 3: nonsense returning hits",
     "index_throughput.py": "cold: steady state / model-only =",
+    "rerank.py": "(target <= 150 ms):",
     "text_batching.py": "batched/plain",
     "video_keyframes.py": "segments span",
 }
