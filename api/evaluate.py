@@ -163,7 +163,9 @@ def _reranked(
 
     def candidate(column: int) -> Candidate:
         path = files[column]
-        return Candidate(str(path), lambda: decode_image(path, limits).image)
+        return Candidate(
+            str(path), lambda side: decode_image(path, limits, draft_to=(side, side)).image
+        )
 
     started = time.perf_counter()
     reranked = scores.copy()

@@ -283,10 +283,10 @@ def timed_candidates(candidates: list[Any], stages: Stages) -> list[Any]:
     """The same candidates, their decoding timed as the `decode` stage."""
     from xmodal.search.rerank.service import Candidate
 
-    def decode(load: Callable[[], Any]) -> Any:
+    def decode(load: Callable[[int], Any], side: int) -> Any:
         started = time.perf_counter()
         try:
-            return load()
+            return load(side)
         finally:
             stages.add("decode", time.perf_counter() - started)
 
@@ -359,12 +359,12 @@ def measure(
     stages = Stages(reranker, args.device)
     warm = candidates_for(pictures, "warm")
     for candidate in warm:
-        service.picture(candidate)  # decoded once, kept in the picture cache
+        service.picture(candidate, reranker)  # decoded once, kept in the picture cache
     ordered = [reranker.default_method] + [m for m in methods if m != reranker.default_method]
     for method in ordered:
         for size in warm_up:  # first passes allocate and tune; not measured
             rerank_once(service, queries.next(), warm[:size], method)
-            reranker.score([queries.next()], [service.picture(warm[0])], method)
+            reranker.score([queries.next()], [service.picture(warm[0], reranker)], method)
         for top in tops:
             row = Row(method, top, baseline_candidates=min(top, baseline_candidates or top))
             stages.take()
@@ -382,7 +382,9 @@ def measure(
                         for stage, seconds in stages.take().items():
                             row.stages[stage] += seconds
                     else:
-                        images = [service.picture(c) for c in warm[: row.baseline_candidates]]
+                        images = [
+                            service.picture(c, reranker) for c in warm[: row.baseline_candidates]
+                        ]
                         started = time.perf_counter()
                         one_by_one = [reranker.score([query], [im], method)[0] for im in images]
                         row.baseline.append(time.perf_counter() - started)

@@ -343,7 +343,7 @@ class Engine:
         self, text: str, item_id: str, seconds: float | None = None, model: str | None = None
     ) -> Explanation:
         """Why an item matches a text query: the reranker's description of its picture
-        (a video's frame at `seconds`, default its first keyframe) and per-word support.
+        (a video's frame at `seconds`, default a tenth into it) and per-word support.
         Raises ModelLoadError when the model cannot load."""
         reranker, picture = self._explained_picture(text, item_id, seconds, model)
         return explain_picture(
@@ -375,7 +375,7 @@ class Engine:
             raise InvalidQueryError("a sound has no picture to explain")
         reranker = self.reranking.reranker(model)
         segments = [] if seconds is None else [SegmentHit(item.id, 0.0, seconds, seconds)]
-        picture = self.reranking.picture(candidate(Hit(item, 0.0, segments), self.limits))
+        picture = self.reranking.picture(candidate(Hit(item, 0.0, segments), self.limits), reranker)
         assert picture is not None
         return reranker, picture
 

@@ -46,6 +46,11 @@ class LazyModel(ABC):
     def identity(self) -> str:
         """Architecture and weights identity; cheap (no model load)."""
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory."""
+        return self._loaded
+
     @final
     def load(self) -> None:
         """Load weights now (otherwise done on first use). Raises ModelLoadError.

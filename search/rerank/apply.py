@@ -19,10 +19,6 @@ from xmodal.search.store import ItemRecord
 from .explain import explain_picture
 from .service import Candidate, RerankReport, RerankRequest, RerankService
 
-# Pictures are decoded at least this large (JPEG draft) and kept at most this large:
-# enough for every LLaVA input (336 or 384 px), small in the picture cache.
-PICTURE_SIDE = 384
-
 
 @dataclass
 class ExplainReport:
@@ -43,24 +39,26 @@ def moment_of(hit: Hit) -> float | None:
     return (hit.item.duration or 0.0) * 0.1
 
 
-def picture_of(item: ItemRecord, seconds: float | None, limits: ImageLimits) -> Image.Image | None:
+def picture_of(
+    item: ItemRecord, seconds: float | None, limits: ImageLimits, side: int
+) -> Image.Image | None:
     """The picture a reranker looks at: an image, a video's frame at `seconds`; None
-    for a sound."""
+    for a sound. JPEGs decode at reduced scale down to `side` pixels."""
     source = Path(item.uri)
     if item.kind == MediaKind.IMAGE:
-        image = decode_image(source, limits, draft_to=(PICTURE_SIDE, PICTURE_SIDE)).image
-    elif item.kind == MediaKind.VIDEO:
-        image = frame_at(source, seconds or 0.0, short_side=PICTURE_SIDE)
-    else:
-        return None
-    image.thumbnail((PICTURE_SIDE * 2, PICTURE_SIDE * 2))  # short side stays >= PICTURE_SIDE
-    return image
+        return decode_image(source, limits, draft_to=(side, side)).image
+    if item.kind == MediaKind.VIDEO:
+        return frame_at(source, seconds or 0.0, short_side=side)
+    return None
 
 
 def candidate(hit: Hit, limits: ImageLimits) -> Candidate:
     moment = moment_of(hit)
     item = hit.item
-    return Candidate((item.id, item.content_hash, moment), lambda: picture_of(item, moment, limits))
+    return Candidate(
+        (item.id, item.content_hash, moment),
+        lambda side: picture_of(item, moment, limits, side),
+    )
 
 
 def fused_order(scores: Sequence[float], weight: float) -> list[int]:
@@ -114,7 +112,7 @@ def explain_hits(
             if report.explained >= count:
                 break
             try:
-                picture = service.picture(candidate(hit, limits))
+                picture = service.picture(candidate(hit, limits), reranker)
             except Exception:  # an unreadable original is left unexplained
                 picture = None
             if picture is None:

@@ -39,6 +39,10 @@ class Reranker(LazyModel):
         """(height, width) the model looks at; decoders may draft large pictures to it."""
 
     @abstractmethod
+    def fit_picture(self, image: Image.Image) -> Image.Image:
+        """The picture shrunk to what the model uses of it (kept in the picture cache)."""
+
+    @abstractmethod
     def score(
         self, queries: Sequence[str], images: Sequence[Image.Image], method: str
     ) -> list[float]:

@@ -237,6 +237,23 @@ class LlavaReranker(Reranker):
             WordSupport(word, round(s, 4)) for (_, _, word), s in zip(words, support, strict=True)
         ]
 
+    def fit_picture(self, image: Image.Image) -> Image.Image:
+        """Shrink a decoded picture to what the processor would make of it anyway: the
+        short side to the crop for centre-cropping processors (LLaVA-1.5, xmodal-ref-vlm),
+        the long side to the base size otherwise (OneVision: one tile plus the base view,
+        where a larger picture would be cut into more tiles). Never enlarges."""
+        self.load()
+        images = self._processor.image_processor
+        height, width = self.input_size
+        if getattr(images, "do_center_crop", False):
+            scale = min(height, width) / min(image.size)
+        else:
+            scale = max(height, width) / max(image.size)
+        if scale >= 1.0:
+            return image
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        return image.resize(size, Image.Resampling.BICUBIC)
+
     def view(self, image: Image.Image) -> Image.Image:
         self.load()
         if not getattr(self._processor.image_processor, "do_center_crop", False):
@@ -310,5 +327,5 @@ class LlavaReranker(Reranker):
 
 
 @register_encoder("llava")
-def create_llava_reranker(rest: str, device: str = "auto") -> LlavaReranker:
-    return LlavaReranker(rest, device=device)
+def create_llava_reranker(rest: str, device: str = "auto", batch: int = 16) -> LlavaReranker:
+    return LlavaReranker(rest, device=device, batch=batch)

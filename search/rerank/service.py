@@ -92,10 +92,11 @@ class RerankReport:
 @dataclass(frozen=True)
 class Candidate:
     """A hit to rerank: `key` names its picture (item, content, moment) for the caches;
-    `picture` decodes it, or returns None for a hit with none (a sound)."""
+    `picture` decodes it at least `side` pixels on its short side where it can (a JPEG
+    draft), or returns None for a hit with none (a sound)."""
 
     key: Hashable
-    picture: Callable[[], Image.Image | None]
+    picture: Callable[[int], Image.Image | None]
 
 
 @dataclass
@@ -110,6 +111,7 @@ class RerankService:
         self.device = device
         self._rerankers: dict[str, Reranker] = {}
         self._failed: dict[str, tuple[float, str]] = {}  # spec -> (when, why)
+        self._loaders: dict[str, threading.Thread] = {}  # spec -> the thread loading it
         self._lock = threading.Lock()
         self._scores: LruCache[tuple[Any, ...], float] = LruCache(self.settings.cache_size)
         self._pictures: LruCache[Hashable, Image.Image] = LruCache(self.settings.picture_cache_size)
@@ -123,22 +125,20 @@ class RerankService:
         with self._lock:
             found = self._rerankers.get(spec)
             if found is None:
-                found = self._rerankers[spec] = create_reranker(spec, device=self.device)
+                found = self._rerankers[spec] = create_reranker(
+                    spec, device=self.device, batch=self.settings.batch_pairs
+                )
             return found
 
-    def preload(self) -> threading.Thread:
-        """Load the configured reranker in a background thread; a failure is logged
+    def preload(self) -> None:
+        """Start loading the configured reranker in the background; a failure is logged
         (searches then fall back, saying why)."""
-
-        def load() -> None:
-            try:
-                self.reranker().load()
-            except (ModelLoadError, ModelSpecError) as error:
-                log.warning("the reranker is not available: %s", error)
-
-        thread = threading.Thread(target=load, name="xmodal-rerank-load", daemon=True)
-        thread.start()
-        return thread
+        try:
+            reranker = self.reranker()
+        except ModelSpecError as error:
+            log.warning("the reranker is not available: %s", error)
+            return
+        self._ready(reranker, 0.0)
 
     def top_n(self, request: RerankRequest) -> int:
         top_n = request.top_n or self.settings.top_n
@@ -154,12 +154,17 @@ class RerankService:
             raise InvalidQueryError(f"rerank method must be auto or one of {', '.join(METHODS)}")
         return method
 
-    def picture(self, candidate: Candidate) -> Image.Image | None:
-        found = self._pictures.get(candidate.key)
+    def picture(self, candidate: Candidate, reranker: Reranker) -> Image.Image | None:
+        """The candidate's picture as `reranker` takes it (decoded, shrunk to its input;
+        cached per model)."""
+        key = (reranker.identity, candidate.key)
+        found = self._pictures.get(key)
         if found is None:
-            found = candidate.picture()
-            if found is not None:
-                self._pictures.put(candidate.key, found)
+            height, width = reranker.input_size
+            decoded = candidate.picture(min(height, width))
+            if decoded is not None:
+                found = reranker.fit_picture(decoded)
+                self._pictures.put(key, found)
         return found
 
     # -- scoring -----------------------------------------------------------
@@ -188,6 +193,10 @@ class RerankService:
         identity = self._identity(reranker)
         if identity is None:
             return done(f"model unavailable: {self._failed[reranker.spec][1]}")
+        if not self._ready(reranker, budget):
+            if reranker.spec in self._failed:
+                return done(f"model unavailable: {self._failed[reranker.spec][1]}")
+            return done("timeout: the model is still loading")
         method = report.method = self.method_for(reranker, request)
         todo: list[tuple[int, tuple[Any, ...], Image.Image]] = []
         for index, candidate in enumerate(candidates):
@@ -198,7 +207,7 @@ class RerankService:
                 report.cached += 1
                 continue
             try:
-                picture = self.picture(candidate)
+                picture = self.picture(candidate, reranker)
             except Exception:  # an unreadable original is left unscored
                 picture = None
             if picture is not None:
@@ -206,15 +215,25 @@ class RerankService:
             if time.perf_counter() - started > budget:
                 return done("timeout")
         if todo:
-            future = self.batcher.submit(
-                reranker, method, [query] * len(todo), [picture for _, _, picture in todo]
-            )
-            remaining = budget - (time.perf_counter() - started)
+            # Passes of batch_pairs: on timeout the ones not started are dropped, so a
+            # slow model builds no backlog; the running one finishes and fills the cache.
+            size = self.settings.batch_pairs
+            chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+            futures = [
+                self.batcher.submit(reranker, method, [query] * len(c), [p for _, _, p in c])
+                for c in chunks
+            ]
             try:
-                scores = future.result(timeout=max(remaining, 0.0))
+                for chunk, future in zip(chunks, futures, strict=True):
+                    remaining = budget - (time.perf_counter() - started)
+                    scores = future.result(timeout=max(remaining, 0.0))
+                    for (index, key, _), score in zip(chunk, scores, strict=True):
+                        self._scores.put(key, score)
+                        outcome.scores[index] = score
             except FutureTimeout:
-                # The pass goes on; its scores still fill the cache for the next search.
-                future.add_done_callback(lambda f: self._keep(f, todo))
+                for chunk, future in zip(chunks, futures, strict=True):
+                    if not future.cancel():
+                        future.add_done_callback(lambda f, c=chunk: self._keep(f, c))
                 return done("timeout")
             except (ModelLoadError, ModelSpecError) as error:
                 self._failed[reranker.spec] = (time.monotonic(), str(error))
@@ -222,11 +241,29 @@ class RerankService:
             except Exception as error:  # reranking never fails a search
                 return done(f"rerank failed: {type(error).__name__}: {error}")
             self._failed.pop(reranker.spec, None)
-            for (index, key, _), score in zip(todo, scores, strict=True):
-                self._scores.put(key, score)
-                outcome.scores[index] = score
         report.scored = len(outcome.scores)
         return done()
+
+    def _ready(self, reranker: Reranker, budget: float) -> bool:
+        """Whether the model is loaded, waiting for its load (in a thread of its own,
+        one per model) at most `budget` seconds; a failed load is remembered."""
+        if reranker.loaded:
+            return True
+        with self._lock:
+            loader = self._loaders.get(reranker.spec)
+            if loader is None or not loader.is_alive():
+
+                def load() -> None:
+                    try:
+                        reranker.load()
+                    except Exception as error:  # remembered; searches fall back
+                        self._failed[reranker.spec] = (time.monotonic(), str(error))
+
+                loader = threading.Thread(target=load, name="xmodal-rerank-load", daemon=True)
+                self._loaders[reranker.spec] = loader
+                loader.start()
+        loader.join(budget)
+        return reranker.loaded
 
     def _identity(self, reranker: Reranker) -> str | None:
         try:
@@ -236,6 +273,6 @@ class RerankService:
             return None
 
     def _keep(self, future: Any, todo: list[tuple[int, tuple[Any, ...], Image.Image]]) -> None:
-        if future.exception() is None:
+        if not future.cancelled() and future.exception() is None:
             for (_, key, _), score in zip(todo, future.result(), strict=True):
                 self._scores.put(key, score)

@@ -165,7 +165,7 @@ class Gated(LlavaReranker):
 
 def candidates(count: int, prefix: str = "item") -> list[Candidate]:
     images = pictures() * (count // 3 + 1)
-    return [Candidate((prefix, i), lambda i=i: images[i]) for i in range(count)]
+    return [Candidate((prefix, i), lambda side, i=i: images[i]) for i in range(count)]
 
 
 def service_with(reranker: Reranker, **settings: object) -> RerankService:
@@ -241,10 +241,14 @@ def test_a_model_that_cannot_load_falls_back_and_is_not_retried_at_once(tmp_path
 def test_unreadable_picture_is_left_unscored(llava_dir: Path) -> None:
     service = service_with(Gated(llava_dir))
 
-    def broken() -> Image.Image:
+    def broken(side: int) -> Image.Image:
         raise OSError("gone")
 
-    found = [*candidates(2), Candidate(("broken",), broken), Candidate(("sound",), lambda: None)]
+    found = [
+        *candidates(2),
+        Candidate(("broken",), broken),
+        Candidate(("sound",), lambda side: None),
+    ]
     outcome = service.rerank("a red square", found, RerankRequest(model="gated"))
     assert outcome.report is not None and outcome.report.applied
     assert sorted(outcome.scores) == [0, 1]
