@@ -1,4 +1,4 @@
-"""The `xmodal` command line: index, search, serve, info, demo.
+"""The `xmodal` command line: index, search, explain, serve, info, demo.
 
 User errors print one line to stderr and exit with status 2 (3 when model weights
 cannot be loaded, 1 when --fail-fast stopped a run).

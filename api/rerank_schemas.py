@@ -3,9 +3,10 @@ it went, and why a hit matches (its explanation and the URL of its heatmap)."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
 
 from xmodal.search.rerank.apply import ExplainReport
 from xmodal.search.rerank.explain import Explanation
@@ -65,6 +66,22 @@ def rerank_options_model(settings: RerankSettings) -> type[RerankOptions]:
             Field(None, gt=0, le=settings.timeout_ms, description=TIMEOUT_DESCRIPTION),
         ),
     )
+
+
+def _rerank_shape(value: Any) -> str:
+    return "null" if value is None else "boolean" if isinstance(value, bool) else "options"
+
+
+def rerank_field(options: type[RerankOptions]) -> Any:
+    """The type of a search's `rerank`: true/false, the options object, or null. Told
+    apart by the JSON type, so that a bad object gets the errors of the object alone
+    (not also "not a boolean"), and OpenAPI shows oneOf [boolean, RerankOptions, null]."""
+    return Annotated[
+        Annotated[bool, Tag("boolean")]
+        | Annotated[options, Tag("options")]
+        | Annotated[None, Tag("null")],
+        Discriminator(_rerank_shape),
+    ]
 
 
 class RerankOut(BaseModel):

@@ -21,6 +21,7 @@ from .rerank_schemas import (
     RerankOptions,
     RerankOut,
     heatmap_url,
+    rerank_field,
     rerank_options_model,
 )
 
@@ -29,8 +30,10 @@ from .rerank_schemas import (
 # value the same validation error.
 if TYPE_CHECKING:
     MediaKindName = str
+    RerankField = bool | RerankOptions | None
 else:
     MediaKindName = Literal[tuple(kind.value for kind in MediaKind)]
+    RerankField = rerank_field(RerankOptions)
 
 
 TEXT_DESCRIPTION = "Find media matching this text."
@@ -66,7 +69,7 @@ class SearchRequest(BaseModel):
         "the server's query.min_score setting). 3 keeps matches well above what unrelated "
         "queries reach.",
     )
-    rerank: bool | RerankOptions | None = Field(None, description=RERANK_DESCRIPTION)
+    rerank: RerankField = Field(None, description=RERANK_DESCRIPTION)
     explain: int = Field(0, ge=0, description=EXPLAIN_DESCRIPTION)
 
     @model_validator(mode="after")
@@ -90,8 +93,6 @@ def search_request_model(
     `explain` by the rerank settings, so that what the schema accepts and documents is
     what the engine answers."""
     rerank = rerank or RerankSettings()
-    # `true`, or the options object bounded by the settings (a type built at run time).
-    rerank_field: Any = bool | rerank_options_model(rerank) | None
     return create_model(
         "SearchRequest",
         __base__=SearchRequest,
@@ -101,7 +102,10 @@ def search_request_model(
             Field(None, description=TEXT_DESCRIPTION, max_length=limits.max_text_chars),
         ),
         k=(int, Field(10, ge=1, le=limits.max_k, description=K_DESCRIPTION)),
-        rerank=(rerank_field, Field(None, description=RERANK_DESCRIPTION)),
+        rerank=(
+            rerank_field(rerank_options_model(rerank)),
+            Field(None, description=RERANK_DESCRIPTION),
+        ),
         explain=(int, Field(0, ge=0, le=rerank.max_explain, description=EXPLAIN_DESCRIPTION)),
     )
 
@@ -182,7 +186,8 @@ class HitOut(HitItemFields):
     rerank_score: float | None = Field(
         None,
         description="Reranked hits: the vision-language model's score in [0, 1]; reranked "
-        "pictures are ordered by it (see the rerank.weight setting). Null when not reranked.",
+        "pictures are ordered by it (blended with their first order when the rerank.weight "
+        "setting is below 1). Null when not reranked.",
     )
     explanation: ExplanationOut | None = Field(
         None, description="When the search asked for explanations: why this hit matches."

@@ -232,6 +232,9 @@ def test_hostile_requests_are_refused(client, library):
     for path, body in refused:
         response = client.post(path, json=body)
         assert response.status_code == 422, (path, body, response.text[:300])
+    # A bad options object is told what is wrong with it, not also that it is no boolean.
+    (error,) = client.post("/search", json=refused[0][1]).json()["detail"]
+    assert error["loc"] == ["body", "rerank", "options", "top_n"]
     for query in ("q=" + "x" * 2001, "q=x&t=-2", "q=x&model=" + "m" * 1001):
         response = client.get(f"/items/{picture}/explain.png?{query}")
         assert response.status_code == 422, query[:40]
@@ -254,8 +257,8 @@ def test_openapi_documents_reranking_and_explanations(client):
     assert {"400", "404", "503"} <= set(paths["/explain"]["post"]["responses"])
 
     request = schemas["SearchRequest"]["properties"]
-    kinds = {option.get("type") or option.get("$ref") for option in request["rerank"]["anyOf"]}
-    assert kinds == {"boolean", "#/components/schemas/RerankOptions", "null"}
+    shapes = [option.get("type") or option.get("$ref") for option in request["rerank"]["oneOf"]]
+    assert shapes == ["boolean", "#/components/schemas/RerankOptions", "null"]
     assert request["explain"]["maximum"] == 3
     options = schemas["RerankOptions"]["properties"]
     assert options["top_n"]["anyOf"][0]["maximum"] == 6
