@@ -13,7 +13,7 @@ from xmodal.api.settings import Settings
 from xmodal.search import Engine
 
 from .errors import install_error_handlers
-from .routes import health, items, search
+from .routes import explain, health, items, search
 from .thumbnails import ThumbnailCache
 
 
@@ -40,7 +40,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         settings.data / "thumbnails", settings.server.thumbnail_size, settings.images
     )
     install_error_handlers(app)
-    app.include_router(search.router_for(engine.query))
+    app.include_router(search.router_for(engine.query, engine.reranking.settings))
+    app.include_router(explain.router_for(engine.query))
     app.include_router(items.router)
     app.include_router(health.router)
     return app

@@ -12,6 +12,7 @@ from xmodal.search.errors import (
     MediaDecodeError,
     ModelLoadError,
     ModelMismatchError,
+    ModelSpecError,
     StoreError,
     UnknownItemError,
     XmodalError,
@@ -32,6 +33,7 @@ STATUS_BY_ERROR: list[tuple[type[XmodalError], int]] = [
     (UnknownItemError, 404),
     (OriginalMissing, 404),
     (InvalidQueryError, 400),
+    (ModelSpecError, 400),  # e.g. a request's rerank model names no reranker
     (MediaDecodeError, 415),
     (PayloadTooLarge, 413),
     (ModelMismatchError, 409),

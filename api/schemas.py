@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, get_args, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args, get_type_hints
 
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from xmodal.search.hits import Hit, SearchResult
 from xmodal.search.media import MediaKind
+from xmodal.search.rerank.apply import moment_of
+from xmodal.search.rerank.service import RerankRequest
+from xmodal.search.rerank.settings import RerankSettings
 from xmodal.search.settings import QuerySettings
 from xmodal.search.store import ItemRecord
 from xmodal.search.store.records import ITEM_COLUMNS
+
+from .rerank_schemas import (
+    ExplainReportOut,
+    ExplanationOut,
+    RerankOptions,
+    RerankOut,
+    heatmap_url,
+    rerank_field,
+    rerank_options_model,
+)
 
 # A kind a request may name: a Literal of the table's values rather than the enum, so
 # that the OpenAPI schema keeps its inline enum ["image", "video", "audio"] and a bad
 # value the same validation error.
 if TYPE_CHECKING:
     MediaKindName = str
+    RerankField = bool | RerankOptions | None
 else:
     MediaKindName = Literal[tuple(kind.value for kind in MediaKind)]
+    RerankField = rerank_field(RerankOptions)
 
 
 TEXT_DESCRIPTION = "Find media matching this text."
 K_DESCRIPTION = "Results per page."
+RERANK_DESCRIPTION = (
+    "Text queries: rerank the first hits with a vision-language model that looks at each "
+    "picture while reading the query. true: with the server's rerank settings; an object: "
+    "with some of them chosen. Never fails the search: the response's `rerank` says whether "
+    "it was applied and why not."
+)
+EXPLAIN_DESCRIPTION = (
+    "Text queries: explain this many of the page's first hits that have a picture (what "
+    "the picture shows, which words of the query it supports, a heatmap URL)."
+)
 
 
 class SearchRequest(BaseModel):
@@ -44,6 +69,8 @@ class SearchRequest(BaseModel):
         "the server's query.min_score setting). 3 keeps matches well above what unrelated "
         "queries reach.",
     )
+    rerank: RerankField = Field(None, description=RERANK_DESCRIPTION)
+    explain: int = Field(0, ge=0, description=EXPLAIN_DESCRIPTION)
 
     @model_validator(mode="after")
     def exactly_one_query(self) -> SearchRequest:
@@ -52,10 +79,20 @@ class SearchRequest(BaseModel):
             raise ValueError("give exactly one of `text` or `item_id`")
         return self
 
+    def rerank_request(self) -> RerankRequest | None:
+        """What the engine is asked to rerank with; None: no reranking."""
+        if isinstance(self.rerank, RerankOptions):
+            return self.rerank.request()
+        return RerankRequest() if self.rerank else None
 
-def search_request_model(limits: QuerySettings) -> type[SearchRequest]:
-    """SearchRequest with `text` and `k` bounded by the query limits, so that what the
-    schema accepts and documents is what the engine answers."""
+
+def search_request_model(
+    limits: QuerySettings, rerank: RerankSettings | None = None
+) -> type[SearchRequest]:
+    """SearchRequest with `text` and `k` bounded by the query limits, and `rerank` and
+    `explain` by the rerank settings, so that what the schema accepts and documents is
+    what the engine answers."""
+    rerank = rerank or RerankSettings()
     return create_model(
         "SearchRequest",
         __base__=SearchRequest,
@@ -65,6 +102,11 @@ def search_request_model(limits: QuerySettings) -> type[SearchRequest]:
             Field(None, description=TEXT_DESCRIPTION, max_length=limits.max_text_chars),
         ),
         k=(int, Field(10, ge=1, le=limits.max_k, description=K_DESCRIPTION)),
+        rerank=(
+            rerank_field(rerank_options_model(rerank)),
+            Field(None, description=RERANK_DESCRIPTION),
+        ),
+        explain=(int, Field(0, ge=0, le=rerank.max_explain, description=EXPLAIN_DESCRIPTION)),
     )
 
 
@@ -117,6 +159,14 @@ class ItemOut(ItemFields):
         return cls(**item_values(item, "item"))
 
 
+class ExplainedBy(NamedTuple):
+    """What a search's explanations answer: its text, and the model it asked for (None:
+    the server's), which the heatmap URLs repeat."""
+
+    text: str
+    model: str | None = None
+
+
 class HitOut(HitItemFields):
     score: float = Field(description="Cosine similarity of the best segment, in its space.")
     matched: Literal["picture", "sound"] = Field(
@@ -133,25 +183,53 @@ class HitOut(HitItemFields):
         description="An image's segment, or the best moments (start, end in seconds) of a "
         "video or a sound, adjacent windows merged."
     )
+    rerank_score: float | None = Field(
+        None,
+        description="Reranked hits: the vision-language model's score in [0, 1]; reranked "
+        "pictures are ordered by it (blended with their first order when the rerank.weight "
+        "setting is below 1). Null when not reranked.",
+    )
+    explanation: ExplanationOut | None = Field(
+        None, description="When the search asked for explanations: why this hit matches."
+    )
 
     @classmethod
-    def of(cls, hit: Hit) -> HitOut:
+    def of(cls, hit: Hit, explained: ExplainedBy | None = None) -> HitOut:
+        explanation = None
+        if hit.explanation is not None:
+            assert explained is not None, "an explained hit's heatmap URL needs the query"
+            url = heatmap_url(hit.item.id, explained.text, moment_of(hit), explained.model)
+            explanation = ExplanationOut.of(hit.explanation, url)
         return cls(
             **item_values(hit.item, "hit"),
             score=hit.score,
             matched=hit.matched,
             calibrated_score=None if hit.calibrated is None else round(hit.calibrated, 4),
             segments=[SegmentOut(**s.__dict__) for s in hit.segments],
+            rerank_score=hit.rerank_score,
+            explanation=explanation,
         )
 
 
 class SearchResponse(BaseModel):
     hits: list[HitOut]
     took_ms: float
+    rerank: RerankOut | None = Field(
+        None, description="How reranking went, when the search asked for it."
+    )
+    explain: ExplainReportOut | None = Field(
+        None, description="How explaining went, when the search asked for explanations."
+    )
 
     @classmethod
-    def of(cls, result: SearchResult) -> SearchResponse:
-        return cls(hits=[HitOut.of(h) for h in result.hits], took_ms=result.took_ms)
+    def of(cls, result: SearchResult, explained: ExplainedBy | None = None) -> SearchResponse:
+        """The response to a search; `explained` is needed for the hits' heatmap URLs."""
+        return cls(
+            hits=[HitOut.of(h, explained) for h in result.hits],
+            took_ms=result.took_ms,
+            rerank=None if result.rerank is None else RerankOut.of(result.rerank),
+            explain=None if result.explain is None else ExplainReportOut.of(result.explain),
+        )
 
 
 class SpaceOut(BaseModel):

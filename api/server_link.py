@@ -209,9 +209,18 @@ class ServerLink:
 
     # -- queries: each returns the response body (api/schemas.py SearchResponse) --------
     def search(self, body: dict[str, Any]) -> bytes:
-        """POST /search: `text` or `item_id`, k, offset, filter, kinds, min_score."""
+        """POST /search: `text` or `item_id`, k, offset, filter, kinds, min_score, rerank,
+        explain."""
         data = json.dumps(body).encode()
         return self._post("/search", data, "application/json")
+
+    def explain(self, body: dict[str, Any]) -> bytes:
+        """POST /explain: text, item_id, t, model (api/schemas ExplainResponse)."""
+        return self._post("/explain", json.dumps(body).encode(), "application/json")
+
+    def get(self, path: str) -> bytes:
+        """GET a path relative to the server (e.g. an explanation's heatmap_url)."""
+        return self._send(urllib.request.Request(self.url + path, method="GET"))
 
     def search_upload(
         self,
@@ -234,6 +243,9 @@ class ServerLink:
         request = urllib.request.Request(
             self.url + route, data=data, headers={"content-type": content_type}, method="POST"
         )
+        return self._send(request)
+
+    def _send(self, request: urllib.request.Request) -> bytes:
         try:
             with _opener.open(request, timeout=QUERY_TIMEOUT) as response:
                 return bytes(response.read())

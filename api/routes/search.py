@@ -9,19 +9,24 @@ server configured with `query.max_k = 5000` takes k = 5000.
 # definition time, and they name the request model built in `router_for`.
 
 import inspect
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
 
 from xmodal.search import QuerySettings
+from xmodal.search.errors import InvalidQueryError
 from xmodal.search.filters import parse_filter_json
+from xmodal.search.rerank.settings import RerankSettings
 
 from ..deps import EngineDep, SettingsDep
 from ..errors import PayloadTooLarge
 from ..schemas import (
     K_DESCRIPTION,
     ErrorResponse,
+    ExplainedBy,
     MediaKindName,
     SearchRequest,
     SearchResponse,
@@ -35,34 +40,42 @@ FILTER_FORM = "Metadata filter as JSON."
 KINDS_FORM = "Only these kinds of media."
 
 
-def router_for(limits: QuerySettings) -> APIRouter:
-    """The search routes, their schemas bounded by `limits`."""
+def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> APIRouter:
+    """The search routes, their schemas bounded by `limits` and the `rerank` settings."""
     router = APIRouter(tags=["search"])
     PageSize = Annotated[int, Form(ge=1, le=limits.max_k, description=K_DESCRIPTION)]
 
     def search(body: SearchRequest, engine: EngineDep, response: Response) -> SearchResponse:
         """Text -> media, or indexed item -> similar media (the item itself excluded).
 
-        The `Server-Timing` header splits the time: encode, search, fetch (milliseconds)."""
+        Text queries may rerank their first hits and explain some of them (`rerank`,
+        `explain`). The `Server-Timing` header splits the time: encode, search, fetch,
+        and rerank and explain when asked (milliseconds)."""
+        rerank_request = body.rerank_request()
         if body.text:
             result = engine.search_text(
-                body.text, body.k, body.offset, body.filter, body.kinds, body.min_score
+                body.text,
+                body.k,
+                body.offset,
+                body.filter,
+                body.kinds,
+                body.min_score,
+                rerank=rerank_request,
+                explain=body.explain,
             )
         else:
+            if rerank_request is not None or body.explain:
+                raise InvalidQueryError(
+                    "rerank and explain apply to text queries only, not to `item_id`"
+                )
             result = engine.search_similar(
                 str(body.item_id), body.k, body.offset, body.filter, body.kinds
             )
         response.headers["Server-Timing"] = server_timing(result.timings)
-        return SearchResponse.of(result)
+        model = None if rerank_request is None else rerank_request.model
+        return SearchResponse.of(result, ExplainedBy(body.text or "", model))
 
-    # FastAPI validates the body with the model its signature names: the bounded one.
-    bounded = inspect.signature(search)
-    search.__signature__ = bounded.replace(  # type: ignore[attr-defined]
-        parameters=[
-            p.replace(annotation=search_request_model(limits)) if p.name == "body" else p
-            for p in bounded.parameters.values()
-        ]
-    )
+    validate_body_with(search, search_request_model(limits, rerank))
     router.add_api_route(
         "/search",
         search,
@@ -122,6 +135,19 @@ def router_for(limits: QuerySettings) -> APIRouter:
     return router
 
 
+def validate_body_with(route: Callable[..., Any], model: type[BaseModel]) -> None:
+    """Make FastAPI validate (and document) the route's `body` parameter with `model`, a
+    request model built at run time with the server's limits: FastAPI reads the type
+    from the signature."""
+    signature = inspect.signature(route)
+    route.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[
+            p.replace(annotation=model) if p.name == "body" else p
+            for p in signature.parameters.values()
+        ]
+    )
+
+
 async def read_upload(request: Request, file: UploadFile, limit: int) -> bytes:
     """The uploaded bytes; 413 before reading when the declared size is already too big."""
     declared = request.headers.get("content-length")
@@ -139,4 +165,4 @@ def server_timing(timings: dict[str, float]) -> str:
     return ", ".join(f"{name};dur={ms:.3f}" for name, ms in timings.items())
 
 
-__all__ = ["read_upload", "router_for", "server_timing"]
+__all__ = ["read_upload", "router_for", "server_timing", "validate_body_with"]

@@ -69,8 +69,8 @@ def overlay(view: Image.Image, grid: np.ndarray) -> Image.Image:
     """The heatmap over the picture as the model saw it, as an RGB image."""
     view = view.convert("RGB")
     view.thumbnail((HEATMAP_SIDE, HEATMAP_SIDE))
-    heat = Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8), "L")
-    heat = np.asarray(heat.resize(view.size, Image.Resampling.BILINEAR), np.float32) / 255.0
+    cells = Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8), "L")
+    heat = np.asarray(cells.resize(view.size, Image.Resampling.BILINEAR), np.float32) / 255.0
     # Interpolate the colour ramp at each pixel's heat.
     position = heat * (len(_COLOURS) - 1)
     low = np.floor(position).astype(int).clip(0, len(_COLOURS) - 2)

@@ -11,6 +11,14 @@ from xmodal.api.settings import Settings
 from xmodal.indexer import index_paths
 
 
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> str:
+    """The spec of a tiny random LLaVA (training/vlm_parts.py) saved to a folder."""
+    from training.vlm_parts import tiny_llava
+
+    return f"llava:{tiny_llava(tmp_path_factory.mktemp('vlm') / 'tiny-llava')}"
+
+
 @pytest.fixture
 def indexed(engine, make_image, tmp_path):
     lib = tmp_path / "lib"

@@ -13,7 +13,8 @@ def test_text_search_returns_hits_in_the_documented_shape(client, indexed):
     response = client.post("/search", json={"text": "a photo", "k": 4})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"hits", "took_ms"} and len(body["hits"]) == 4
+    assert set(body) == {"hits", "took_ms", "rerank", "explain"} and len(body["hits"]) == 4
+    assert body["rerank"] is None and body["explain"] is None  # not asked for
     hit = body["hits"][0]
     assert set(hit) >= HIT_KEYS and hit["kind"] == "image"
     assert hit["segments"][0]["id"] == f"{hit['id']}:0" and hit["segments"][0]["start"] is None

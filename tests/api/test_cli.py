@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
 
 import pytest
 
@@ -112,3 +115,118 @@ def test_index_saves_the_ann_index_and_reindex_rebuilds_it(
     monkeypatch.setenv("XMODAL_ANN__MIN_SEGMENTS", "50000")
     code, out, _ = xmodal("reindex")
     assert code == 0 and "searched exactly" in out
+
+
+def table_header(out: str) -> list[str]:
+    line = next(line for line in out.splitlines() if " rank " in line and " matched " in line)
+    return [cell.strip() for cell in line.strip("┃│ ").replace("│", "┃").split("┃")]
+
+
+def test_search_reranks_and_explains_in_process(xmodal, library, tiny_spec, tiny_vlm, monkeypatch):
+    assert xmodal("index", str(library), "--model", tiny_spec, "--json")[0] == 0
+    monkeypatch.setenv("XMODAL_RERANK__MODEL", tiny_vlm)
+    query = ("search", "a red square", "-k", "3", "--no-server")
+
+    code, out, err = xmodal(*query, "--rerank", "--explain", "1")
+    assert code == 0, err
+    assert table_header(out) == ["rank", "score", "calibrated", "rerank", "matched", "file", "id"]
+    # All four pictures are reranked (rerank.top_n is 20), then the page of three shown.
+    assert f"reranked the first 4 hit(s) with {tiny_vlm} (vqa) in " in out
+    assert "4 picture(s) scored, 0 from the cache" in out
+    explained = [line for line in out.splitlines() if line.startswith("1. ")]
+    assert len(explained) == 1 and ": The picture shows" in explained[0]
+    assert "heatmap:" not in out  # a relative URL means nothing without a server
+
+    code, out, err = xmodal(*query, "--rerank-top", "2", "--explain", "2", "--json")
+    body = json.loads(out)
+    assert code == 0 and body["rerank"]["applied"] and body["rerank"]["candidates"] == 2
+    assert [h["rerank_score"] is not None for h in body["hits"]] == [True, True, False]
+    assert [h["explanation"] is not None for h in body["hits"]] == [True, True, False]
+    assert body["hits"][0]["explanation"]["heatmap_url"].startswith("/items/")
+
+    code, out, err = xmodal(*query, "--rerank-model", f"llava:{library / 'absent'}")
+    assert code == 0 and "not reranked (model unavailable: " in out
+    assert table_header(out) == ["rank", "score", "calibrated", "matched", "file", "id"]
+
+    code, out, err = xmodal(*query)
+    assert code == 0 and "rerank" not in table_header(out) and " reranked " not in out
+
+    code, _, err = xmodal("search", "--similar", "0000000000000000", "--rerank")
+    assert code == 2 and "text queries only" in err
+    code, _, err = xmodal(*query, "--explain", "9")
+    assert code == 2 and "explain must be between 0 and 5" in err
+
+
+def test_explain_command_writes_the_heatmap(xmodal, library, tiny_spec, tiny_vlm, tmp_path):
+    assert xmodal("index", str(library), "--model", tiny_spec, "--json")[0] == 0
+    item_id = json.loads(xmodal("search", "a photo", "-k", "1", "--json")[1])["hits"][0]["id"]
+    png = tmp_path / "heat.png"
+    code, out, err = xmodal(
+        "explain", "a red square", item_id, "--rerank-model", tiny_vlm, "--heatmap", str(png)
+    )
+    assert code == 0, err
+    assert out.startswith("The picture shows") and f"explained by {tiny_vlm}" in out
+    assert f"heatmap written to {png}" in out and "answered in-process" in out
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+    code, out, _ = xmodal("explain", "a red square", item_id, "--rerank-model", tiny_vlm, "--json")
+    assert code == 0 and [w["word"] for w in json.loads(out)["words"]] == ["a", "red", "square"]
+    code, _, err = xmodal("explain", "a red square", "0000000000000000")
+    assert code == 2 and err == "error: no item with id '0000000000000000'\n"
+    code, _, err = xmodal("explain", "x", item_id, "--rerank-model", "llava:nobody/absent-vlm")
+    assert code == 3 and "not in the local Hugging Face cache" in err
+
+
+@contextlib.contextmanager
+def serving(data):
+    """`xmodal serve` of `data` (settings from the environment) in a thread on a free
+    port; yields its URL."""
+    from xmodal.api.app import create_app
+    from xmodal.api.server_link import announced_server
+    from xmodal.api.settings import load_settings
+
+    urls: list[str] = []
+    server = announced_server(
+        create_app(load_settings(data=data)), data, "127.0.0.1", 0, urls.append
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not urls and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert urls
+    try:
+        yield urls[0]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_rerank_and_explain_through_the_server(
+    xmodal, library, tiny_spec, tiny_vlm, monkeypatch, tmp_path
+):
+    assert xmodal("index", str(library), "--model", tiny_spec, "--json")[0] == 0
+    monkeypatch.setenv("XMODAL_RERANK__MODEL", tiny_vlm)
+    query = ("search", "a red square", "-k", "3", "--rerank-top", "3", "--explain", "1")
+    local = json.loads(xmodal(*query, "--json", "--no-server")[1])
+    with serving(tmp_path / "data") as url:
+        code, out, err = xmodal(*query, "--json")
+        assert code == 0 and err.startswith(f"answered by the server at {url} in "), err
+        served = json.loads(out)
+        assert [h["id"] for h in served["hits"]] == [h["id"] for h in local["hits"]]
+        assert served["rerank"]["applied"] and served["rerank"]["candidates"] == 3
+        for mine, theirs in zip(local["hits"], served["hits"], strict=True):
+            assert mine["rerank_score"] == pytest.approx(theirs["rerank_score"], abs=1e-4)
+        heatmap_url = served["hits"][0]["explanation"]["heatmap_url"]
+        assert heatmap_url == local["hits"][0]["explanation"]["heatmap_url"]
+
+        code, out, err = xmodal(*query)
+        assert code == 0 and f"   heatmap: {url}{heatmap_url}" in out
+
+        png = tmp_path / "heat.png"
+        item_id = served["hits"][0]["id"]
+        code, out, err = xmodal("explain", "a red square", item_id, "--heatmap", str(png))
+        assert code == 0 and f"answered by the server at {url} in " in out, err
+        assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        code, _, err = xmodal("search", "--image", str(library / "0.jpg"), "--explain", "1")
+        assert code == 2 and "text queries only" in err
