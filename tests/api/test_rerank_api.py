@@ -110,7 +110,7 @@ def test_past_its_budget_a_search_answers_in_its_first_order(client):
     body = client.post(
         "/search", json={"text": query, "k": 7, "rerank": {"timeout_ms": 0.001}}
     ).json()
-    assert not body["rerank"]["applied"] and body["rerank"]["reason"] == "timeout"
+    assert not body["rerank"]["applied"] and body["rerank"]["reason"].startswith("timeout")
     assert ids(body) == ids(plain)
     assert all(hit["rerank_score"] is None for hit in body["hits"])
 

@@ -261,3 +261,14 @@ def test_request_bounds() -> None:
     with pytest.raises(InvalidQueryError, match="top_n"):
         service.top_n(RerankRequest(top_n=31))
     assert service.top_n(RerankRequest()) == 20
+
+
+def test_a_search_waits_for_the_models_load_only_up_to_its_budget(llava_dir: Path) -> None:
+    service = RerankService(RerankSettings(model=f"llava:{llava_dir}"))
+    reranker = service.reranker()
+    assert not reranker.loaded
+    early = service.rerank("a red square", candidates(3), RerankRequest(timeout_ms=0.001))
+    assert early.report is not None and not early.report.applied
+    assert early.report.reason == "timeout: the model is still loading"
+    later = service.rerank("a red square", candidates(3), RerankRequest(timeout_ms=60_000))
+    assert later.report is not None and later.report.applied and reranker.loaded
