@@ -170,6 +170,7 @@ def candidates(count: int, prefix: str = "item") -> list[Candidate]:
 
 def service_with(reranker: Reranker, **settings: object) -> RerankService:
     service = RerankService(RerankSettings(model="unused", **settings))  # type: ignore[arg-type]
+    reranker.load()  # these tests hold passes, not loads
     service._rerankers["gated"] = reranker
     return service
 
