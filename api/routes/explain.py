@@ -48,6 +48,7 @@ def router_for(limits: QuerySettings) -> APIRouter:
         the picture (a video's frame at `t`) shows, which words of the text it supports,
         and the URL of the heatmap."""
         started = time.perf_counter()
+        engine.reranking.check_offered(body.model)
         explanation = engine.explain(body.text, body.item_id, body.t, body.model)
         took_ms = round((time.perf_counter() - started) * 1000.0, 3)
         return ExplainResponse.answering(
@@ -78,6 +79,7 @@ def router_for(limits: QuerySettings) -> APIRouter:
     ) -> Response:
         """A PNG of the item's picture as the model sees it, coloured where the evidence
         for the query `q` lies (dark blue: none, yellow: most)."""
+        engine.reranking.check_offered(model)
         png = engine.explain_heatmap(q, item_id, t, model)
         return Response(png, media_type="image/png", headers={"Cache-Control": HEATMAP_CACHE})
 

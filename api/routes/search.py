@@ -52,6 +52,8 @@ def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> A
         `explain`). The `Server-Timing` header splits the time: encode, search, fetch,
         and rerank and explain when asked (milliseconds)."""
         rerank_request = body.rerank_request()
+        if rerank_request is not None:
+            engine.reranking.check_offered(rerank_request.model)
         if body.text:
             result = engine.search_text(
                 body.text,

@@ -130,6 +130,19 @@ class RerankService:
                 )
             return found
 
+    def check_offered(self, spec: str | None) -> None:
+        """For a request from outside (HTTP): refuse a model the settings do not offer
+        (`model` and `allowed_models`), before anything is loaded."""
+        if spec is None or spec.strip() == self.settings.model.strip():
+            return
+        if spec.strip() in {allowed.strip() for allowed in self.settings.allowed_models}:
+            return
+        offered = ", ".join([self.settings.model, *self.settings.allowed_models])
+        raise InvalidQueryError(
+            f"this server does not offer the reranker {spec.strip()[:200]!r}; it offers "
+            f"{offered} (setting rerank.allowed_models)"
+        )
+
     def preload(self) -> None:
         """Start loading the configured reranker in the background; a failure is logged
         (searches then fall back, saying why)."""

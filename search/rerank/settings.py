@@ -21,6 +21,11 @@ class RerankSettings(SettingsGroup):
         description="The reranker: a llava: spec (a Hugging Face id, @revision, or a "
         "save_pretrained folder) or xmodal-ref-vlm, the project's own offline model.",
     )
+    allowed_models: list[str] = Field(
+        default_factory=list,
+        description="Rerankers an HTTP request may name besides `model`; a request naming "
+        "another is refused (400): which models a server loads is its operator's choice.",
+    )
     preload: bool = Field(
         False,
         description="Load the reranker in the background when the server starts, so that "

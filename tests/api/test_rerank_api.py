@@ -23,9 +23,17 @@ QUERY = "a red square on the left"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+# Models the tests' requests name besides the server's own: offered, so that what
+# happens when they are used (a bad spec, a missing folder or download) is tested.
+NAMED = ["nonsense", "llava:nobody/absent-vlm"]
+
+
 @pytest.fixture
-def rerank_settings(tiny_vlm):
-    return RerankSettings(model=tiny_vlm, top_n=4, max_top_n=6, max_explain=3)
+def rerank_settings(tiny_vlm, tmp_path):
+    offered = [*NAMED, f"llava:{tmp_path / 'no-such-model'}"]
+    return RerankSettings(
+        model=tiny_vlm, top_n=4, max_top_n=6, max_explain=3, allowed_models=offered
+    )
 
 
 @pytest.fixture
@@ -245,6 +253,20 @@ def test_hostile_requests_are_refused(client, library):
         assert "text queries only" in response.json()["detail"]
     response = client.post("/search", json={"text": QUERY, "rerank": {"model": "nonsense"}})
     assert response.status_code == 400 and "nonsense" in response.json()["detail"]
+
+
+def test_a_model_the_server_does_not_offer_is_refused_before_loading(client, library):
+    _, paths = library
+    picture = item_id_for(str(paths["p0"]))
+    other = "llava:/etc/some-folder-of-the-callers-choosing"
+    for method, url, kwargs in [
+        ("post", "/search", {"json": {"text": QUERY, "rerank": {"model": other}}}),
+        ("post", "/explain", {"json": {"text": QUERY, "item_id": picture, "model": other}}),
+        ("get", f"/items/{picture}/explain.png?q=x&model={other}", {}),
+    ]:
+        response = getattr(client, method)(url, **kwargs)
+        assert response.status_code == 400, (url, response.text)
+        assert "does not offer" in response.json()["detail"]
 
 
 def test_openapi_documents_reranking_and_explanations(client):
