@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     )
     from xmodal.search.hits import Hit, SearchResult, SegmentHit
     from xmodal.search.media import ImageLimits, MediaKind, decode_image
+    from xmodal.search.rerank import create_reranker
+    from xmodal.search.rerank.service import RerankRequest
+    from xmodal.search.rerank.settings import RerankSettings
     from xmodal.search.settings import AnnSettings, QuerySettings
     from xmodal.search.space import RefreshReport, saved_index_state
     from xmodal.search.store import ItemRecord, Store
@@ -61,6 +64,9 @@ _MODULES = {
     ),
     "xmodal.search.hits": ("Hit", "SearchResult", "SegmentHit"),
     "xmodal.search.media": ("ImageLimits", "MediaKind", "decode_image"),
+    "xmodal.search.rerank": ("create_reranker",),
+    "xmodal.search.rerank.service": ("RerankRequest",),
+    "xmodal.search.rerank.settings": ("RerankSettings",),
     "xmodal.search.settings": ("AnnSettings", "QuerySettings"),
     "xmodal.search.space": ("RefreshReport", "saved_index_state"),
     "xmodal.search.store": ("ItemRecord", "Store"),
@@ -86,6 +92,8 @@ __all__ = [
     "ModelSpecError",
     "QuerySettings",
     "RefreshReport",
+    "RerankRequest",
+    "RerankSettings",
     "SearchResult",
     "SegmentHit",
     "SourceError",
@@ -94,6 +102,7 @@ __all__ = [
     "UnknownItemError",
     "XmodalError",
     "create_encoder",
+    "create_reranker",
     "decode_image",
     "list_encoders",
     "model_for_store",
