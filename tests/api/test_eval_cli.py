@@ -101,16 +101,38 @@ def _register_test_encoder():
         register_encoder("test-pitch")(PitchBandEncoder)
 
 
-def run_eval(folder, monkeypatch, capsys, model: str = "test-colour:x") -> dict:
+def run_eval(folder, monkeypatch, capsys, model: str = "test-colour:x", *extra: str) -> dict:
     import sys
 
     from xmodal.api.cli import main
 
-    monkeypatch.setattr(sys, "argv", ["xmodal", "eval", str(folder), "--model", model, "--json"])
+    argv = ["xmodal", "eval", str(folder), "--model", model, "--json", *extra]
+    monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as done:
         main()
     assert done.value.code in (0, None)
     return json.loads(capsys.readouterr().out)
+
+
+def test_eval_with_rerank_reorders_only_each_captions_top(tmp_path, monkeypatch, capsys):
+    from training.vlm_parts import tiny_llava
+
+    colours = {"r": (255, 0, 0), "g": (0, 255, 0), "b": (0, 0, 255), "k": (20, 20, 20)}
+    for name, rgb in colours.items():
+        Image.new("RGB", (32, 32), rgb).save(tmp_path / f"{name}.png")
+    (tmp_path / "captions.csv").write_text(
+        "file,caption\nr.png,red\ng.png,green\nb.png,blue\nk.png,red green blue\n"
+    )
+    vlm = f"llava:{tiny_llava(tmp_path / 'vlm')}"
+    args = ("--rerank", "--rerank-top", "2", "--rerank-model", vlm, "--rerank-method", "caption")
+    report = run_eval(tmp_path, monkeypatch, capsys, "test-colour:x", *args)
+    plain, reranked = report["text_to_image"], report["text_to_image_reranked"]
+    assert reranked["model"] == vlm and reranked["method"] == "caption"
+    assert reranked["top_n"] == 2 and reranked["pairs"] == 4 * 2
+    # Only the first two of each caption move: whether the right image is in them,
+    # and so R@5 and R@10, cannot change.
+    assert reranked["R@5"] == plain["R@5"] and reranked["R@10"] == plain["R@10"]
+    assert reranked["queries"] == plain["queries"] == 4
 
 
 def test_eval_reports_ranks_known_by_construction(tmp_path, monkeypatch, capsys):
