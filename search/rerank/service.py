@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from PIL import Image
@@ -246,7 +247,7 @@ class RerankService:
             except FutureTimeout:
                 for chunk, future in zip(chunks, futures, strict=True):
                     if not future.cancel():
-                        future.add_done_callback(lambda f, c=chunk: self._keep(f, c))
+                        future.add_done_callback(partial(self._keep, todo=chunk))
                 return done("timeout")
             except (ModelLoadError, ModelSpecError) as error:
                 self._failed[reranker.spec] = (time.monotonic(), str(error))
@@ -285,7 +286,7 @@ class RerankService:
             self._failed[reranker.spec] = (time.monotonic(), str(error))
             return None
 
-    def _keep(self, future: Any, todo: list[tuple[int, tuple[Any, ...], Image.Image]]) -> None:
+    def _keep(self, future: Any, *, todo: list[tuple[int, tuple[Any, ...], Image.Image]]) -> None:
         if not future.cancelled() and future.exception() is None:
             for (_, key, _), score in zip(todo, future.result(), strict=True):
                 self._scores.put(key, score)
