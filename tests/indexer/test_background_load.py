@@ -29,7 +29,7 @@ class SlowEncoder(ImageTextEncoder):
         super().__init__()  # the base's load(): one load at a time, retried after a failure
         self._spec = "test:slow"
         self.fail = fail
-        self.loaded = threading.Event()
+        self.load_done = threading.Event()
         self.loads = 0
         self.load_ended = 0.0
         self.first_decode: float | None = None  # when a decode worker first asked
@@ -49,14 +49,14 @@ class SlowEncoder(ImageTextEncoder):
         self.load_ended = time.perf_counter()
         if self.fail:
             raise ModelLoadError("checkpoint file not found: test")
-        self.loaded.set()
+        self.load_done.set()
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
         self.load()  # as open_clip's: loads on first use
         return np.asarray(image.resize((16, 16)), dtype=np.float32).mean(axis=(0, 1))
 
     def encode_prepared(self, batch: Sequence[np.ndarray]) -> np.ndarray:
-        assert self.loaded.is_set()
+        assert self.load_done.is_set()
         vectors = np.stack(batch) + 1e-3
         return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
