@@ -43,14 +43,15 @@ UNSEEN_COMBINATIONS = frozenset(
 )
 
 # Centre of each position as a fraction of the canvas (x, y).
-_ANCHORS = {
+ANCHORS = {
     "left": (0.25, 0.5),
     "right": (0.75, 0.5),
     "top": (0.5, 0.25),
     "bottom": (0.5, 0.75),
     "center": (0.5, 0.5),
 }
-_SIZE_RANGE = {"small": (0.15, 0.2), "large": (0.3, 0.38)}  # diameter / canvas side
+ANCHOR_JITTER = 0.05  # an object's centre lies within this of its anchor, along each axis
+SIZE_RANGE = {"small": (0.15, 0.2), "large": (0.3, 0.38)}  # diameter / canvas side
 _POSITION_PHRASES = {
     "left": ("on the left", "at the left", "on the left side"),
     "right": ("on the right", "at the right", "on the right side"),
@@ -157,6 +158,25 @@ def partial_caption(scene: Scene, rng: np.random.Generator) -> str:
     return f"something {o.colour}"
 
 
+# The one wording `description` uses for each position.
+PLACES = {
+    "left": "on the left",
+    "right": "on the right",
+    "top": "at the top",
+    "bottom": "at the bottom",
+    "center": "in the center",
+}
+_READING_ORDER = {"left": 0, "top": 0, "center": 0, "right": 1, "bottom": 1}
+
+
+def description(scene: Scene) -> str:
+    """The canonical full description: every object's size, colour, shape and position,
+    left to right / top to bottom, in one fixed wording ("a large red square on the left
+    and a small yellow star on the right"), so that a describer's output can be checked."""
+    ordered = sorted(scene.objects, key=lambda o: _READING_ORDER[o.position])
+    return " and ".join(f"a {o.size} {o.colour} {o.shape} {PLACES[o.position]}" for o in ordered)
+
+
 # -- rendering ---------------------------------------------------------------
 def _background(rng: np.random.Generator, side: int) -> np.ndarray:
     """Muted backgrounds (every object colour, white and black included, stays visible)."""
@@ -223,10 +243,10 @@ def render(scene: Scene, rng: np.random.Generator, side: int | None = None) -> I
     canvas = Image.fromarray(_background(rng, side)).resize((big, big), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(canvas)
     for o in scene.objects:
-        ax, ay = _ANCHORS[o.position]
-        cx = (ax + rng.uniform(-0.05, 0.05)) * big
-        cy = (ay + rng.uniform(-0.05, 0.05)) * big
-        r = rng.uniform(*_SIZE_RANGE[o.size]) * big / 2
+        ax, ay = ANCHORS[o.position]
+        cx = (ax + rng.uniform(-ANCHOR_JITTER, ANCHOR_JITTER)) * big
+        cy = (ay + rng.uniform(-ANCHOR_JITTER, ANCHOR_JITTER)) * big
+        r = rng.uniform(*SIZE_RANGE[o.size]) * big / 2
         fill = _jittered_colour(o.colour, rng)
         angle = rng.uniform(-0.35, 0.35)
         if o.shape == "circle":
