@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8765
 
 .PHONY: demo test lint format install clean bench docs reference-model eval-reference \
-	reference-audio-model eval-reference-audio
+	reference-audio-model eval-reference-audio reference-vlm-model
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench: install
 # Retrain the committed reference model (CPU, about 15 minutes) and write its card.
 reference-model: install
 	$(PY) -m training.train_reference --out search/models/xmodal-ref.pt
+
+# Retrain the committed reference reranker, a small LLaVA-architecture model (CPU, under
+# 15 minutes), and write its card with its held-out figures.
+reference-vlm-model: install
+	$(PY) -m training.train_vlm_reference --minutes 12 --out search/models/xmodal-ref-vlm
 
 # The reference model's figures through the real pipeline, on held-out generated sets.
 eval-reference: install

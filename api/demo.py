@@ -17,8 +17,8 @@ def show_reranked_query(engine: Any, console: Console) -> None:
     """One query before and after reranking, with the top hit's explanation."""
     from rich.table import Table
 
-    first = engine.search_text(DEMO_QUERY, k=3)
-    result = engine.search_text(DEMO_QUERY, k=3, rerank=True, explain=1)
+    first = engine.search_text(DEMO_QUERY, k=3, kinds=["image"])
+    result = engine.search_text(DEMO_QUERY, k=3, kinds=["image"], rerank=True, explain=1)
     table = Table("rank", "first order", "reranked", "rerank score", title=f'"{DEMO_QUERY}"')
     for rank, (before, after) in enumerate(zip(first.hits, result.hits, strict=False), 1):
         score = "" if after.rerank_score is None else f"{after.rerank_score:.3f}"
@@ -88,7 +88,7 @@ def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) ->
     )
     print(
         f"  curl -s -X POST {base}/search -H 'content-type: application/json' "
-        f"""-d '{{"text": "{DEMO_QUERY}", "k": 3, "rerank": true, "explain": 1}}'"""
+        f"""-d '{{"text": "{DEMO_QUERY}", "k": 3, "kinds": ["image"], "rerank": true, "explain": 1}}'"""
     )
     example = sorted(library.glob("*.jpg"))[0]
     print(f"  curl -s -F file=@{example} {base}/search/image")

@@ -39,6 +39,8 @@ def test_the_wheel_holds_one_namespace_and_what_the_program_needs(tmp_path):
         "xmodal/synthetic/shapes.py",  # the demo's generators
         "xmodal/search/models/xmodal-ref.pt",  # the reference models
         "xmodal/search/models/xmodal-ref-audio/model.safetensors",
+        "xmodal/search/models/xmodal-ref-vlm/model.safetensors",
+        "xmodal/search/models/xmodal-ref-vlm/chat_template.jinja",
         "xmodal/search/model_configs/xmodal-ref.json",
     ):
         assert needed in names, needed

@@ -76,7 +76,7 @@ def evaluate(
         reranker_model = engine.reranking.reranker()
         singles_set = single_objects(singles, seed, split)
         described_single = 0
-        inside = {"gradcam": 0, "gradient": 0}
+        inside = {"occlusion": 0, "gradcam": 0, "gradient": 0}
         for item in singles_set:
             description = reranker_model.describe([item.image])[0]
             described_single += names_exactly(description, item.scene)

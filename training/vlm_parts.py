@@ -65,16 +65,22 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512, extra: Iterabl
     )
 
 
-def llava_processor(tokenizer: Any, image_size: int, patch_size: int) -> Any:
-    """A LLaVA-1.5-style processor: CLIP preprocessing, one token per patch (no CLS)."""
-    from transformers import CLIPImageProcessor, LlavaProcessor
+def clip_image_processor(image_size: int) -> Any:
+    """CLIP preprocessing: shortest edge to `image_size`, centre crop, CLIP's mean/std."""
+    from transformers import CLIPImageProcessor
 
-    images = CLIPImageProcessor(
+    return CLIPImageProcessor(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
     )
+
+
+def llava_processor(tokenizer: Any, image_size: int, patch_size: int) -> Any:
+    """A LLaVA-1.5-style processor: CLIP preprocessing, one token per patch (no CLS)."""
+    from transformers import LlavaProcessor
+
     return LlavaProcessor(
-        image_processor=images,
+        image_processor=clip_image_processor(image_size),
         tokenizer=tokenizer,
         patch_size=patch_size,
         vision_feature_select_strategy="default",

@@ -37,6 +37,11 @@ from .prompts import (
 )
 
 DEFAULT_RERANKER_HUB = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+# Heatmaps by occlusion: a square of OCCLUSION_WINDOW of the picture's side is hidden
+# at each cell of an OCCLUSION_CELLS x OCCLUSION_CELLS grid (overlapping squares: the
+# heat is finer than the square).
+OCCLUSION_CELLS = 12
+OCCLUSION_WINDOW = 0.2
 # A model saved by training/train_vlm_reference.py names its better-measured method here.
 METHOD_CONFIG_KEY = "xmodal_rerank_method"
 
@@ -271,6 +276,8 @@ class LlavaReranker(Reranker):
         import torch
 
         self.load()
+        if weighting == "occlusion":
+            return self._occlusion(query, image)
         method = self.default_method
         if method == CAPTION:
             prompt, answer = chat_prompt(self._processor, CAPTION_PROMPT), query
@@ -289,12 +296,42 @@ class LlavaReranker(Reranker):
         elif weighting == "gradcam":
             cam = (grad * patches[0].detach().float()).sum(-1).clamp(min=0)
         else:
-            raise ValueError(f"weighting must be gradcam or gradient, not {weighting!r}")
+            raise ValueError(
+                f"weighting must be occlusion, gradcam or gradient, not {weighting!r}"
+            )
         tokens = cam.shape[0]
         side = math.isqrt(tokens)
         if side * side != tokens and math.isqrt(tokens - 1) ** 2 == tokens - 1:
             cam, side = cam[1:], math.isqrt(tokens - 1)  # a leading class token
         grid = cam[: side * side].reshape(side, side).cpu().numpy().astype(np.float32)
+        peak = float(grid.max())
+        return grid / peak if peak > 0 else grid
+
+    def _occlusion(self, query: str, image: Image.Image, cells: int = OCCLUSION_CELLS) -> np.ndarray:
+        """Occlusion sensitivity: the picture (as the model sees it) with a square of
+        OCCLUSION_WINDOW of its side painted in the model's mean colour, centred on each
+        cell of a cells x cells grid in turn, all scored in batches; a cell's heat is how
+        much hiding the square there lowers the query's log score."""
+        view = self.view(image).convert("RGB")
+        width, height = view.size
+        fill = self._mean_colour()
+        half_w, half_h = OCCLUSION_WINDOW * width / 2, OCCLUSION_WINDOW * height / 2
+        variants = [view]
+        for row in range(cells):
+            for col in range(cells):
+                cx, cy = (col + 0.5) * width / cells, (row + 0.5) * height / cells
+                hidden = view.copy()
+                box = (
+                    max(0, round(cx - half_w)),
+                    max(0, round(cy - half_h)),
+                    min(width, round(cx + half_w)),
+                    min(height, round(cy + half_h)),
+                )
+                hidden.paste(fill, box)
+                variants.append(hidden)
+        scores = self.score([query] * len(variants), variants, self.default_method)
+        logs = np.log(np.maximum(np.asarray(scores, np.float64), 1e-12))
+        grid = np.maximum(logs[0] - logs[1:], 0.0).reshape(cells, cells).astype(np.float32)
         peak = float(grid.max())
         return grid / peak if peak > 0 else grid
 
