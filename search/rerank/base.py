@@ -62,6 +62,6 @@ class Reranker(LazyModel):
         heatmap covers."""
 
     @abstractmethod
-    def heatmap(self, query: str, image: Image.Image, weighting: str = "gradcam") -> np.ndarray:
+    def heatmap(self, query: str, image: Image.Image, weighting: str = "occlusion") -> np.ndarray:
         """(rows, cols) float32 in [0, 1] over the picture as the model sees it (`view`):
         where the evidence for the query's score lies."""

@@ -267,7 +267,7 @@ class LlavaReranker(Reranker):
         left, top = (image.width - side) // 2, (image.height - side) // 2
         return image.crop((left, top, left + side, top + side))
 
-    def heatmap(self, query: str, image: Image.Image, weighting: str = "gradcam") -> np.ndarray:
+    def heatmap(self, query: str, image: Image.Image, weighting: str = "occlusion") -> np.ndarray:
         """Grad-CAM on the projected patch tokens: per patch, the ReLU of
         sum(gradient x activation) of the query's score (the default method's log score)
         with respect to that patch's token as the language model receives it.

@@ -127,9 +127,11 @@ def test_explanations(reranker: Reranker) -> None:
     explanation = explain_picture(reranker, "a small blue circle", image, max_words=6)
     assert len(explanation.description.split()) <= 6
     assert explanation.summary
-    grid = reranker.heatmap("a small blue circle", image)
+    grid = reranker.heatmap("a small blue circle", image, "gradcam")
     assert grid.ndim == 2 and grid.shape[0] == grid.shape[1] == 4  # 32 px / 8 px patches
     assert grid.min() >= 0.0 and grid.max() <= 1.0
+    occluded = reranker.heatmap("a small blue circle", image)  # the default: occlusion
+    assert occluded.shape == (12, 12) and occluded.min() >= 0.0 and occluded.max() <= 1.0
     png = heatmap_png(reranker, "a small blue circle", image)
     assert png.startswith(b"\x89PNG")
     assert Image.open(__import__("io").BytesIO(png)).size == reranker.view(image).size
