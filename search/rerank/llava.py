@@ -296,9 +296,7 @@ class LlavaReranker(Reranker):
         elif weighting == "gradcam":
             cam = (grad * patches[0].detach().float()).sum(-1).clamp(min=0)
         else:
-            raise ValueError(
-                f"weighting must be occlusion, gradcam or gradient, not {weighting!r}"
-            )
+            raise ValueError(f"weighting must be occlusion, gradcam or gradient, not {weighting!r}")
         tokens = cam.shape[0]
         side = math.isqrt(tokens)
         if side * side != tokens and math.isqrt(tokens - 1) ** 2 == tokens - 1:
@@ -307,7 +305,9 @@ class LlavaReranker(Reranker):
         peak = float(grid.max())
         return grid / peak if peak > 0 else grid
 
-    def _occlusion(self, query: str, image: Image.Image, cells: int = OCCLUSION_CELLS) -> np.ndarray:
+    def _occlusion(
+        self, query: str, image: Image.Image, cells: int = OCCLUSION_CELLS
+    ) -> np.ndarray:
         """Occlusion sensitivity: the picture (as the model sees it) with a square of
         OCCLUSION_WINDOW of its side painted in the model's mean colour, centred on each
         cell of a cells x cells grid in turn, all scored in batches; a cell's heat is how
