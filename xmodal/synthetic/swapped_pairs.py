@@ -218,6 +218,7 @@ def _pair_query(first: ShapeObject, second: ShapeObject, rng: np.random.Generato
     """A query for two objects, `first` left of (or above) `second`, in varied words."""
     with_size = bool(rng.random() < 0.3)
     a, b = _thing(first, with_size), _thing(second, with_size)
+    templates: tuple[str, ...]
     if first.position == "left":
         templates = (
             f"{a} on the left and {b} on the right",
@@ -266,7 +267,7 @@ def swapped_pairs(count: int, seed: int, split: str = "seen") -> list[SwappedPai
     """`count` swapped-colour pairs. "seen": neither picture holds a colour-shape
     combination training leaves out; "unseen": the described picture holds one."""
     rng = np.random.default_rng([seed, 0x5A1, 0 if split == "seen" else 1])
-    pairs = []
+    pairs: list[SwappedPair] = []
     while len(pairs) < count:
         first_colour, second_colour = rng.choice(list(PALETTE), size=2, replace=False)
         first_shape, second_shape = rng.choice(SHAPES, size=2, replace=False)
@@ -306,7 +307,7 @@ def swapped_pairs(count: int, seed: int, split: str = "seen") -> list[SwappedPai
 def single_objects(count: int, seed: int, split: str = "seen") -> list[SingleObject]:
     """`count` one-object scenes, each with the object's bounding box."""
     rng = np.random.default_rng([seed, 0x51, 0 if split == "seen" else 1])
-    items = []
+    items: list[SingleObject] = []
     while len(items) < count:
         o = ShapeObject(
             str(rng.choice(list(PALETTE))),
