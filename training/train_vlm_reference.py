@@ -599,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("search/models/xmodal-ref-vlm"))
     add_training_options(parser, batch_size=32, lr=2e-3, minutes=12.0)
-    parser.add_argument("--train-images", type=int, default=24_000)
+    parser.add_argument("--train-images", type=int, default=40_000)
     parser.add_argument("--image-size", type=int, default=IMAGE_SIZE)
     parser.add_argument("--patch-size", type=int, default=PATCH_SIZE)
     parser.add_argument("--warmup", type=int, default=50)
