@@ -160,6 +160,7 @@ def _reranked(
     reranker.load()  # a model that cannot load is an error here, not a fallback
     request = RerankRequest(top_n, request.model, method, timeout_ms=3_600_000)
     limits = engine.limits
+    logit_scale = engine.encoder_for(IMAGE_TEXT).logit_scale
 
     def candidate(column: int) -> Candidate:
         path = files[column]
@@ -176,7 +177,11 @@ def _reranked(
         if outcome.report is None or not outcome.report.applied:
             reason = outcome.report.reason if outcome.report else "unknown"
             raise SourceError(f"reranking failed: {reason}")
-        order = fused_order([outcome.scores[i] for i in range(len(top))], service.settings.weight)
+        order = fused_order(
+            [logit_scale * float(scores[row, c]) for c in top],
+            [outcome.log_likelihood(i) for i in range(len(top))],
+            service.settings.weight,
+        )
         # The reranked top stays above the rest, in its new order.
         ceiling = float(scores[row].max()) + 1.0
         for place, position in enumerate(order):

@@ -186,6 +186,10 @@ class Engine:
         """The encoder of a space ("image-text", "audio-text")."""
         return self._space(space).encoder
 
+    def _logit_scale(self, space: str) -> float:
+        """A space's model temperature: its cosines as log odds (reranking fuses on it)."""
+        return self.encoder_for(space).logit_scale
+
     def bind_space(self, space: str = IMAGE_TEXT) -> SpaceRecord:
         """Create the space for its encoder in the store, or check that the store's was
         built with the same model (ModelMismatchError otherwise). Call before writing."""
@@ -327,7 +331,9 @@ class Engine:
         }
         result = SearchResult(hits, 0.0, timings)
         if request is not None:
-            result.rerank = rerank_hits(self.reranking, text, hits, request, self.limits)
+            result.rerank = rerank_hits(
+                self.reranking, text, hits, request, self.limits, self._logit_scale
+            )
             result.hits = hits[offset : offset + k]
             timings["rerank"] = result.rerank.took_ms
         if explain:

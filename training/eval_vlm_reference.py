@@ -36,7 +36,13 @@ from xmodal.synthetic.swapped_pairs import names_exactly, single_objects, swappe
 
 
 def evaluate(
-    pairs: int, singles: int, seed: int, model: str, reranker: str, split: str
+    pairs: int,
+    singles: int,
+    seed: int,
+    model: str,
+    reranker: str,
+    split: str,
+    weight: float = RerankSettings().weight,
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="xmodal-vlm-eval-") as scratch:
         folder = Path(scratch) / "library"
@@ -53,7 +59,7 @@ def evaluate(
             model=model,
             device="cpu",
             audio_model="none",
-            rerank=RerankSettings(model=reranker, timeout_ms=600_000, top_n=2),
+            rerank=RerankSettings(model=reranker, timeout_ms=600_000, top_n=2, weight=weight),
         )
         index_paths(engine, [folder], metadata=metadata)
         first_wins = {"contrastive": 0, CAPTION: 0, VQA: 0}
@@ -91,6 +97,7 @@ def evaluate(
         "split": split,
         "seed": seed,
         "pairs": pairs,
+        "weight": weight,
         "binding_first_right": {name: round(v / pairs, 4) for name, v in first_wins.items()},
         "binding_seconds": round(binding_seconds, 1),
         "description_names_exactly": {
@@ -110,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=["seen", "unseen"], default="seen")
     parser.add_argument("--model", default=REFERENCE_MODEL)
     parser.add_argument("--reranker", default=REFERENCE_RERANKER)
+    parser.add_argument(
+        "--weight", type=float, default=RerankSettings().weight, help="rerank.weight"
+    )
     args = parser.parse_args(argv)
-    figures = evaluate(args.pairs, args.singles, args.seed, args.model, args.reranker, args.split)
+    figures = evaluate(
+        args.pairs, args.singles, args.seed, args.model, args.reranker, args.split, args.weight
+    )
     json.dump(figures, sys.stdout, indent=2)
     print()
     return 0

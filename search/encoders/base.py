@@ -69,6 +69,10 @@ class LazyModel(ABC):
         """Load the weights; called once, under the load lock, by `load`."""
 
 
+# CLIP's trained temperature is clamped at 100; a model that does not say uses it.
+DEFAULT_LOGIT_SCALE = 100.0
+
+
 class TwoTowerEncoder(LazyModel):
     """A text tower and a media tower that embed into one space, named by `space`.
 
@@ -85,6 +89,12 @@ class TwoTowerEncoder(LazyModel):
     @abstractmethod
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Encode texts; returns (n, dim) float32, unit length."""
+
+    @property
+    def logit_scale(self) -> float:
+        """The temperature the model was trained with: logit_scale x cosine is its log
+        odds of a match, up to a constant per query (reranking fuses on it)."""
+        return DEFAULT_LOGIT_SCALE
 
 
 class ImageTextEncoder(TwoTowerEncoder):

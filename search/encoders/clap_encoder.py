@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._torch_utils import autocast, normalise, pick_device
-from .base import AudioTextEncoder
+from .base import DEFAULT_LOGIT_SCALE, AudioTextEncoder
 from .hf_checkpoint import HfCheckpoint, HfSpec, transformers_module
 from .registry import register_encoder
 
@@ -56,6 +56,12 @@ class ClapEncoder(AudioTextEncoder):
                 self.load()
                 self._dim = int(self._model.config.projection_dim)
         return self._dim
+
+    @property
+    def logit_scale(self) -> float:
+        self.load()
+        scale = getattr(self._model, "logit_scale_t", None)  # text-to-audio's temperature
+        return DEFAULT_LOGIT_SCALE if scale is None else float(scale.detach().exp())
 
     @property
     def sample_rate(self) -> int:

@@ -33,7 +33,7 @@ from ._torch_utils import (
     offline_hint,
     pick_device,
 )
-from .base import ImageTextEncoder
+from .base import DEFAULT_LOGIT_SCALE, ImageTextEncoder
 from .digest import file_digest
 from .preprocess import PIL_RESAMPLE, resize_center_crop
 from .registry import register_encoder
@@ -256,6 +256,12 @@ class OpenClipEncoder(ImageTextEncoder):
             self._embed_dim = int(model.encode_text(probe).shape[-1])
         self.device = device
         self._model = model
+
+    @property
+    def logit_scale(self) -> float:
+        self.load()
+        scale = getattr(self._model, "logit_scale", None)
+        return DEFAULT_LOGIT_SCALE if scale is None else float(scale.detach().exp())
 
     # -- images ----------------------------------------------------------
     def prepare_image(self, image: Image.Image) -> np.ndarray:

@@ -5,7 +5,7 @@ service's (service.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,14 +61,25 @@ def candidate(hit: Hit, limits: ImageLimits) -> Candidate:
     )
 
 
-def fused_order(scores: Sequence[float], weight: float) -> list[int]:
-    """A new order for candidates given in their first order, with their rerank
-    scores: by weight x (rank by rerank score) + (1 - weight) x (first rank), ties in
-    the first order. Ranks, not scores, are blended: the two scales (a probability, a
-    calibrated cosine) do not compare, their orders do. weight 1: by rerank score."""
-    by_score = sorted(range(len(scores)), key=lambda i: -scores[i])
-    rank = {index: place for place, index in enumerate(by_score)}
-    return sorted(range(len(scores)), key=lambda i: (weight * rank[i] + (1 - weight) * i, i))
+def fused_order(
+    first_log_odds: Sequence[float], log_likelihoods: Sequence[float], weight: float
+) -> list[int]:
+    """A new order for candidates given in their first order: by
+    logit_scale x cosine (`first_log_odds`) + weight x log p(query | picture), ties in
+    the first order.
+
+    Both terms are log-probabilities up to a constant per query: the contrastive
+    model's log odds of a match at its own temperature, and the reranker's
+    log-likelihood of the query. Their sum ranks by the product of the two models'
+    beliefs (a product of experts, weight its exponent): a reranker that is sure
+    (a wrong colour costs it several nats) overrides a small cosine gap, and one that
+    hesitates between full captions leaves a clear contrastive winner in place.
+    weight 0 keeps the first order."""
+    fused = [
+        first + weight * evidence
+        for first, evidence in zip(first_log_odds, log_likelihoods, strict=True)
+    ]
+    return sorted(range(len(fused)), key=lambda i: (-fused[i], i))
 
 
 def rerank_hits(
@@ -77,15 +88,21 @@ def rerank_hits(
     hits: list[Hit],
     request: RerankRequest,
     limits: ImageLimits,
+    logit_scale: Callable[[str], float],
 ) -> RerankReport:
     """Rerank the first top_n hits in place. Pictures are reordered among the places
-    pictures held; sounds keep their places. Returns how it went."""
+    pictures held; sounds keep their places. `logit_scale` gives each space's
+    temperature (fused_order). Returns how it went."""
     top = hits[: service.top_n(request)]
     outcome = service.rerank(query, [candidate(hit, limits) for hit in top], request)
     scored = sorted(outcome.scores)
     for index in scored:
         top[index].rerank_score = outcome.scores[index]
-    order = fused_order([outcome.scores[i] for i in scored], service.settings.weight)
+    order = fused_order(
+        [logit_scale(top[i].space) * top[i].score for i in scored],
+        [outcome.log_likelihood(i) for i in scored],
+        service.settings.weight,
+    )
     reordered = list(top)
     for place, position in zip(scored, order, strict=True):
         reordered[place] = top[scored[position]]

@@ -48,6 +48,11 @@ class Reranker(LazyModel):
     ) -> list[float]:
         """One batched forward pass: for each (query, picture) pair a score in [0, 1]."""
 
+    def answer_tokens(self, query: str, method: str) -> int:
+        """How many tokens a score is the geometric mean of: tokens x log(score) is the
+        log-likelihood the reranker gives the query (1 for a yes/no answer)."""
+        return 1
+
     @abstractmethod
     def describe(self, images: Sequence[Image.Image], max_words: int = 40) -> list[str]:
         """What each picture shows, in the model's words."""

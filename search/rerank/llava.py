@@ -130,6 +130,14 @@ class LlavaReranker(Reranker):
                 scores += self._vqa_scores(queries[part], images[part])
         return scores
 
+    def answer_tokens(self, query: str, method: str) -> int:
+        if method != CAPTION:
+            return 1
+        self.load()
+        prompt = chat_prompt(self._processor, CAPTION_PROMPT)
+        tokens = self._processor.tokenizer(answer_text(prompt, query), add_special_tokens=False)
+        return max(1, len(tokens["input_ids"]))
+
     def _caption_scores(self, queries: Sequence[str], images: Sequence[Image.Image]) -> list[float]:
         """exp(mean log p(query token | picture)): the geometric-mean probability of the
         query's tokens as the picture's caption, in (0, 1]."""

@@ -10,6 +10,7 @@ for a model that fails: the search then answers in its first order.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 # After a model failed to load, searches asking for it fall back at once for this long
 # rather than each paying for another attempt.
 LOAD_RETRY_SECONDS = 60.0
+MIN_SCORE = 1e-30  # a score of 0 (underflow) still has a finite log
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -104,6 +106,11 @@ class Candidate:
 class RerankOutcome:
     scores: dict[int, float] = field(default_factory=dict)  # candidate index -> score
     report: RerankReport | None = None
+    answer_tokens: int = 1  # what the scores are per-token means over (Reranker.answer_tokens)
+
+    def log_likelihood(self, index: int) -> float:
+        """The reranker's log-probability of the query for candidate `index`."""
+        return self.answer_tokens * math.log(max(self.scores[index], MIN_SCORE))
 
 
 class RerankService:
@@ -256,6 +263,7 @@ class RerankService:
                 return done(f"rerank failed: {type(error).__name__}: {error}")
             self._failed.pop(reranker.spec, None)
         report.scored = len(outcome.scores)
+        outcome.answer_tokens = reranker.answer_tokens(query, method)
         return done()
 
     def _ready(self, reranker: Reranker, budget: float) -> bool:

@@ -40,12 +40,13 @@ class RerankSettings(SettingsGroup):
     top_n: int = Field(20, ge=1, description="Hits reranked when a request does not say.")
     max_top_n: int = Field(50, ge=1, description="Most hits a request may have reranked.")
     weight: float = Field(
-        1.0,
+        0.5,
         ge=0,
-        le=1,
-        description="Reranked pictures are ordered by weight x their rank by rerank_score + "
-        "(1 - weight) x their first rank: 1 orders them by the reranker alone, 0.5 averages "
-        "the two orders.",
+        le=100,
+        description="Reranked pictures are ordered by the search model's log odds "
+        "(logit_scale x cosine) + weight x the reranker's log-likelihood of the query: the "
+        "product of the two models' beliefs. 0 keeps the first order; larger trusts the "
+        "reranker more.",
     )
     timeout_ms: float = Field(
         5000.0,

@@ -4,6 +4,7 @@ and explain fields, POST /explain, the heatmap PNG, the bounds, the OpenAPI docu
 from __future__ import annotations
 
 import io
+import math
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -88,8 +89,16 @@ def test_rerank_orders_the_first_pictures_by_rerank_score(client):
             assert hit["rerank_score"] is None and plain["hits"][place]["id"] == hit["id"]
         else:
             assert 0.0 <= hit["rerank_score"] <= 1.0
-    scores = [hit["rerank_score"] for hit in top if hit["matched"] == "picture"]
-    assert scores == sorted(scores, reverse=True)
+    # In the fused order: the search model's log odds + weight x log P(Yes).
+    engine = client.app.state.engine
+    scale = engine.encoder_for("image-text").logit_scale
+    weight = engine.reranking.settings.weight
+    fused = [
+        scale * hit["score"] + weight * math.log(hit["rerank_score"])
+        for hit in top
+        if hit["matched"] == "picture"
+    ]
+    assert fused == sorted(fused, reverse=True)
     assert ids(body)[5:] == ids(plain)[5:]
     assert all(hit["rerank_score"] is None for hit in body["hits"][5:])
 

@@ -275,3 +275,36 @@ def test_a_search_waits_for_the_models_load_only_up_to_its_budget(llava_dir: Pat
     assert early.report.reason == "timeout: the model is still loading"
     later = service.rerank("a red square", candidates(3), RerankRequest(timeout_ms=60_000))
     assert later.report is not None and later.report.applied and reranker.loaded
+
+
+# -- the fused order -------------------------------------------------------------
+def test_caption_log_likelihood_is_the_sum_over_the_query_tokens(reranker: Reranker) -> None:
+    """A caption score is a per-token geometric mean: answer_tokens x log(score) must
+    be the query's total log-probability, whatever the query's length."""
+    import math
+
+    from xmodal.search.rerank.service import RerankOutcome
+
+    picture = pictures()[1]
+    for query in QUERIES:
+        (score,) = reranker.score([query], [picture], CAPTION)
+        tokens = reranker.answer_tokens(query, CAPTION)
+        assert tokens >= len(query.split()) // 2
+        outcome = RerankOutcome(scores={0: score}, answer_tokens=tokens)
+        assert outcome.log_likelihood(0) == pytest.approx(tokens * math.log(score))
+    assert reranker.answer_tokens(QUERIES[1], VQA) == 1
+
+
+def test_fused_order_multiplies_the_two_models_beliefs() -> None:
+    from xmodal.search.rerank.apply import fused_order
+
+    # A small cosine gap (first ahead by 0.3 nats) against a sure reranker (6 nats the
+    # other way): the reranker wins.
+    assert fused_order([10.3, 10.0], [-9.0, -3.0], weight=1.0) == [1, 0]
+    # A clear contrastive winner (4 nats) against a hesitant reranker (1 nat): it stays.
+    assert fused_order([14.0, 10.0], [-4.0, -3.0], weight=1.0) == [0, 1]
+    # The weight is the reranker's exponent: 0 keeps the first order, ties keep it too.
+    assert fused_order([10.3, 10.0, 9.0], [-9.0, -3.0, 0.0], weight=0.0) == [0, 1, 2]
+    assert fused_order([1.0, 1.0], [-2.0, -2.0], weight=1.0) == [0, 1]
+    assert fused_order([14.0, 10.0], [-8.0, -3.0], weight=0.5) == [0, 1]
+    assert fused_order([14.0, 10.0], [-8.0, -3.0], weight=2.0) == [1, 0]
