@@ -738,11 +738,11 @@ def eval_command(
 
 @app.command()
 def models() -> None:
-    """List encoder families and built-in model names."""
-    from xmodal.search import list_encoders
+    """List model families and built-in model names, with what each is for."""
+    from xmodal.search.encoders.registry import model_roles
 
-    for name in list_encoders():
-        console.print(name)
+    for name, role in model_roles().items():
+        console.print(f"{name:<18} {role}")
 
 
 @app.command()

@@ -183,6 +183,6 @@ def _features(output: Any) -> Any:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-@register_encoder("clap")
+@register_encoder("clap", role="audio-text encoder")
 def create_clap_encoder(rest: str, device: str = "auto") -> ClapEncoder:
     return ClapEncoder(rest, device=device)

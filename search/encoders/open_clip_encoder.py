@@ -322,6 +322,6 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return (int(size[0]), int(size[1]))
 
 
-@register_encoder("open_clip")
+@register_encoder("open_clip", role="image-text encoder")
 def create_open_clip_encoder(rest: str, device: str = "auto") -> OpenClipEncoder:
     return OpenClipEncoder(rest, device=device)

@@ -20,16 +20,21 @@ Encoder = TwoTowerEncoder
 EncoderFactory = Callable[..., LazyModel]
 
 _FACTORIES: dict[str, EncoderFactory] = {}
+_ROLES: dict[str, str] = {}  # family -> what its models do, as `xmodal models` says it
 _ALIASES: dict[str, Callable[[], str]] = {}
 
 
-def register_encoder(family: str) -> Callable[[EncoderFactory], EncoderFactory]:
-    """Register the factory for specs `family:...`; it is called as factory(rest, **overrides)."""
+def register_encoder(
+    family: str, role: str = "encoder"
+) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Register the factory for specs `family:...`; it is called as factory(rest, **overrides).
+    `role` says what its models are for (e.g. "image-text encoder", "reranker")."""
 
     def decorator(factory: EncoderFactory) -> EncoderFactory:
         if family in _FACTORIES:
             raise ValueError(f"encoder family {family!r} is already registered")
         _FACTORIES[family] = factory
+        _ROLES[family] = role
         return factory
 
     return decorator
@@ -45,6 +50,14 @@ def register_alias(name: str, resolve: Callable[[], str]) -> None:
 def list_encoders() -> list[str]:
     """Registered encoder families and built-in model names."""
     return sorted([f"{family}:" for family in _FACTORIES] + list(_ALIASES))
+
+
+def model_roles() -> dict[str, str]:
+    """Each family (`family:`) and built-in name, with what its models are for."""
+    roles = {f"{family}:": role for family, role in _ROLES.items()}
+    for name, resolve in _ALIASES.items():
+        roles[name] = _ROLES.get(resolve().partition(":")[0], "encoder")
+    return dict(sorted(roles.items()))
 
 
 def resolve_spec(spec: str) -> str:

@@ -371,6 +371,6 @@ class LlavaReranker(Reranker):
         return (r, g, b)
 
 
-@register_encoder("llava")
+@register_encoder("llava", role="reranker")
 def create_llava_reranker(rest: str, device: str = "auto", batch: int = 16) -> LlavaReranker:
     return LlavaReranker(rest, device=device, batch=batch)

@@ -230,3 +230,12 @@ def test_rerank_and_explain_through_the_server(
         assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
         code, _, err = xmodal("search", "--image", str(library / "0.jpg"), "--explain", "1")
         assert code == 2 and "text queries only" in err
+
+
+def test_models_says_what_each_model_is_for(xmodal):
+    code, out, err = xmodal("models")
+    assert code == 0, err
+    roles = dict(line.split(None, 1) for line in out.splitlines())
+    assert roles["open_clip:"] == roles["xmodal-ref"] == "image-text encoder"
+    assert roles["clap:"] == roles["xmodal-ref-audio"] == "audio-text encoder"
+    assert roles["llava:"] == roles["xmodal-ref-vlm"] == "reranker"
