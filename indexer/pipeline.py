@@ -231,6 +231,7 @@ class Indexer:
         options = replace(
             self.engine.audio_window_options(audio.max_seconds, audio.hop),
             silence_dbfs=audio.silence_dbfs,
+            timeout=self.options.decode_timeout,
         )
         return AudioEncoder(encoder, options, self.options.batch_size)
 

@@ -53,7 +53,10 @@ def open_container(
     try:
         if _size(file) == 0:
             raise MediaDecodeError("empty file (0 bytes)")
-        container = av.open(file, options=NO_NESTED_OPENS, timeout=timeout)
+        # Tags are text of any encoding, or damaged: they must not stop the decoding.
+        container = av.open(
+            file, options=NO_NESTED_OPENS, timeout=timeout, metadata_errors="replace"
+        )
     except av.FFmpegError as error:
         file.close()
         raise MediaDecodeError(f"{unreadable}: {error}") from error

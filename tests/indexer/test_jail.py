@@ -218,3 +218,17 @@ def test_location_text_is_lossless_and_leaves_valid_names_alone():
         location.encode("utf-8")  # what Arrow needs
         assert os.fsencode(path_of(location)) == raw
     assert location_of("/x/100%.jpg") == "/x/100%.jpg"
+
+
+def test_decoding_past_the_timeout_is_recorded(audio_engine, tmp_path):
+    from tests.media.audio import tone, write_audio
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    video = videos.write_video(lib / "v.mp4", [(2.0, videos.solid((200, 30, 30)))])
+    sound = write_audio(lib / "tone.wav", tone(440.0, 3.0, 16000), 16000)
+    report = index_paths(audio_engine, [lib], IndexOptions(decode_timeout=1e-6))
+    reasons = dict(report.failed)
+    assert set(reasons) == {str(video), str(sound)}
+    for reason in reasons.values():
+        assert "setting indexing.decode_timeout" in reason
