@@ -190,6 +190,7 @@ def test_names_that_are_not_utf8_are_indexed_and_round_trip(engine, make_image, 
         assert location.startswith("file://") and location in uris
         assert os.fsencode(path_of(location)) == os.fsencode(path)  # bytes round-trip
         item = engine.store.item(item_id_for(location))
+        assert item_id_for(str(path)) == item.id  # the path itself gives the same id
         assert item.status == INDEXED
         assert engine.store.original_path(item).read_bytes() == path.read_bytes()
     again = index_paths(engine, [lib])
