@@ -143,6 +143,13 @@ def index(
         f"encode {t.encode:.1f} s, write {t.write:.1f} s"
         + (f", {report.index_kind} index {t.index:.1f} s" if report.index_kind != "exact" else "")
     )
+    for notice in report.notices:
+        errors.print(f"[yellow]{notice}[/yellow]", markup=True, highlight=False)
+    if report.skipped:
+        table = Table("file", "reason", title=f"{len(report.skipped)} file(s) skipped, unread")
+        for path, reason in report.skipped:
+            table.add_row(path, reason)
+        console.print(table)
     if report.failed:
         table = Table("file", "reason", title=f"{len(report.failed)} file(s) not indexed")
         for path, reason in report.failed:
@@ -174,6 +181,8 @@ def _report_json(report: Any) -> dict[str, Any]:
         "duplicates": report.duplicates,
         "ignored": report.ignored,
         "failed": [{"path": p, "reason": r} for p, r in report.failed],
+        "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
+        "notices": report.notices,
         "warnings": [{"path": p, "skipped": w} for p, w in report.warnings],
         "segments": report.segments,
         "seconds": report.times.__dict__,

@@ -13,6 +13,7 @@ from xmodal.search.errors import (
     ModelLoadError,
     ModelMismatchError,
     ModelSpecError,
+    OriginalMissing,
     StoreError,
     UnknownItemError,
     XmodalError,
@@ -23,10 +24,6 @@ log = logging.getLogger("xmodal.api")
 
 class PayloadTooLarge(XmodalError):
     """An upload over the configured size limit."""
-
-
-class OriginalMissing(XmodalError):
-    """An indexed item whose file is gone or lies outside the indexed roots."""
 
 
 STATUS_BY_ERROR: list[tuple[type[XmodalError], int]] = [

@@ -10,8 +10,6 @@ from xmodal.search.errors import UnknownItemError
 from xmodal.search.media import ImageLimits, MediaKind, decode_image, frame_at
 from xmodal.search.store import INDEXED, ItemRecord
 
-from .errors import OriginalMissing
-
 
 class ThumbnailCache:
     def __init__(self, directory: Path, size: int, limits: ImageLimits):
@@ -19,8 +17,10 @@ class ThumbnailCache:
         self.size = size
         self.limits = limits
 
-    def path_for(self, item: ItemRecord, seconds: float | None = None) -> Path:
-        """The cached JPEG for an item (keyed by content, so an edited file gets a new one).
+    def path_for(self, item: ItemRecord, source: Path, seconds: float | None = None) -> Path:
+        """The cached JPEG for an item (keyed by content, so an edited file gets a new one),
+        made from `source`, its file as checked against the indexed roots (the caller
+        checks before every request, cached or not).
 
         For a video, the frame at `seconds` (default: a tenth into the video, past
         the black or title frames many videos open with)."""
@@ -36,9 +36,6 @@ class ThumbnailCache:
         target = self.directory / name[:2] / name
         if target.exists():
             return target
-        source = Path(item.uri)
-        if not source.is_file():
-            raise OriginalMissing(f"the original of item {item.id} is missing: {item.uri}")
         if item.kind == MediaKind.VIDEO:
             image = frame_at(source, seconds or 0.0, short_side=self.size)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,15 @@ import numpy as np
 from PIL import Image
 
 from xmodal.search.errors import MediaDecodeError
-from xmodal.search.media import MediaKind, decode_image, extract_keyframes, probe_audio
+from xmodal.search.media import (
+    MediaKind,
+    decode_image,
+    extract_keyframes,
+    open_regular,
+    over_cap,
+    probe_audio,
+    read_capped,
+)
 
 from .discover import Candidate
 from .options import DecodeOptions
@@ -41,6 +50,7 @@ class Decoded:
     # it is decoded later, window by window, next to the audio encoder.
     has_audio: bool = False
     error: str = ""  # why it could not be indexed (or, with segments, what was skipped)
+    sound_note: str = ""  # why a video's sound was not indexed, when the run has none
     same_content: bool = False  # touched but byte-identical to what is indexed
     seconds: float = 0.0
 
@@ -51,9 +61,23 @@ class Decoded:
         )
 
 
-def _file_hash(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+HASH_CHUNK = 1024 * 1024  # bytes read at a time while hashing
+
+
+def _file_hash(path: Path, max_bytes: int) -> str:
+    """sha256 of a regular file of at most `max_bytes` bytes, streamed."""
+    digest = hashlib.sha256()
+    with open_regular(path) as file:  # a FIFO or a device is refused, not read
+        size = os.fstat(file.fileno()).st_size
+        if size > max_bytes:
+            raise over_cap(size, max_bytes, "indexing.max_file_bytes")
+        read = 0
+        while chunk := file.read(HASH_CHUNK):
+            read += len(chunk)
+            if read > max_bytes:  # grew while being read
+                raise over_cap(read, max_bytes, "indexing.max_file_bytes")
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _same_as_indexed(result: Decoded) -> bool:
@@ -66,7 +90,7 @@ def _same_as_indexed(result: Decoded) -> bool:
 
 
 def _decode_image(result: Decoded, encoder: ImagePreparer, options: DecodeOptions) -> None:
-    data = result.candidate.path.read_bytes()
+    data = read_capped(result.candidate.path, options.max_image_bytes, "indexing.max_image_bytes")
     result.content_hash = hashlib.sha256(data).hexdigest()
     if _same_as_indexed(result):
         return
@@ -76,14 +100,14 @@ def _decode_image(result: Decoded, encoder: ImagePreparer, options: DecodeOption
     result.spans = [(None, None)]
 
 
-def _hash_unless_same(result: Decoded) -> bool:
+def _hash_unless_same(result: Decoded, options: DecodeOptions) -> bool:
     """Hash the file (streamed: never read whole); True when the indexed content is the same."""
-    result.content_hash = _file_hash(result.candidate.path)
+    result.content_hash = _file_hash(result.candidate.path, options.max_file_bytes)
     return _same_as_indexed(result)
 
 
 def _decode_audio(result: Decoded, options: DecodeOptions) -> None:
-    if _hash_unless_same(result):
+    if _hash_unless_same(result, options):
         return
     if not options.sound:
         raise MediaDecodeError("no audio model is configured (audio_model = none)")
@@ -106,7 +130,7 @@ def _video_has_sound(path: Path) -> bool:
 
 
 def _decode_video(result: Decoded, encoder: ImagePreparer, options: DecodeOptions) -> None:
-    if _hash_unless_same(result):
+    if _hash_unless_same(result, options):
         return
     video = extract_keyframes(
         result.candidate.path,
@@ -114,6 +138,7 @@ def _decode_video(result: Decoded, encoder: ImagePreparer, options: DecodeOption
         options.video,
         draft_side=min(encoder.input_size),
         prepare=encoder.prepare_image,
+        timeout=options.timeout,
     )
     result.width, result.height, result.duration = video.width, video.height, video.duration
     result.prepared = [k.prepared for k in video.keyframes if k.prepared is not None]

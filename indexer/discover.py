@@ -1,15 +1,23 @@
-"""Find media files under the given paths and diff them against the store."""
+"""Find media files under the given paths and diff them against the store.
+
+An indexed root is a jail: a link whose target lies outside its root, a broken
+link, and anything that is not a regular file (a named pipe, a device, a socket,
+a link to one) are skipped and recorded with the reason, never read. Links that
+stay inside their root are indexed under their own name. Hidden entries (a name
+starting with ".") are not looked at.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xmodal.search.errors import SourceError
-from xmodal.search.media import MediaKind, media_kind
-from xmodal.search.store import INDEXED, Store
+from xmodal.search.media import MediaKind, file_type_name, media_kind
+from xmodal.search.store import INDEXED, Store, location_of
 
 DIFF_COLUMNS = ["id", "uri", "root", "bytes", "mtime_ns", "content_hash", "status"]
 
@@ -27,7 +35,8 @@ class Candidate:
 
     @property
     def uri(self) -> str:
-        return str(self.path)
+        """Its location as the store keeps it (see xmodal.search.store.location_of)."""
+        return location_of(self.path)
 
 
 @dataclass
@@ -39,6 +48,8 @@ class Plan:
     unchanged_ids: list[str] = field(default_factory=list)
     removed_ids: list[str] = field(default_factory=list)
     ignored: int = 0  # files that are not media
+    # Media files left alone, unread: (location, why), e.g. a link out of its root.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def walk_files(root: Path) -> Iterator[Path]:
@@ -48,6 +59,30 @@ def walk_files(root: Path) -> Iterator[Path]:
         for name in sorted(files):
             if not name.startswith("."):
                 yield Path(directory, name)
+
+
+def jail_check(path: Path, root: Path) -> tuple[os.stat_result | None, str]:
+    """The file's status when it may be read as part of `root` (resolved), else why not.
+
+    Returns (None, "") when it vanished while the folder was walked."""
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return None, ""
+    if stat.S_ISLNK(status.st_mode):
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None, "broken link (or a loop of links)"
+        if not (target == root or target.is_relative_to(root)):
+            return None, "link to a file outside the indexed folder"
+        try:
+            status = os.stat(target)
+        except OSError:
+            return None, ""
+    if not stat.S_ISREG(status.st_mode):
+        return None, f"not a regular file: {file_type_name(status.st_mode)}"
+    return status, ""
 
 
 def resolve_roots(paths: Iterable[str | Path]) -> list[Path]:
@@ -70,27 +105,31 @@ def plan_run(
     """What to index, leave and remove; `on_candidate` hears of each file to index as it
     is found (the indexer starts loading the image model at the first picture)."""
     roots = resolve_roots(paths)
-    plan = Plan(roots=[str(r) for r in roots])
+    plan = Plan(roots=[location_of(r) for r in roots])
     seen: set[str] = set()
     # Diff by location against every item, whichever root it was first indexed under,
     # so indexing one file of an indexed folder does not embed it again.
     by_uri = {row["uri"]: row for row in store.items_table(DIFF_COLUMNS).to_pylist()}
-    for root in roots:
-        known = {uri: row for uri, row in by_uri.items() if row["root"] == str(root)}
-        files = [root] if root.is_file() else walk_files(root)
+    for root, root_location in zip(roots, plan.roots, strict=True):
+        known = {uri: row for uri, row in by_uri.items() if row["root"] == root_location}
+        files = walk_files(root) if root.is_dir() else [root]
         found: set[str] = set()
         for path in files:
-            uri = str(path)
+            uri = location_of(path)
             if uri in seen:  # overlapping roots: the first one owns the file
                 continue
+            # Checked before the kind: a file without a known extension is sniffed,
+            # and reading a FIFO's first bytes would wait for a writer.
+            status, refused = jail_check(path, root)
+            if status is None:
+                if refused:
+                    seen.add(uri)
+                    plan.skipped.append((uri, refused))
+                continue  # vanished while walking, or refused: not read
             kind = media_kind(path)
             if kind is None:
                 plan.ignored += 1
                 continue
-            try:
-                stat = path.stat()
-            except OSError:
-                continue  # vanished while walking
             seen.add(uri)
             found.add(uri)
             row = by_uri.get(uri)
@@ -98,18 +137,18 @@ def plan_run(
             if (
                 row is not None
                 and indexed
-                and row["bytes"] == stat.st_size
-                and row["mtime_ns"] == stat.st_mtime_ns
+                and row["bytes"] == status.st_size
+                and row["mtime_ns"] == status.st_mtime_ns
             ):
                 plan.unchanged_ids.append(row["id"])
                 continue
             plan.to_index.append(
                 Candidate(
                     path=path,
-                    root=row["root"] if row else str(root),  # the first root keeps its items
+                    root=row["root"] if row else root_location,  # the first root keeps its items
                     kind=kind,
-                    bytes=stat.st_size,
-                    mtime_ns=stat.st_mtime_ns,
+                    bytes=status.st_size,
+                    mtime_ns=status.st_mtime_ns,
                     previous_hash=(row["content_hash"] or "") if row else "",
                     previously_indexed=indexed,
                     existed=row is not None,

@@ -17,6 +17,9 @@ from pydantic import Field
 from xmodal.search.media import ImageLimits, VideoSettings
 from xmodal.search.settings import SettingsGroup
 
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
 
 class IndexOptions(SettingsGroup):
     """How a run moves files through decode, encode and write."""
@@ -37,6 +40,23 @@ class IndexOptions(SettingsGroup):
     )
     fail_fast: bool = Field(
         False, description="Stop the run at the first unreadable file instead of going on."
+    )
+    max_file_bytes: int = Field(
+        8 * GIB,
+        ge=1,
+        description="Larger videos and sounds are recorded as not indexed, unread (8 GiB).",
+    )
+    max_image_bytes: int = Field(
+        512 * MIB,
+        ge=1,
+        description="Larger image files are recorded as not indexed, unread: an image is "
+        "read whole (512 MiB; images.max_pixels bounds the decoded size).",
+    )
+    decode_timeout: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds one video's or sound's decoding may take before it is recorded "
+        "as not indexed (checked between packets; images are bounded by images.max_pixels).",
     )
 
 
@@ -63,6 +83,10 @@ class DecodeOptions:
     # Whether this run indexes sound at all (it has an audio model): without one, audio
     # files fail with a reason and videos are indexed by their pictures only.
     sound: bool = True
+    # What a file may cost, from IndexOptions (the indexer sets them from its own).
+    max_file_bytes: int = IndexOptions().max_file_bytes
+    max_image_bytes: int = IndexOptions().max_image_bytes
+    timeout: float | None = IndexOptions().decode_timeout
 
     @classmethod
     def from_settings(cls, settings: Any) -> DecodeOptions:

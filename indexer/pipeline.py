@@ -30,6 +30,7 @@ from xmodal.search.store import (
     ItemRecord,
     SegmentRecord,
     item_id_for,
+    location_of,
     segment_id_for,
 )
 
@@ -61,6 +62,7 @@ class Indexer:
         self.progress = progress or NoProgress()
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self._audio: AudioEncoder | None = None
+        self._no_sound = ""  # why this run indexes no sound though it has some to index
 
     def run(
         self,
@@ -73,7 +75,9 @@ class Indexer:
         """
         started = time.perf_counter()
         report = IndexReport()
-        metadata = {str(Path(k).expanduser().resolve()): v for k, v in (metadata or {}).items()}
+        metadata = {
+            location_of(Path(k).expanduser().resolve()): v for k, v in (metadata or {}).items()
+        }
         # The image model loads in the background while files are found and decoded. It
         # starts when discovery finds the first picture to index: a re-run with nothing
         # new, or a sound library, never loads it.
@@ -88,10 +92,17 @@ class Indexer:
         report.times.discover = time.perf_counter() - started
         sound = self._wants_sound(plan.to_index)
         window_size = max(2 * self.options.batch_size, 2 * self.options.decode_workers)
+        options = self.options
         decoding = DecodeAhead(
             plan.to_index,
             AfterLoad(self.encoder, image_load),
-            replace(self.decode, sound=sound),
+            replace(
+                self.decode,
+                sound=sound,
+                max_file_bytes=options.max_file_bytes,
+                max_image_bytes=options.max_image_bytes,
+                timeout=options.decode_timeout,
+            ),
             self.options.decode_workers,
             window_size,
         )
@@ -102,7 +113,7 @@ class Indexer:
             # at once can deadlock.
             image_load.wait()
             loading = time.perf_counter()
-            audio_encoder = self._load_audio() if sound else None
+            audio_encoder = self._load_audio(report) if sound else None
             report.times.load = image_load.seconds + time.perf_counter() - loading
             preparing = time.perf_counter()
             if image_load.started:
@@ -113,6 +124,7 @@ class Indexer:
             for root in plan.roots:
                 self.store.add_root(root)
             report.ignored = plan.ignored
+            report.skipped = plan.skipped
             report.unchanged = len(plan.unchanged_ids)
             if plan.removed_ids:
                 self.store.delete_items(plan.removed_ids)
@@ -146,6 +158,8 @@ class Indexer:
             pending: list[Decoded] = []
             for decoded in decoding:
                 report.times.decode += decoded.seconds
+                if decoded.has_audio and self._audio is None:
+                    self._without_sound(decoded)
                 if decoded.failed:
                     self._record_failure(decoded, metadata, writer, report)
                 elif decoded.same_content:
@@ -166,6 +180,16 @@ class Indexer:
             self.progress.finish()
         report.times.write = writer.seconds
 
+    def _without_sound(self, decoded: Decoded) -> None:
+        """A file decoded for its sound in a run that turned out to have no audio model:
+        an audio file fails with the reason, a video keeps its pictures and a note."""
+        decoded.has_audio = False
+        note = self._no_sound or "no audio model"
+        if decoded.candidate.kind == MediaKind.AUDIO:
+            decoded.error = note
+        else:
+            decoded.sound_note = f"sound not indexed: {note}"
+
     def _wants_sound(self, candidates: list[Candidate]) -> bool:
         """Whether this run indexes sound: it has an audio model and audio to index (audio
         files, or videos when their sound is indexed); otherwise audio files fail with
@@ -176,16 +200,28 @@ class Indexer:
             for c in candidates
         )
 
-    def _load_audio(self) -> AudioTextEncoder:
+    def _load_audio(self, report: IndexReport) -> AudioTextEncoder | None:
+        """The loaded audio model; None when it cannot load and was not asked for by
+        name: the run goes on without sound (videos by their pictures, audio files
+        recorded as not indexed), which `report.notices` says once. One asked for by
+        name fails the run here, before any work."""
         encoder = self.engine.audio_encoder
         assert encoder is not None
         try:
-            encoder.load()  # a bad audio model fails the run here, before any work
+            encoder.load()
         except ModelLoadError as error:
-            raise ModelLoadError(
-                f"{error} (the audio model is needed for sound; to index pictures only, "
-                "set --audio-model none or XMODAL_AUDIO_MODEL=none)"
-            ) from error
+            if self.engine.audio_model_requested:
+                raise ModelLoadError(
+                    f"{error} (the audio model is needed for sound; to index pictures only, "
+                    "set --audio-model none or XMODAL_AUDIO_MODEL=none)"
+                ) from error
+            self._no_sound = f"the audio model cannot be loaded: {error}"
+            report.notices.append(
+                f"sound not indexed: {self._no_sound} (videos are indexed by their "
+                "pictures; ask for an audio model with --audio-model, or set "
+                "XMODAL_AUDIO_MODEL=none to say no sound)"
+            )
+            return None
         return encoder
 
     def _bind_audio(self, encoder: AudioTextEncoder) -> AudioEncoder:
@@ -195,6 +231,7 @@ class Indexer:
         options = replace(
             self.engine.audio_window_options(audio.max_seconds, audio.hop),
             silence_dbfs=audio.silence_dbfs,
+            timeout=self.options.decode_timeout,
         )
         return AudioEncoder(encoder, options, self.options.batch_size)
 
@@ -245,6 +282,8 @@ class Indexer:
             report.segments += sum(len(rows) for rows in segments.values())
             if item.error:
                 report.warnings.append((c.uri, item.error))
+            if decoded.sound_note:  # said once for the run, in report.notices
+                item.error = "; ".join(filter(None, [item.error, decoded.sound_note]))
             writer.add(item, segments, replaces=c.existed)
             if c.existed:
                 report.updated += 1

@@ -28,10 +28,14 @@ class IndexReport:
     removed: int = 0  # items whose files are gone
     duplicates: int = 0  # items whose bytes equal an already embedded item: vector reused
     ignored: int = 0  # files that are not media
+    # Left alone, unread, (path, why): a link out of its root, a FIFO, a device...
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     segments: int = 0  # vectors written (one per image, one per video keyframe)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     # Indexed, but not whole: (path, what was skipped), e.g. corrupt packets in a video.
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    # About the whole run, said once: e.g. that no sound was indexed, and why.
+    notices: list[str] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
     index_kind: str = "exact"  # the vector index queries will use ("exact": none)
 
@@ -48,5 +52,6 @@ class IndexReport:
         return (
             f"indexed {self.indexed}, updated {self.updated}, unchanged {self.unchanged}, "
             f"removed {self.removed}, failed {len(self.failed)}"
+            + (f", skipped {len(self.skipped)}" if self.skipped else "")
             + (f", duplicates {self.duplicates}" if self.duplicates else "")
         )

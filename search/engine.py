@@ -103,8 +103,14 @@ class Engine:
         limits: ImageLimits | None = None,
         rerank: RerankSettings | None = None,
         device: str = "auto",
+        *,
+        audio_requested: bool = True,
     ):
         self._store = store
+        # Whether the audio model was asked for (by name, or handed over as an encoder),
+        # rather than the default or the store's: one that cannot load then stops an
+        # indexing run instead of leaving sound out.
+        self.audio_model_requested = audio_requested
         self.query = query or QuerySettings()
         self.limits = limits or ImageLimits()
         # Reranking and explanations: models load on first use, once per process.
@@ -150,7 +156,17 @@ class Engine:
                 # The store's audio model went missing: pictures stay searchable.
                 log.warning("sound is not searchable: %s", error)
                 audio_encoder = None
-        return cls(store, encoder, audio_encoder, query, ann, limits, rerank, device)
+        return cls(
+            store,
+            encoder,
+            audio_encoder,
+            query,
+            ann,
+            limits,
+            rerank,
+            device,
+            audio_requested=bool(audio_model),
+        )
 
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> Engine:
@@ -332,14 +348,26 @@ class Engine:
         result = SearchResult(hits, 0.0, timings)
         if request is not None:
             result.rerank = rerank_hits(
-                self.reranking, text, hits, request, self.limits, self._logit_scale
+                self.reranking,
+                text,
+                hits,
+                request,
+                self.limits,
+                self._store.original_path,
+                self._logit_scale,
             )
             result.hits = hits[offset : offset + k]
             timings["rerank"] = result.rerank.took_ms
         if explain:
             model = None if request is None else request.model
             result.explain = explain_hits(
-                self.reranking, text, result.hits, explain, model, self.limits
+                self.reranking,
+                text,
+                result.hits,
+                explain,
+                model,
+                self.limits,
+                self._store.original_path,
             )
             timings["explain"] = result.explain.took_ms
         result.took_ms = _ms_since(started)
@@ -381,7 +409,10 @@ class Engine:
             raise InvalidQueryError("a sound has no picture to explain")
         reranker = self.reranking.reranker(model)
         segments = [] if seconds is None else [SegmentHit(item.id, 0.0, seconds, seconds)]
-        picture = self.reranking.picture(candidate(Hit(item, 0.0, segments), self.limits), reranker)
+        hit = Hit(item, 0.0, segments)
+        picture = self.reranking.picture(
+            candidate(hit, self.limits, self._store.original_path), reranker
+        )
         assert picture is not None
         return reranker, picture
 

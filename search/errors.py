@@ -36,6 +36,10 @@ class UnknownItemError(XmodalError, KeyError):
         return f"no item with id {self.item_id!r}"
 
 
+class OriginalMissing(XmodalError):
+    """An indexed item whose file is gone."""
+
+
 class InvalidQueryError(XmodalError, ValueError):
     """A query that cannot be answered as asked (no query, bad filter, bad k)."""
 

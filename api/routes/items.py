@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import PurePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -10,9 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from xmodal.search.errors import UnknownItemError
+from xmodal.search.store import display_name
 
 from ..deps import EngineDep, ThumbnailsDep
-from ..errors import OriginalMissing
 from ..schemas import ErrorResponse, ItemOut
 
 router = APIRouter(prefix="/items", tags=["items"])
@@ -21,7 +21,10 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
 
 @router.get("/{item_id}", operation_id="get_item", response_model=ItemOut, responses=NOT_FOUND)
 def get_item(item_id: str, engine: EngineDep) -> ItemOut:
-    return ItemOut.of(engine.item(item_id))
+    item = engine.item(item_id)
+    if engine.store.leaves_roots(item):  # indexed by an older version: nothing is said
+        raise UnknownItemError(item_id)
+    return ItemOut.of(item)
 
 
 @router.get(
@@ -39,7 +42,8 @@ async def get_thumbnail(
     ] = None,
 ) -> FileResponse:
     item = await run_in_threadpool(engine.item, item_id)
-    path = await run_in_threadpool(thumbnails.path_for, item, t)
+    source = await run_in_threadpool(engine.store.original_path, item)  # the roots' jail
+    path = await run_in_threadpool(thumbnails.path_for, item, source, t)
     return FileResponse(
         path,
         media_type="image/jpeg",
@@ -60,10 +64,8 @@ async def get_thumbnail(
 def get_media(item_id: str, engine: EngineDep) -> FileResponse:
     """The original file (Range requests supported), only from inside an indexed root."""
     item = engine.item(item_id)
-    path = Path(item.uri).resolve()
-    roots = [Path(r) for r in engine.store.roots()]
-    if not any(path == root or path.is_relative_to(root) for root in roots):
-        raise UnknownItemError(item_id)
-    if not path.is_file():
-        raise OriginalMissing(f"the original of item {item_id} is missing: {item.uri}")
-    return FileResponse(path, filename=path.name, content_disposition_type="inline")
+    path = engine.store.original_path(item)  # 404 outside the indexed roots
+    # The name it was indexed under (not a link's target), readable: a header cannot
+    # carry bytes that are not UTF-8.
+    name = PurePath(display_name(item.uri)).name
+    return FileResponse(path, filename=name, content_disposition_type="inline")

@@ -14,6 +14,7 @@ from .audio import (
     probe_audio,
     resample_mono,
 )
+from .files import file_type_name, open_regular, over_cap, read_capped
 from .images import DecodedImage, ImageLimits, decode_image
 from .kinds import KINDS, KindSpec, MediaKind, kinds_in_space, media_kind
 from .video import (
@@ -41,10 +42,14 @@ __all__ = [
     "VideoSettings",
     "decode_image",
     "extract_keyframes",
+    "file_type_name",
     "frame_at",
     "iter_audio_windows",
     "kinds_in_space",
     "media_kind",
+    "open_regular",
+    "over_cap",
     "probe_audio",
+    "read_capped",
     "resample_mono",
 ]

@@ -25,13 +25,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from time import monotonic
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from xmodal.search.errors import MediaDecodeError
 
-from .av import import_av, open_container, stream_duration
+from .av import (
+    close_container,
+    decode_timeout_message,
+    import_av,
+    open_container,
+    stream_duration,
+)
 
 # Holes between frame timestamps shorter than this are jitter (container timestamp
 # rounding), not lost packets; the shortest common codec frame is 2.5 ms (Opus), the
@@ -50,6 +57,9 @@ class AudioOptions:
     # Decode only this many seconds from the start (a query clip): longer files are
     # cut there instead of refused.
     read_seconds: float | None = None
+    # Seconds of decoding one file may take (the time its windows wait for the encoder
+    # not counted); None: no limit.
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -64,6 +74,8 @@ class AudioOptions:
             raise ValueError(f"max_seconds must be positive, not {self.max_seconds}")
         if self.read_seconds is not None and self.read_seconds <= 0:
             raise ValueError(f"read_seconds must be positive, not {self.read_seconds}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"timeout must be positive, not {self.timeout}")
 
     @property
     def window_samples(self) -> int:
@@ -108,8 +120,8 @@ def _av() -> Any:
     return import_av("audio")
 
 
-def _open(source: Path | bytes) -> Any:
-    return open_container(source, "audio", "not an audio file (or damaged beyond reading)")
+def _open(source: Path | bytes, timeout: float | None = None) -> tuple[Any, BinaryIO]:
+    return open_container(source, "audio", "not an audio file (or damaged beyond reading)", timeout)
 
 
 def _audio_stream(container: Any) -> Any:
@@ -124,7 +136,7 @@ def _audio_stream(container: Any) -> Any:
 
 def probe_audio(path: Path) -> AudioInfo:
     """What the container's header says about the first audio stream; decodes nothing."""
-    container = _open(Path(path))
+    container, source_file = _open(Path(path))
     try:
         stream = _audio_stream(container)
         context = stream.codec_context
@@ -136,7 +148,7 @@ def probe_audio(path: Path) -> AudioInfo:
             layout=str(context.layout.name) if context.layout is not None else "",
         )
     finally:
-        container.close()
+        close_container(container, source_file)
 
 
 def sniff_audio_mime(header: bytes) -> str | None:
@@ -226,7 +238,19 @@ def iter_audio_windows(
     without an audio stream, one over `max_seconds`, or one where nothing decodes."""
     av = _av()
     stats = stats if stats is not None else AudioDecodeStats()
-    container = _open(source if isinstance(source, bytes) else Path(source))
+    started = monotonic()
+    paused = 0.0  # seconds spent suspended at a yield, waiting for the consumer
+    container, source_file = _open(
+        source if isinstance(source, bytes) else Path(source), options.timeout
+    )
+
+    def handed_over(windows: Iterator[AudioWindow]) -> Iterator[AudioWindow]:
+        nonlocal paused
+        for window in windows:
+            suspended = monotonic()
+            yield window
+            paused += monotonic() - suspended
+
     try:
         stream = _audio_stream(container)
         header_duration = stream_duration(container, stream)
@@ -258,6 +282,10 @@ def iter_audio_windows(
 
         try:
             for packet in container.demux(stream):
+                if options.timeout is not None and (
+                    monotonic() - started - paused > options.timeout
+                ):
+                    raise MediaDecodeError(decode_timeout_message(options.timeout))
                 try:
                     frames = packet.decode()
                 except av.FFmpegError:
@@ -275,14 +303,14 @@ def iter_audio_windows(
                             missing = round(gap * rate)
                             silent = np.zeros(min(missing, rate), np.float32)
                             while missing > 0:  # a second at a time: memory stays bounded
-                                yield from windower.push(silent[:missing])
+                                yield from handed_over(windower.push(silent[:missing]))
                                 missing -= len(silent)
                     if time is not None:
                         next_time = time + frame.samples / frame.sample_rate
                     elif next_time is not None:
                         next_time += frame.samples / frame.sample_rate
                     for chunk in chunks(resample(frame)):
-                        yield from windower.push(chunk)
+                        yield from handed_over(windower.push(chunk))
                     if windower.total > limit:
                         if cut is not None:
                             break
@@ -306,7 +334,7 @@ def iter_audio_windows(
                 + (f" ({'; '.join(stats.warnings)})" if stats.warnings else "")
             )
     finally:
-        container.close()
+        close_container(container, source_file)
 
 
 def _new_resampler(av: Any, rate: int) -> Any:

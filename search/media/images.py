@@ -17,6 +17,8 @@ from pydantic import Field
 from xmodal.search.errors import MediaDecodeError
 from xmodal.search.settings import SettingsGroup
 
+from .files import open_regular
+
 IMAGE_MIME_TYPES = frozenset(
     {
         "image/jpeg",
@@ -95,7 +97,8 @@ def decode_image(
     register_optional_plugins()
     if isinstance(source, Path):
         try:
-            data = source.read_bytes()
+            with open_regular(source) as file:  # never waits on a FIFO, never reads a device
+                data = file.read()
         except OSError as error:
             raise MediaDecodeError(f"cannot read file: {error.strerror or error}") from error
     else:

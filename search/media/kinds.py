@@ -17,8 +17,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT
+from xmodal.search.errors import MediaDecodeError
 
 from .audio import sniff_audio_mime
+from .files import open_regular
 from .images import sniff_image_mime
 from .video import sniff_video_mime
 
@@ -76,9 +78,9 @@ def media_kind(path: Path) -> MediaKind | None:
     if kind is not None:
         return kind
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO would block a plain open
             header = f.read(SNIFF_BYTES)
-    except OSError:
+    except (OSError, MediaDecodeError):
         return None
     return next((kind for kind, spec in KINDS.items() if spec.sniff(header) is not None), None)
 

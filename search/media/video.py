@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -29,7 +29,13 @@ from pydantic import Field
 from xmodal.search.errors import MediaDecodeError
 from xmodal.search.settings import SettingsGroup
 
-from .av import import_av, open_container, stream_duration
+from .av import (
+    Deadline,
+    close_container,
+    import_av,
+    open_container,
+    stream_duration,
+)
 
 VIDEO_MIME_TYPES = frozenset(
     {
@@ -108,8 +114,8 @@ def _av() -> Any:
     return import_av("video")
 
 
-def _open(path: Path) -> Any:
-    return open_container(path, "video", "not a readable video")
+def _open(path: Path, timeout: float | None = None) -> tuple[Any, BinaryIO]:
+    return open_container(path, "video", "not a readable video", timeout)
 
 
 def _video_stream(container: Any) -> Any:
@@ -192,13 +198,18 @@ def signature_distance(a: Signature, b: Signature) -> float:
     return min(1.0, max(colour, 2.0 * layout))
 
 
-def _decoded_frames(container: Any, stream: Any, warnings: list[str]) -> Iterator[Any]:
-    """Frames in order; packets that fail to decode are counted and skipped."""
+def _decoded_frames(
+    container: Any, stream: Any, warnings: list[str], deadline: Deadline | None = None
+) -> Iterator[Any]:
+    """Frames in order; packets that fail to decode are counted and skipped; past the
+    `deadline`, MediaDecodeError."""
     av = _av()
 
     bad_packets = 0
     try:
         for packet in container.demux(stream):
+            if deadline is not None:
+                deadline.check()
             try:
                 yield from packet.decode()
             except av.FFmpegError:
@@ -215,13 +226,17 @@ def extract_keyframes(
     limits: VideoSettings = VideoSettings(),
     draft_side: int = 224,
     prepare: Callable[[Image.Image], np.ndarray] | None = None,
+    timeout: float | None = None,
 ) -> VideoKeyframes:
     """Keyframes of a video file. Raises MediaDecodeError when nothing usable decodes.
 
     With `prepare` (an encoder's prepare_image), each keyframe is turned into the model
     input as soon as it is taken and its picture dropped: what a long video keeps in
-    memory is then one model input per keyframe."""
-    container = _open(path)
+    memory is then one model input per keyframe. Decoding that lasts over `timeout`
+    seconds stops with MediaDecodeError (checked between frames, and by FFmpeg while
+    it opens and reads)."""
+    deadline = Deadline(timeout)
+    container, source_file = _open(path, timeout)
     try:
         stream = _video_stream(container)
         width, height = stream.codec_context.width, stream.codec_context.height
@@ -244,7 +259,8 @@ def extract_keyframes(
         frames = 0
         last_time = 0.0
         rotation = 0
-        for frame in _decoded_frames(container, stream, warnings):
+        for frame in _decoded_frames(container, stream, warnings, deadline):
+            deadline.check()
             frames += 1
             if frames == 1:
                 rotation = _rotation(frame)
@@ -280,7 +296,7 @@ def extract_keyframes(
                 "no frame could be decoded" + (f" ({'; '.join(warnings)})" if warnings else "")
             )
     finally:
-        container.close()
+        close_container(container, source_file)
     duration = max(duration, last_time)
     keyframes = [
         Keyframe(
@@ -299,7 +315,7 @@ def extract_keyframes(
 
 def frame_at(path: Path, seconds: float, short_side: int = 512) -> Image.Image:
     """The frame shown at `seconds` (RGB, display orientation), for thumbnails."""
-    container = _open(path)
+    container, source_file = _open(path)
     try:
         stream = _video_stream(container)
         stream.thread_type = "AUTO"
@@ -315,7 +331,7 @@ def frame_at(path: Path, seconds: float, short_side: int = 512) -> Image.Image:
             raise MediaDecodeError(f"no frame decodes at {seconds:.2f} s")
         return _frame_image(chosen, short_side)
     finally:
-        container.close()
+        close_container(container, source_file)
 
 
 def sniff_video_mime(header: bytes) -> str | None:

@@ -39,12 +39,18 @@ def moment_of(hit: Hit) -> float | None:
     return (hit.item.duration or 0.0) * 0.1
 
 
+# An item's file, checked against the indexed roots (Store.original_path).
+Locate = Callable[[ItemRecord], Path]
+
+
 def picture_of(
-    item: ItemRecord, seconds: float | None, limits: ImageLimits, side: int
+    item: ItemRecord, seconds: float | None, limits: ImageLimits, side: int, locate: Locate
 ) -> Image.Image | None:
     """The picture a reranker looks at: an image, a video's frame at `seconds`; None
     for a sound. JPEGs decode at reduced scale down to `side` pixels."""
-    source = Path(item.uri)
+    if item.kind not in (MediaKind.IMAGE, MediaKind.VIDEO):
+        return None
+    source = locate(item)
     if item.kind == MediaKind.IMAGE:
         return decode_image(source, limits, draft_to=(side, side)).image
     if item.kind == MediaKind.VIDEO:
@@ -52,12 +58,12 @@ def picture_of(
     return None
 
 
-def candidate(hit: Hit, limits: ImageLimits) -> Candidate:
+def candidate(hit: Hit, limits: ImageLimits, locate: Locate) -> Candidate:
     moment = moment_of(hit)
     item = hit.item
     return Candidate(
         (item.id, item.content_hash, moment),
-        lambda side: picture_of(item, moment, limits, side),
+        lambda side: picture_of(item, moment, limits, side, locate),
     )
 
 
@@ -88,13 +94,14 @@ def rerank_hits(
     hits: list[Hit],
     request: RerankRequest,
     limits: ImageLimits,
+    locate: Locate,
     logit_scale: Callable[[str], float],
 ) -> RerankReport:
     """Rerank the first top_n hits in place. Pictures are reordered among the places
-    pictures held; sounds keep their places. `logit_scale` gives each space's
-    temperature (fused_order). Returns how it went."""
+    pictures held; sounds keep their places. `locate` gives an item's original inside
+    the roots; `logit_scale` each space's temperature (fused_order). Returns how it went."""
     top = hits[: service.top_n(request)]
-    outcome = service.rerank(query, [candidate(hit, limits) for hit in top], request)
+    outcome = service.rerank(query, [candidate(hit, limits, locate) for hit in top], request)
     scored = sorted(outcome.scores)
     for index in scored:
         top[index].rerank_score = outcome.scores[index]
@@ -118,6 +125,7 @@ def explain_hits(
     count: int,
     model: str | None,
     limits: ImageLimits,
+    locate: Locate,
 ) -> ExplainReport:
     """Explanations for the first `count` hits that have a picture; a model that
     cannot load leaves them unexplained, with the reason."""
@@ -129,7 +137,7 @@ def explain_hits(
             if report.explained >= count:
                 break
             try:
-                picture = service.picture(candidate(hit, limits), reranker)
+                picture = service.picture(candidate(hit, limits, locate), reranker)
             except Exception:  # an unreadable original is left unexplained
                 picture = None
             if picture is None:

@@ -1,5 +1,6 @@
 """The LanceDB store of media items, segments and spaces."""
 
+from .locations import display_name, location_of, original_path, path_of
 from .records import (
     FAILED,
     INDEXED,
@@ -20,6 +21,10 @@ __all__ = [
     "SegmentRecord",
     "SpaceRecord",
     "Store",
+    "display_name",
     "item_id_for",
+    "location_of",
+    "original_path",
+    "path_of",
     "segment_id_for",
 ]

@@ -12,13 +12,16 @@ import pyarrow as pa
 
 from xmodal.search.media.kinds import MediaKind
 
+from .locations import location_of
+
 INDEXED = "indexed"
 FAILED = "failed"
 
 
 def item_id_for(uri: str) -> str:
-    """Stable id of a media item, derived from its location only."""
-    return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
+    """Stable id of a media item, derived from its location only: a path or its stored
+    form (location_of) give the same id, also for a name that is not valid UTF-8."""
+    return hashlib.sha1(location_of(uri).encode("utf-8")).hexdigest()[:16]
 
 
 def segment_id_for(item_id: str, index: int) -> str:

@@ -22,6 +22,7 @@ import pyarrow as pa
 from xmodal.search.errors import ModelMismatchError, StoreError, UnknownItemError
 from xmodal.search.media.kinds import MediaKind
 
+from .locations import leaves_roots, original_path
 from .records import INDEXED, ItemRecord, SegmentRecord, SpaceRecord
 from .schema import (
     ITEMS,
@@ -155,6 +156,14 @@ class Store:
     # -- roots -----------------------------------------------------------
     def roots(self) -> list[str]:
         return [r["path"] for r in self._roots.to_arrow().to_pylist()]
+
+    def original_path(self, item: ItemRecord) -> Path:
+        """The item's file, checked against the indexed roots (see locations.original_path)."""
+        return original_path(item.id, item.uri, self.roots())
+
+    def leaves_roots(self, item: ItemRecord) -> bool:
+        """Whether the item's file lies outside the indexed roots (see locations)."""
+        return leaves_roots(item.uri, self.roots())
 
     def add_root(self, path: str) -> None:
         if path not in self.roots():

@@ -308,3 +308,18 @@ def test_openapi_documents_reranking_and_explanations(client):
     ):
         for field, schema in schemas[name]["properties"].items():
             assert schema.get("description"), (name, field)
+
+
+def test_explanations_never_read_a_file_outside_the_roots(client, library, make_image, tmp_path):
+    from xmodal.search.store import INDEXED, ItemRecord
+
+    engine, paths = library
+    lib = paths["p0"].parent
+    link = lib / "out.jpg"
+    link.symlink_to(make_image(tmp_path / "elsewhere" / "private.jpg", seed=60))
+    item_id = item_id_for(str(link))  # as an older version indexed it
+    engine.store.upsert_items(
+        [ItemRecord(item_id, str(link), "image", str(lib), "ef" * 32, status=INDEXED)]
+    )
+    assert client.post("/explain", json={"text": QUERY, "item_id": item_id}).status_code == 404
+    assert client.get(f"/items/{item_id}/explain.png?q=red").status_code == 404
