@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 
 from xmodal.search.errors import UnknownItemError
 
+from ..access import SearchCaller
 from ..deps import EngineDep, ThumbnailsDep
 from ..errors import OriginalMissing
 from ..schemas import ErrorResponse, ItemOut
@@ -20,8 +21,8 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
 
 
 @router.get("/{item_id}", operation_id="get_item", response_model=ItemOut, responses=NOT_FOUND)
-def get_item(item_id: str, engine: EngineDep) -> ItemOut:
-    return ItemOut.of(engine.item(item_id))
+def get_item(item_id: str, engine: EngineDep, caller: SearchCaller) -> ItemOut:
+    return ItemOut.of(engine.item(item_id), caller.sees_paths)
 
 
 @router.get(
