@@ -113,7 +113,7 @@ class SecuritySettings(SettingsGroup):
     are made with `xmodal keys` and kept in the data directory."""
 
     allowed_hosts: list[str] = Field(
-        default_factory=list,
+        [],
         description="Host names (or addresses) clients may reach the server by, besides "
         "localhost, 127.0.0.1, ::1 and server.host; `*.example.org` matches its subdomains, "
         "`*` any name. Other Host headers get 400, so that a web page cannot reach a local "
