@@ -250,8 +250,8 @@ async def optional_caller(request: Request, bearer: BearerDep, api_key: ApiKeyDe
         caller = access.caller(
             _secret_of(bearer, api_key), request.headers.get("origin"), Scope.SEARCH, limit=False
         )
-    except (NotAuthenticated, AccessRefused):
-        return None
+    except (NotAuthenticated, AccessRefused, KeyFileError):
+        return None  # a damaged key file: alive all the same, and saying nothing more
     request.state.caller = caller
     return caller
 

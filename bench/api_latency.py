@@ -13,6 +13,12 @@ client threads (keep-alive connections): by item id; by text from a fixed set of
 batched across concurrent requests). Prints p50/p95/p99 latency, QPS and errors per
 level, the saturation QPS, and the server's own split of the time (the Server-Timing
 header: encode, search, fetch). The load generator runs on the same 2 cores.
+
+    .venv/bin/python bench/api_latency.py --keys               # also: the same load with a key
+
+--keys then makes a search key while the server runs (it re-reads the key file: every
+request then needs the key) and sends the by-item-id and cached-text loads again with
+`Authorization: Bearer KEY`, printing open and keyed p50/p99 and errors side by side.
 """
 
 from __future__ import annotations
@@ -144,7 +150,9 @@ def parse_server_timing(header: str) -> dict[str, float]:
     return {name: float(value) for name, value in parts}
 
 
-def run_level(base: str, bodies: list[dict], clients: int) -> dict:
+def run_level(
+    base: str, bodies: list[dict], clients: int, headers: dict[str, str] | None = None
+) -> dict:
     # http.client rather than httpx: the generator shares the 2 cores with the server,
     # and httpx spends several times more CPU per request.
     host, port = base.removeprefix("http://").split(":")
@@ -153,12 +161,12 @@ def run_level(base: str, bodies: list[dict], clients: int) -> dict:
     def client_loop(mine: list[dict]) -> list[tuple[float, int, dict[str, float]]]:
         results = []
         connection = http.client.HTTPConnection(host, int(port), timeout=30)
-        headers = {"Content-Type": "application/json"}
+        sent = {"Content-Type": "application/json", **(headers or {})}
         for body in mine:
             payload = json.dumps(body).encode()
             started = time.perf_counter()
             try:
-                connection.request("POST", "/search", payload, headers)
+                connection.request("POST", "/search", payload, sent)
                 response = connection.getresponse()
                 response.read()
                 status = response.status
@@ -205,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=None)
-    args = parse_args(parser, argv, items=2000, requests=50, levels=[1, 8])
+    parser.add_argument(
+        "--keys", action="store_true", help="then the same load again with an API key"
+    )
+    args = parse_args(parser, argv, items=2000, requests=50, levels=[1, 8], keys=True)
 
     scratch = tempfile.TemporaryDirectory(prefix="xmodal-api-bench-")
     data = args.data_dir or Path(scratch.name) / "data"
@@ -236,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         by_new_text = [{"text": t, "k": args.k} for t in fresh]
         run_level(base, by_item[:20], 1)  # warm-up
         run_level(base, by_text[:20], 1)
+        open_rows: dict[str, list[dict]] = {}
         for name, bodies in (
             ("by item id", by_item),
             ("by text (8 repeated: cached)", by_text),
@@ -256,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for n, clients in enumerate(args.levels)
             ]
+            open_rows[name] = rows
             for r in rows:
                 s = r["split"]
                 print(
@@ -263,11 +276,47 @@ def main(argv: list[str] | None = None) -> int:
                     f"   {s['encode']:6.2f} / {s['search']:6.2f} / {s['fetch']:6.2f}"
                 )
             print(f"  saturation: {max(r['qps'] for r in rows):.1f} QPS")
+        if args.keys:
+            compare_with_a_key(base, data, args, open_rows, by_item, by_text)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         scratch.cleanup()
     return 0
+
+
+def compare_with_a_key(
+    base: str,
+    data: Path,
+    args: argparse.Namespace,
+    open_rows: dict[str, list[dict]],
+    by_item: list[dict],
+    by_text: list[dict],
+) -> None:
+    """Make a search key under the running server, check that a request without it is
+    refused, and send the same loads with it: open and keyed side by side."""
+    from xmodal.api.keys import KeyRing, Scope
+
+    _, secret = KeyRing.of_data(data).create(Scope.SEARCH, "bench")
+    refused = run_level(base, by_item[:1], 1)
+    assert refused["errors"] == 1, "the server still answers without a key"
+    headers = {"Authorization": f"Bearer {secret}"}
+    run_level(base, by_item[:20], 1, headers)  # warm-up
+    print(f"\nwith a search key (Authorization: Bearer), {args.requests} requests per level")
+    print(
+        "  load                  clients   open p50 / p99 ms  errors   keyed p50 / p99 ms  errors"
+    )
+    for name, bodies in (
+        ("by item id", by_item),
+        ("by text (8 repeated: cached)", by_text),
+    ):
+        for plain, clients in zip(open_rows[name], args.levels, strict=True):
+            keyed = run_level(base, bodies, clients, headers)
+            print(
+                f"  {name[:20]:20s}  {clients:7d}   {plain['p50']:7.2f} / {plain['p99']:7.2f}  "
+                f"{plain['errors']:6d}   {keyed['p50']:7.2f} / {keyed['p99']:7.2f}  "
+                f"{keyed['errors']:6d}"
+            )
 
 
 if __name__ == "__main__":
