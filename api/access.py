@@ -15,7 +15,7 @@ import ipaddress
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -40,6 +40,7 @@ from .keys import (
     retry_after_seconds,
 )
 from .rate_limit import TokenBuckets
+from .schemas import ErrorResponse
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 ANY_INTERFACE = frozenset({"", "0.0.0.0", "::"})
@@ -48,6 +49,13 @@ ANY_INTERFACE = frozenset({"", "0.0.0.0", "::"})
 CONTENT_POLICY = "default-src 'none'; sandbox"
 CORS_HEADERS = ("Authorization", "X-API-Key", "Content-Type")
 CORS_EXPOSED = ("Retry-After", "Server-Timing", "Content-Range", "Accept-Ranges")
+
+# What a route that needs a key may answer besides its own (declared in OpenAPI).
+ACCESS_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No API key, or an unknown or revoked one"},
+    403: {"model": ErrorResponse, "description": "A key that may not do this"},
+    429: {"model": ErrorResponse, "description": "Over a rate limit: see Retry-After"},
+}
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -408,6 +416,7 @@ def install_access(app: FastAPI, settings: Settings, access: Access) -> None:
 
 
 __all__ = [
+    "ACCESS_ERRORS",
     "LOCAL",
     "Access",
     "AdminCaller",

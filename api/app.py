@@ -13,7 +13,7 @@ from xmodal import __version__
 from xmodal.api.settings import Settings
 from xmodal.search import Engine
 
-from .access import Access, install_access, require_search
+from .access import ACCESS_ERRORS, Access, install_access, require_search
 from .errors import install_error_handlers
 from .keys import KeyRing
 from .routes import explain, health, items, keys, search
@@ -58,11 +58,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     install_access(app, settings, access)
     install_error_handlers(app)
     searching = [Depends(require_search)]
-    app.include_router(
-        search.router_for(engine.query, engine.reranking.settings), dependencies=searching
-    )
-    app.include_router(explain.router_for(engine.query), dependencies=searching)
-    app.include_router(items.router, dependencies=searching)
-    app.include_router(keys.router)  # admin: the router says so
+    for router in (
+        search.router_for(engine.query, engine.reranking.settings),
+        explain.router_for(engine.query),
+        items.router,
+    ):
+        app.include_router(router, dependencies=searching, responses=ACCESS_ERRORS)
+    app.include_router(keys.router, responses=ACCESS_ERRORS)  # admin: the router says so
     app.include_router(health.router)
     return app

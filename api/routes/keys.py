@@ -15,7 +15,7 @@ from ..schemas import ErrorResponse
 
 router = APIRouter(prefix="/keys", tags=["keys"], dependencies=[Depends(require_admin)])
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 429, 503)
+    code: {"model": ErrorResponse} for code in (400, 404, 503)
 }
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="The key's id.")]
 

@@ -35,7 +35,7 @@ from ..schemas import (
 )
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 429, 503)
+    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 503)
 }
 FILTER_FORM = "Metadata filter as JSON."
 KINDS_FORM = "Only these kinds of media."

@@ -261,6 +261,8 @@ def test_openapi_declares_the_key_schemes_and_is_public(client, indexed, keys):
     search = document["paths"]["/search"]["post"]
     assert {"bearer": []} in search["security"] and {"apiKey": []} in search["security"]
     assert "401" in search["responses"] and "429" in search["responses"]
+    item = document["paths"]["/items/{item_id}/media"]["get"]
+    assert {"401", "403", "404", "429"} <= set(item["responses"])
 
 
 def test_xmodal_search_goes_through_a_keyed_server_with_full_paths(
