@@ -16,9 +16,10 @@ header: encode, search, fetch). The load generator runs on the same 2 cores.
 
     .venv/bin/python bench/api_latency.py --keys               # also: the same load with a key
 
---keys then makes a search key while the server runs (it re-reads the key file: every
-request then needs the key) and sends the by-item-id and cached-text loads again with
-`Authorization: Bearer KEY`, printing open and keyed p50/p99 and errors side by side.
+--keys then starts a second server over a copy of the store holding a search key, and
+sends the by-item-id and cached-text loads at each level to the open server and right
+after with `Authorization: Bearer KEY` to the keyed one, printing p50/p99 and errors of
+both side by side.
 """
 
 from __future__ import annotations
@@ -247,7 +248,6 @@ def main(argv: list[str] | None = None) -> int:
         by_new_text = [{"text": t, "k": args.k} for t in fresh]
         run_level(base, by_item[:20], 1)  # warm-up
         run_level(base, by_text[:20], 1)
-        open_rows: dict[str, list[dict]] = {}
         for name, bodies in (
             ("by item id", by_item),
             ("by text (8 repeated: cached)", by_text),
@@ -268,7 +268,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for n, clients in enumerate(args.levels)
             ]
-            open_rows[name] = rows
             for r in rows:
                 s = r["split"]
                 print(
@@ -277,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             print(f"  saturation: {max(r['qps'] for r in rows):.1f} QPS")
         if args.keys:
-            compare_with_a_key(base, data, args, open_rows, by_item, by_text)
+            compare_with_a_key(base, data, args, by_item, by_text)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -289,34 +288,69 @@ def compare_with_a_key(
     base: str,
     data: Path,
     args: argparse.Namespace,
-    open_rows: dict[str, list[dict]],
     by_item: list[dict],
     by_text: list[dict],
 ) -> None:
-    """Make a search key under the running server, check that a request without it is
-    refused, and send the same loads with it: open and keyed side by side."""
+    """A second server over a copy of the store with a search key made in it: check
+    that it refuses a request without the key, then send each load at each level to the
+    open server and, right after, with the key to the keyed one (back to back, so that
+    both see the same machine)."""
+    import shutil
+
     from xmodal.api.keys import KeyRing, Scope
 
-    _, secret = KeyRing.of_data(data).create(Scope.SEARCH, "bench")
-    refused = run_level(base, by_item[:1], 1)
-    assert refused["errors"] == 1, "the server still answers without a key"
+    keyed_data = data.with_name(data.name + "-keyed")
+    shutil.copytree(data, keyed_data, ignore=shutil.ignore_patterns("server.json"))
+    _, secret = KeyRing.of_data(keyed_data).create(Scope.SEARCH, "bench")
+    port = free_port()
+    server = start_server(keyed_data, port)
+    keyed_base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {secret}"}
-    run_level(base, by_item[:20], 1, headers)  # warm-up
-    print(f"\nwith a search key (Authorization: Bearer), {args.requests} requests per level")
-    print(
-        "  load                  clients   open p50 / p99 ms  errors   keyed p50 / p99 ms  errors"
-    )
-    for name, bodies in (
-        ("by item id", by_item),
-        ("by text (8 repeated: cached)", by_text),
+    try:
+        refused = run_level(keyed_base, by_item[:1], 1)
+        assert refused["errors"] == 1, "the keyed server answers without a key"
+        # Warm-up as the open server's: its earlier rounds ran every query once at least.
+        run_level(keyed_base, by_item, max(args.levels), headers)
+        run_level(keyed_base, by_text, max(args.levels), headers)
+        print(
+            f"\nopen server, then a keyed one (Authorization: Bearer, search scope), "
+            f"{args.requests} requests per level"
+        )
+        print("  load            clients   open p50 / p99 ms  errors   keyed p50 / p99 ms  errors")
+        for name, bodies in (("by item id", by_item), ("by text (cached)", by_text)):
+            for clients in args.levels:
+                plain = run_level(base, bodies, clients)
+                keyed = run_level(keyed_base, bodies, clients, headers)
+                print(
+                    f"  {name:16s}{clients:7d}   {plain['p50']:7.2f} / {plain['p99']:7.2f}  "
+                    f"{plain['errors']:6d}   {keyed['p50']:7.2f} / {keyed['p99']:7.2f}  "
+                    f"{keyed['errors']:6d}"
+                )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    print_key_check_cost(data, keyed_data, secret)
+
+
+def print_key_check_cost(open_data: Path, keyed_data: Path, secret: str) -> None:
+    """The server's own work per request for access, timed in this process: what the
+    loads above cannot resolve on a busy machine."""
+    import functools
+    import timeit
+
+    from xmodal.api.access import Access
+    from xmodal.api.keys import KeyRing, Scope
+    from xmodal.api.settings import SecuritySettings
+
+    calls = 20_000
+    for label, data, sent in (
+        ("no key file", open_data, None),
+        ("a search key", keyed_data, secret),
     ):
-        for plain, clients in zip(open_rows[name], args.levels, strict=True):
-            keyed = run_level(base, bodies, clients, headers)
-            print(
-                f"  {name[:20]:20s}  {clients:7d}   {plain['p50']:7.2f} / {plain['p99']:7.2f}  "
-                f"{plain['errors']:6d}   {keyed['p50']:7.2f} / {keyed['p99']:7.2f}  "
-                f"{keyed['errors']:6d}"
-            )
+        access = Access(KeyRing.of_data(data), SecuritySettings())
+        check = functools.partial(access.caller, sent, None, Scope.SEARCH)
+        seconds = timeit.timeit(check, number=calls)
+        print(f"  access check per request, {label}: {seconds / calls * 1e6:.1f} us")
 
 
 if __name__ == "__main__":
