@@ -5,7 +5,8 @@
   file the server is open, and `xmodal serve` keeps it on loopback.
 - Middlewares, outermost first: headers on every response (nosniff, a strict content
   policy), the Host check (DNS rebinding), CORS for the origins publishable keys list,
-  and the rate limit per client address. The per-key rate is taken with the key.
+  the rate limit per client address, and a first key check before any body is read.
+  The routes' dependencies check the scope, a publishable key's origin and its rate.
 """
 
 from __future__ import annotations
@@ -159,12 +160,8 @@ class Access:
         # as it could read the keys and the store themselves.
         self.local_token = "xl_" + secrets.token_urlsafe(32)
 
-    def caller(
-        self, secret: str | None, origin: str | None, needed: Scope, limit: bool = True
-    ) -> Caller:
-        """Who sends `secret` from `origin` (the Origin header), if they may use a route
-        that needs `needed`; raises NotAuthenticated (401), AccessRefused (403) or
-        RateLimited (429, the key's rate, taken when `limit`)."""
+    def authenticate(self, secret: str | None) -> Caller:
+        """Who sends `secret`, whatever they ask; raises NotAuthenticated (401)."""
         if not self.ring.keyed:
             return LOCAL
         if not secret:
@@ -177,6 +174,18 @@ class Access:
         key = self.ring.find(secret)
         if key is None:
             raise NotAuthenticated("unknown or revoked API key")
+        return Caller(key.scope, key)
+
+    def caller(
+        self, secret: str | None, origin: str | None, needed: Scope, limit: bool = True
+    ) -> Caller:
+        """Who sends `secret` from `origin` (the Origin header), if they may use a route
+        that needs `needed`; raises NotAuthenticated (401), AccessRefused (403) or
+        RateLimited (429, the key's rate, taken when `limit`)."""
+        caller = self.authenticate(secret)
+        key = caller.key
+        if key is None:
+            return caller
         if not key.scope.allows(needed):
             raise AccessRefused(f"key {key.id} has the scope {key.scope}; this needs {needed}")
         if key.scope is Scope.PUBLISHABLE and (origin or "").lower() not in key.origins:
@@ -192,7 +201,7 @@ class Access:
                 raise RateLimited(
                     f"key {key.id} is over its rate of {rate}", retry_after_seconds(wait)
                 )
-        return Caller(key.scope, key)
+        return caller
 
     def redact_paths(self, request: Request, message: str) -> str:
         """`message` as the request's caller may see it: the server's paths (indexed
@@ -374,6 +383,36 @@ class KeyOriginsCORS(CORSMiddleware):
             return False  # the request itself gets the 503 that says why
 
 
+class KeyGate:
+    """On a keyed server, 401 for a request with no valid key before its body is read
+    (an upload is not received for nothing); the routes' dependencies then check the
+    scope, the origin and the key's rate. `public` paths (/health, the docs) pass."""
+
+    def __init__(self, app: ASGIApp, access: Access, public: Iterable[str]) -> None:
+        self.app = app
+        self.access = access
+        self.public = frozenset(public)
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        secret = credentials.strip() if scheme.lower() == "bearer" else headers.get("x-api-key")
+        try:
+            self.access.authenticate(secret)
+        except NotAuthenticated as refused:
+            response = JSONResponse(
+                {"detail": str(refused)}, status_code=401, headers=refused.headers
+            )
+            await response(scope, receive, send)
+            return
+        except KeyFileError:
+            pass  # the route's dependency answers the 503 that says why
+        await self.app(scope, receive, send)
+
+
 class ClientRateLimit:
     """429 with Retry-After for a client address over `rate`; loopback clients (this
     machine, or a reverse proxy on it that does not forward the address) are exempt."""
@@ -406,13 +445,16 @@ def install_access(app: FastAPI, settings: Settings, access: Access) -> None:
     """Keep `access` as the app's policy and add the middlewares (the last added runs
     first)."""
     app.state.access = access
+    pages = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    docs = [path for path in pages if path]
+    public = ["/health", *docs, *([app.openapi_url] if app.openapi_url else [])]
+    app.add_middleware(KeyGate, access=access, public=public)
     app.add_middleware(ClientRateLimit, access=access)
     app.add_middleware(KeyOriginsCORS, ring=access.ring)
     app.add_middleware(
         TrustedHosts, check=HostCheck(settings.server.host, settings.security.allowed_hosts)
     )
-    docs = [app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url]
-    app.add_middleware(SecurityHeaders, docs_paths=[path for path in docs if path])
+    app.add_middleware(SecurityHeaders, docs_paths=docs)
 
 
 __all__ = [

@@ -313,3 +313,20 @@ def test_xmodal_search_goes_through_a_keyed_server_with_full_paths(
         running.should_exit = True
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_an_upload_without_a_key_is_refused_before_its_body_is_read(client, indexed, keys):
+    received = []
+
+    def body():
+        for _ in range(64):
+            received.append(1)
+            yield b"x" * 65536
+
+    response = client.post(
+        "/search/image",
+        content=body(),
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 401
+    assert len(received) <= 1  # the server answered without reading the 4 MiB
