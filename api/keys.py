@@ -251,11 +251,15 @@ class KeyRing:
             return _Snapshot(None, (), {}, frozenset())
         self._seen_file = True
         try:
-            document = json.loads(self.path.read_text(encoding="utf-8"))
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise KeyFileError(f"cannot read the key file {self.path}: {error}") from error
+        try:
+            document = json.loads(text)
             if not isinstance(document, dict) or document.get("format") != FILE_FORMAT:
                 raise ValueError(f"not a key file of format {FILE_FORMAT}")
             keys = tuple(ApiKey.from_json(record) for record in document["keys"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise KeyFileError(
                 f"the key file {self.path} is damaged ({error}); restore it from a backup, or "
                 "remove it and create the keys again"
