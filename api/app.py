@@ -4,17 +4,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from xmodal import __version__
 from xmodal.api.settings import Settings
 from xmodal.search import Engine
 
+from .access import ACCESS_ERRORS, Access, install_access, require_search
 from .errors import install_error_handlers
-from .routes import explain, health, items, search
+from .keys import KeyRing
+from .routes import explain, health, items, keys, search
 from .thumbnails import ThumbnailCache
+
+DESCRIPTION = """Cross-modal semantic search over indexed media.
+
+Once keys exist (`xmodal keys create`), every route but `/health` needs one, sent as
+`Authorization: Bearer KEY` or `X-API-Key: KEY`: the search, item and explain routes a
+key of scope `search` (or `write`, `admin`; or a `publishable` key from one of its web
+origins), the key routes `admin`. Without `admin`, item locations are shown relative to
+their indexed folder. Too many requests get 429 with `Retry-After`."""
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -32,16 +43,27 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         lifespan=lifespan,
         title="xmodal",
         version=__version__,
-        description="Cross-modal semantic search over indexed media.",
+        description=DESCRIPTION,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.thumbnails = ThumbnailCache(
         settings.data / "thumbnails", settings.server.thumbnail_size, settings.images
     )
+    access = Access(
+        KeyRing.of_data(settings.data),
+        settings.security,
+        hidden_paths=lambda: [*engine.store.roots(), str(Path(settings.data).resolve())],
+    )
+    install_access(app, settings, access)
     install_error_handlers(app)
-    app.include_router(search.router_for(engine.query, engine.reranking.settings))
-    app.include_router(explain.router_for(engine.query))
-    app.include_router(items.router)
+    searching = [Depends(require_search)]
+    for router in (
+        search.router_for(engine.query, engine.reranking.settings),
+        explain.router_for(engine.query),
+        items.router,
+    ):
+        app.include_router(router, dependencies=searching, responses=ACCESS_ERRORS)
+    app.include_router(keys.router, responses=ACCESS_ERRORS)  # admin: the router says so
     app.include_router(health.router)
     return app

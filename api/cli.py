@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from xmodal.api.cli_keys import InsecureNoAuthOpt, keys_app
 from xmodal.api.settings import Settings, load_settings
 from xmodal.search.errors import IndexingAborted, InvalidQueryError, ModelLoadError, XmodalError
 
@@ -31,6 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(keys_app)
 console = Console()
 errors = Console(stderr=True)
 
@@ -548,16 +550,21 @@ def serve(
     data: DataOpt = None,
     model: ModelOpt = None,
     audio_model: AudioModelOpt = None,
+    insecure_no_auth: InsecureNoAuthOpt = False,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs). While it runs, `xmodal search` on the
-    same data directory asks it instead of loading the models itself."""
+    same data directory asks it instead of loading the models itself. Without API keys
+    (`xmodal keys`) it listens on loopback only (docs/security.md)."""
     from xmodal.api.app import create_app
 
+    from .access import check_exposure, exposure_note
+    from .keys import KeyRing
     from .server_link import serve_announced
 
     settings = build_settings(
         {"server": {"host": host, "port": port}}, data=data, model=model, audio_model=audio_model
     )
+    check_exposure(settings.server.host, KeyRing.of_data(settings.data), insecure_no_auth)
     application = create_app(settings)
     # The model, the vectors and a large index load before the port opens, so the first
     # requests are not the slow ones.
@@ -565,6 +572,9 @@ def serve(
 
     def started(url: str) -> None:
         console.print(f"serving {settings.data} on {url} (docs: /docs)")
+        note = exposure_note(settings, application.state.access)
+        if note:
+            console.print(note, markup=False, highlight=False)
 
     server = settings.server
     serve_announced(application, settings.data, server.host, server.port, started)

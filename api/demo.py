@@ -46,6 +46,8 @@ def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) ->
     )
     from xmodal.synthetic.demo_library import write_demo_library
 
+    from .access import check_exposure
+    from .keys import KeyRing
     from .progress_bar import RichProgress
 
     data = data.resolve()
@@ -58,6 +60,10 @@ def run_demo(data: Path, host: str, port: int, serve: bool, console: Console) ->
         server={"host": host, "port": port},
         rerank={"model": REFERENCE_RERANKER, "preload": True},
     )
+    if serve:
+        # The demo makes no key: beyond loopback, it refuses before indexing (`xmodal
+        # keys create --data DATA/store`, then serve it, or --insecure-no-auth).
+        check_exposure(host, KeyRing.of_data(settings.data), insecure_no_auth=False)
     engine = Engine.from_settings(settings)
     report = index_paths(
         engine,

@@ -19,6 +19,8 @@ from xmodal.search.errors import (
     XmodalError,
 )
 
+from .keys import AccessRefused, NotAuthenticated, RateLimited, UnknownKeyError
+
 log = logging.getLogger("xmodal.api")
 
 
@@ -29,6 +31,10 @@ class PayloadTooLarge(XmodalError):
 STATUS_BY_ERROR: list[tuple[type[XmodalError], int]] = [
     (UnknownItemError, 404),
     (OriginalMissing, 404),
+    (UnknownKeyError, 404),
+    (NotAuthenticated, 401),
+    (AccessRefused, 403),
+    (RateLimited, 429),
     (InvalidQueryError, 400),
     (ModelSpecError, 400),  # e.g. a request's rerank model names no reranker
     (MediaDecodeError, 415),
@@ -46,7 +52,13 @@ def status_for(error: XmodalError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(XmodalError)
     async def xmodal_error(request: Request, error: XmodalError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=status_for(error))
+        # Errors about access carry their headers (WWW-Authenticate, Retry-After).
+        headers = getattr(error, "headers", None)
+        detail = str(error)
+        access = getattr(request.app.state, "access", None)
+        if access is not None:  # callers who may not see the server's paths do not
+            detail = access.redact_paths(request, detail)
+        return JSONResponse({"detail": detail}, status_code=status_for(error), headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args, get_type_hints
 
 from pydantic import BaseModel, Field, create_model, model_validator
@@ -134,14 +136,32 @@ def item_fields(view: str) -> dict[str, Any]:
     return shown
 
 
-def item_values(item: ItemRecord, view: str) -> dict[str, Any]:
-    """An item's values for the fields of `view` (see item_fields)."""
+def item_values(item: ItemRecord, view: str, full_paths: bool = True) -> dict[str, Any]:
+    """An item's values for the fields of `view` (see item_fields); without
+    `full_paths`, its `uri` relative to its indexed root (see shown_uri)."""
     values: dict[str, Any] = {}
     for name, column in ITEM_COLUMNS.items():
         if view in column.shown_in:
             value = getattr(item, name)
             values[name] = None if column.empty_is_null and not value else value
+    if "uri" in values and not full_paths:
+        values["uri"] = shown_uri(item.uri, item.root)
     return values
+
+
+def shown_uri(uri: str, root: str) -> str:
+    """A file's location for a caller who may not see the server's paths: relative to
+    the indexed folder it was found under (`2024/beach.jpg`), or its name when it was
+    indexed on its own. A URL (an item indexed from a URI list) is shown as it is."""
+    if "://" in uri:
+        return uri
+    path = PurePath(uri)
+    if root:
+        with contextlib.suppress(ValueError):
+            relative = path.relative_to(PurePath(root))
+            if relative.parts:
+                return relative.as_posix()
+    return path.name
 
 
 # The item parts of the two responses, derived from ItemRecord's declaration.
@@ -155,8 +175,8 @@ else:
 
 class ItemOut(ItemFields):
     @classmethod
-    def of(cls, item: ItemRecord) -> ItemOut:
-        return cls(**item_values(item, "item"))
+    def of(cls, item: ItemRecord, full_paths: bool = True) -> ItemOut:
+        return cls(**item_values(item, "item", full_paths))
 
 
 class ExplainedBy(NamedTuple):
@@ -194,14 +214,14 @@ class HitOut(HitItemFields):
     )
 
     @classmethod
-    def of(cls, hit: Hit, explained: ExplainedBy | None = None) -> HitOut:
+    def of(cls, hit: Hit, explained: ExplainedBy | None = None, full_paths: bool = True) -> HitOut:
         explanation = None
         if hit.explanation is not None:
             assert explained is not None, "an explained hit's heatmap URL needs the query"
             url = heatmap_url(hit.item.id, explained.text, moment_of(hit), explained.model)
             explanation = ExplanationOut.of(hit.explanation, url)
         return cls(
-            **item_values(hit.item, "hit"),
+            **item_values(hit.item, "hit", full_paths),
             score=hit.score,
             matched=hit.matched,
             calibrated_score=None if hit.calibrated is None else round(hit.calibrated, 4),
@@ -222,10 +242,16 @@ class SearchResponse(BaseModel):
     )
 
     @classmethod
-    def of(cls, result: SearchResult, explained: ExplainedBy | None = None) -> SearchResponse:
-        """The response to a search; `explained` is needed for the hits' heatmap URLs."""
+    def of(
+        cls,
+        result: SearchResult,
+        explained: ExplainedBy | None = None,
+        full_paths: bool = True,
+    ) -> SearchResponse:
+        """The response to a search; `explained` is needed for the hits' heatmap URLs;
+        without `full_paths`, the hits' locations relative to their indexed roots."""
         return cls(
-            hits=[HitOut.of(h, explained) for h in result.hits],
+            hits=[HitOut.of(h, explained, full_paths) for h in result.hits],
             took_ms=result.took_ms,
             rerank=None if result.rerank is None else RerankOut.of(result.rerank),
             explain=None if result.explain is None else ExplainReportOut.of(result.explain),
@@ -243,16 +269,21 @@ class SpaceOut(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """Fields other than `status` are left out for callers without a key on a keyed
+    server; `data` and `pid` are shown to admin keys (and on an open server) only."""
+
     status: str
-    items: int
-    spaces: list[SpaceOut]
-    store_format: int
-    data: str = Field(description="The data directory served, resolved.")
-    model: str = Field(description="The image-text model this server queries with.")
+    items: int | None = None
+    spaces: list[SpaceOut] | None = None
+    store_format: int | None = None
+    data: str | None = Field(None, description="The data directory served, resolved.")
+    model: str | None = Field(None, description="The image-text model this server queries with.")
     audio_model: str | None = Field(
         None, description="The audio-text model this server queries with; null: none."
     )
-    pid: int = Field(description="The server's process id (`xmodal search` checks it).")
+    pid: int | None = Field(
+        None, description="The server's process id (`xmodal search` checks it)."
+    )
 
 
 class ErrorResponse(BaseModel):

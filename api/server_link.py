@@ -1,11 +1,15 @@
 """How `xmodal search` finds and asks a running `xmodal serve` of the same data directory.
 
-`xmodal serve` writes `<data>/server.json` (host, port, pid, data, started_at) once its
-port is open, and removes it on shutdown (only while the file is still its own). A
-search reads it, checks that the process lives and that GET /health on that port
-answers for the same data directory, process and models, then sends the query over
+`xmodal serve` writes `<data>/server.json` (host, port, pid, data, started_at, and a
+token) once its port is open, and removes it on shutdown (only while the file is still
+its own). A search reads it, checks that the process lives and that GET /health on that
+port answers for the same data directory, process and models, then sends the query over
 HTTP: the server has the models and the vectors loaded already, where a search of its
 own would load them first (seconds). Anything amiss and the search runs in-process.
+
+The token lets the server's own user through a server that needs API keys, with full
+paths (api/access.py): the file is readable by its owner only, who can read the store
+and the key file as well.
 
 Standard library only (urllib): this module is imported on every search, and must
 stay cheap.
@@ -68,19 +72,24 @@ def server_file(data: Path) -> Path:
 
 
 # -- the server's side -----------------------------------------------------------------
-def write_server_file(data: Path, host: str, port: int) -> dict[str, Any]:
+def write_server_file(data: Path, host: str, port: int, token: str | None = None) -> dict[str, Any]:
     """Announce this process as the server of `data` (atomically: a reader sees the
-    whole file or none)."""
+    whole file or none; readable by its owner only, as it holds the local `token`)."""
     path = server_file(data)
-    record = {
+    record: dict[str, Any] = {
         "host": host,
         "port": port,
         "pid": os.getpid(),
         "data": str(path.parent),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if token:
+        record["token"] = token
     partial = path.with_name(f".{SERVER_FILE}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(json.dumps(record, indent=2) + "\n")
     os.replace(partial, path)
     return record
 
@@ -138,8 +147,10 @@ def announced_server(
             if not self.started:
                 return
             bound = _bound_port(self) or port
+            access = getattr(app.state, "access", None)  # api/access.py's policy
+            token = getattr(access, "local_token", None)
             try:
-                self.record = write_server_file(data, host, bound)
+                self.record = write_server_file(data, host, bound, token)
             except OSError as error:  # a read-only data directory: serve unannounced
                 log.warning("cannot announce the server in %s: %s", data, error)
             if on_started is not None:
@@ -206,6 +217,7 @@ class ServerLink:
 
     url: str
     health: dict[str, Any]
+    token: str | None = None  # the server's local token (server.json)
 
     # -- queries: each returns the response body (api/schemas.py SearchResponse) --------
     def search(self, body: dict[str, Any]) -> bytes:
@@ -220,7 +232,8 @@ class ServerLink:
 
     def get(self, path: str) -> bytes:
         """GET a path relative to the server (e.g. an explanation's heatmap_url)."""
-        return self._send(urllib.request.Request(self.url + path, method="GET"))
+        request = urllib.request.Request(self.url + path, headers=self._auth(), method="GET")
+        return self._send(request)
 
     def search_upload(
         self,
@@ -240,10 +253,14 @@ class ServerLink:
         return self._post(route, body, content_type)
 
     def _post(self, route: str, data: bytes, content_type: str) -> bytes:
+        headers = {"content-type": content_type, **self._auth()}
         request = urllib.request.Request(
-            self.url + route, data=data, headers={"content-type": content_type}, method="POST"
+            self.url + route, data=data, headers=headers, method="POST"
         )
         return self._send(request)
+
+    def _auth(self) -> dict[str, str]:
+        return _auth_headers(self.token)
 
     def _send(self, request: urllib.request.Request) -> bytes:
         try:
@@ -276,6 +293,8 @@ def find_server(
         )
     except (KeyError, TypeError, ValueError):
         return None, f"ignored {path}: not a server file"
+    token = record.get("token")
+    token = token if isinstance(token, str) else None
     if not is_loopback(url):
         # The file may be another user's doing: queries (and uploaded files) never leave
         # this machine on its word.
@@ -285,7 +304,7 @@ def find_server(
         return None, f"ignored the stale {path} (process {pid} is gone)"
     if served != str(path.parent):
         return None, f"the server at {url} serves {served}"
-    health = _health(url)
+    health = _health(url, token)
     if health is None:
         return None, f"the server at {url} did not answer"
     if health.get("pid") != pid or health.get("data") != served:
@@ -296,12 +315,17 @@ def find_server(
         wanted = None if audio_model.strip().lower() == NO_AUDIO else audio_model.strip()
         if wanted != health.get("audio_model"):
             return None, f"the server at {url} uses the audio model {health.get('audio_model')}"
-    return ServerLink(url, health), ""
+    return ServerLink(url, health, token), ""
 
 
-def _health(url: str) -> dict[str, Any] | None:
+def _auth_headers(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def _health(url: str, token: str | None = None) -> dict[str, Any] | None:
+    request = urllib.request.Request(url + "/health", headers=_auth_headers(token))
     try:
-        with _opener.open(url + "/health", timeout=HEALTH_TIMEOUT) as response:
+        with _opener.open(request, timeout=HEALTH_TIMEOUT) as response:
             body = json.loads(response.read())
     except (OSError, ValueError):
         return None

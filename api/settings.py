@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +29,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from xmodal.api.keys import Rate
 from xmodal.indexer.options import AudioIndexing, IndexOptions
 from xmodal.search.errors import XmodalError
 from xmodal.search.media import ImageLimits, VideoSettings
@@ -107,6 +108,30 @@ class ServerSettings(SettingsGroup):
     )
 
 
+class SecuritySettings(SettingsGroup):
+    """Who may reach the HTTP server, and how often (docs/security.md). Keys themselves
+    are made with `xmodal keys` and kept in the data directory."""
+
+    allowed_hosts: list[str] = Field(
+        [],
+        description="Host names (or addresses) clients may reach the server by, besides "
+        "localhost, 127.0.0.1, ::1 and server.host; `*.example.org` matches its subdomains, "
+        "`*` any name. Other Host headers get 400, so that a web page cannot reach a local "
+        "server through DNS rebinding.",
+    )
+    client_rate: str | None = Field(
+        "100/s",
+        description="Requests one client address may make (N/s, N/min or N/h; a burst of "
+        "up to N); 429 with Retry-After beyond. Loopback clients (this machine, a reverse "
+        "proxy on it) are not limited by address; null: no limit.",
+    )
+
+    @field_validator("client_rate")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        return None if value is None else str(Rate.parse(value))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="XMODAL_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -132,6 +157,7 @@ class Settings(BaseSettings):
         "auto", description='"auto": CUDA when available, else CPU; or a torch device ("cuda:1").'
     )
     server: ServerSettings = ServerSettings()
+    security: SecuritySettings = SecuritySettings()
     query: QuerySettings = QuerySettings()
     ann: AnnSettings = AnnSettings()
     indexing: IndexOptions = IndexOptions()

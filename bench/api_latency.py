@@ -13,6 +13,13 @@ client threads (keep-alive connections): by item id; by text from a fixed set of
 batched across concurrent requests). Prints p50/p95/p99 latency, QPS and errors per
 level, the saturation QPS, and the server's own split of the time (the Server-Timing
 header: encode, search, fetch). The load generator runs on the same 2 cores.
+
+    .venv/bin/python bench/api_latency.py --keys               # also: the same load with a key
+
+--keys then starts a second server over a copy of the store holding a search key, and
+sends the by-item-id and cached-text loads at each level to the open server and right
+after with `Authorization: Bearer KEY` to the keyed one, printing p50/p99 and errors of
+both side by side.
 """
 
 from __future__ import annotations
@@ -144,7 +151,9 @@ def parse_server_timing(header: str) -> dict[str, float]:
     return {name: float(value) for name, value in parts}
 
 
-def run_level(base: str, bodies: list[dict], clients: int) -> dict:
+def run_level(
+    base: str, bodies: list[dict], clients: int, headers: dict[str, str] | None = None
+) -> dict:
     # http.client rather than httpx: the generator shares the 2 cores with the server,
     # and httpx spends several times more CPU per request.
     host, port = base.removeprefix("http://").split(":")
@@ -153,12 +162,12 @@ def run_level(base: str, bodies: list[dict], clients: int) -> dict:
     def client_loop(mine: list[dict]) -> list[tuple[float, int, dict[str, float]]]:
         results = []
         connection = http.client.HTTPConnection(host, int(port), timeout=30)
-        headers = {"Content-Type": "application/json"}
+        sent = {"Content-Type": "application/json", **(headers or {})}
         for body in mine:
             payload = json.dumps(body).encode()
             started = time.perf_counter()
             try:
-                connection.request("POST", "/search", payload, headers)
+                connection.request("POST", "/search", payload, sent)
                 response = connection.getresponse()
                 response.read()
                 status = response.status
@@ -205,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=None)
-    args = parse_args(parser, argv, items=2000, requests=50, levels=[1, 8])
+    parser.add_argument(
+        "--keys", action="store_true", help="then the same load again with an API key"
+    )
+    args = parse_args(parser, argv, items=2000, requests=50, levels=[1, 8], keys=True)
 
     scratch = tempfile.TemporaryDirectory(prefix="xmodal-api-bench-")
     data = args.data_dir or Path(scratch.name) / "data"
@@ -263,11 +275,82 @@ def main(argv: list[str] | None = None) -> int:
                     f"   {s['encode']:6.2f} / {s['search']:6.2f} / {s['fetch']:6.2f}"
                 )
             print(f"  saturation: {max(r['qps'] for r in rows):.1f} QPS")
+        if args.keys:
+            compare_with_a_key(base, data, args, by_item, by_text)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         scratch.cleanup()
     return 0
+
+
+def compare_with_a_key(
+    base: str,
+    data: Path,
+    args: argparse.Namespace,
+    by_item: list[dict],
+    by_text: list[dict],
+) -> None:
+    """A second server over a copy of the store with a search key made in it: check
+    that it refuses a request without the key, then send each load at each level to the
+    open server and, right after, with the key to the keyed one (back to back, so that
+    both see the same machine)."""
+    import shutil
+
+    from xmodal.api.keys import KeyRing, Scope
+
+    keyed_data = data.with_name(data.name + "-keyed")
+    shutil.copytree(data, keyed_data, ignore=shutil.ignore_patterns("server.json"))
+    _, secret = KeyRing.of_data(keyed_data).create(Scope.SEARCH, "bench")
+    port = free_port()
+    server = start_server(keyed_data, port)
+    keyed_base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {secret}"}
+    try:
+        refused = run_level(keyed_base, by_item[:1], 1)
+        assert refused["errors"] == 1, "the keyed server answers without a key"
+        # Warm-up as the open server's: its earlier rounds ran every query once at least.
+        run_level(keyed_base, by_item, max(args.levels), headers)
+        run_level(keyed_base, by_text, max(args.levels), headers)
+        print(
+            f"\nopen server, then a keyed one (Authorization: Bearer, search scope), "
+            f"{args.requests} requests per level"
+        )
+        print("  load            clients   open p50 / p99 ms  errors   keyed p50 / p99 ms  errors")
+        for name, bodies in (("by item id", by_item), ("by text (cached)", by_text)):
+            for clients in args.levels:
+                plain = run_level(base, bodies, clients)
+                keyed = run_level(keyed_base, bodies, clients, headers)
+                print(
+                    f"  {name:16s}{clients:7d}   {plain['p50']:7.2f} / {plain['p99']:7.2f}  "
+                    f"{plain['errors']:6d}   {keyed['p50']:7.2f} / {keyed['p99']:7.2f}  "
+                    f"{keyed['errors']:6d}"
+                )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    print_key_check_cost(data, keyed_data, secret)
+
+
+def print_key_check_cost(open_data: Path, keyed_data: Path, secret: str) -> None:
+    """The server's own work per request for access, timed in this process: what the
+    loads above cannot resolve on a busy machine."""
+    import functools
+    import timeit
+
+    from xmodal.api.access import Access
+    from xmodal.api.keys import KeyRing, Scope
+    from xmodal.api.settings import SecuritySettings
+
+    calls = 20_000
+    for label, data, sent in (
+        ("no key file", open_data, None),
+        ("a search key", keyed_data, secret),
+    ):
+        access = Access(KeyRing.of_data(data), SecuritySettings())
+        check = functools.partial(access.caller, sent, None, Scope.SEARCH)
+        seconds = timeit.timeit(check, number=calls)
+        print(f"  access check per request, {label}: {seconds / calls * 1e6:.1f} us")
 
 
 if __name__ == "__main__":

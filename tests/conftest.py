@@ -31,6 +31,13 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
+@pytest.fixture(autouse=True)
+def _testclient_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Starlette's TestClient sends `Host: testserver`, which the server's Host check
+    # (api/access.py) refuses like any name it was not told about.
+    monkeypatch.setenv("XMODAL_SECURITY__ALLOWED_HOSTS", '["testserver"]')
+
+
 @pytest.fixture
 def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty Hugging Face cache that the hub client (and open_clip) will look in."""

@@ -6,16 +6,28 @@ import os
 
 from fastapi import APIRouter
 
+from ..access import OptionalCaller
 from ..deps import EngineDep
 from ..schemas import HealthResponse, SpaceOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", operation_id="health", response_model=HealthResponse)
-def health(engine: EngineDep) -> HealthResponse:
+@router.get(
+    "/health",
+    operation_id="health",
+    response_model=HealthResponse,
+    response_model_exclude_unset=True,
+)
+def health(engine: EngineDep, caller: OptionalCaller) -> HealthResponse:
+    """Liveness, for anyone; with a key, what the store holds; with an admin key (or on
+    an open server), also the data directory and the process."""
+    if caller is None:
+        return HealthResponse(status="ok")
     store = engine.store
     loaded = {name: r.kind for name, r in engine.index_reports().items() if r is not None}
+    # The server's paths and process: for those who may see them.
+    process = {"data": str(store.path.resolve()), "pid": os.getpid()} if caller.sees_paths else {}
     return HealthResponse(
         status="ok",
         items=store.count_items(),
@@ -30,8 +42,7 @@ def health(engine: EngineDep) -> HealthResponse:
             for s in store.spaces()
         ],
         store_format=store.format_version,
-        data=str(store.path.resolve()),
         model=engine.encoder.spec,
         audio_model=None if engine.audio_encoder is None else engine.audio_encoder.spec,
-        pid=os.getpid(),
+        **process,
     )

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse
 from xmodal.search.errors import UnknownItemError
 from xmodal.search.store import display_name
 
+from ..access import SearchCaller
 from ..deps import EngineDep, ThumbnailsDep
 from ..schemas import ErrorResponse, ItemOut
 
@@ -20,11 +21,11 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
 
 
 @router.get("/{item_id}", operation_id="get_item", response_model=ItemOut, responses=NOT_FOUND)
-def get_item(item_id: str, engine: EngineDep) -> ItemOut:
+def get_item(item_id: str, engine: EngineDep, caller: SearchCaller) -> ItemOut:
     item = engine.item(item_id)
     if engine.store.leaves_roots(item):  # indexed by an older version: nothing is said
         raise UnknownItemError(item_id)
-    return ItemOut.of(item)
+    return ItemOut.of(item, caller.sees_paths)
 
 
 @router.get(

@@ -21,6 +21,7 @@ from xmodal.search.errors import InvalidQueryError
 from xmodal.search.filters import parse_filter_json
 from xmodal.search.rerank.settings import RerankSettings
 
+from ..access import SearchCaller, refuse_path_filters
 from ..deps import EngineDep, SettingsDep
 from ..errors import PayloadTooLarge
 from ..schemas import (
@@ -45,12 +46,15 @@ def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> A
     router = APIRouter(tags=["search"])
     PageSize = Annotated[int, Form(ge=1, le=limits.max_k, description=K_DESCRIPTION)]
 
-    def search(body: SearchRequest, engine: EngineDep, response: Response) -> SearchResponse:
+    def search(
+        body: SearchRequest, engine: EngineDep, response: Response, caller: SearchCaller
+    ) -> SearchResponse:
         """Text -> media, or indexed item -> similar media (the item itself excluded).
 
         Text queries may rerank their first hits and explain some of them (`rerank`,
         `explain`). The `Server-Timing` header splits the time: encode, search, fetch,
         and rerank and explain when asked (milliseconds)."""
+        refuse_path_filters(caller, body.filter)
         rerank_request = body.rerank_request()
         if rerank_request is not None:
             engine.reranking.check_offered(rerank_request.model)
@@ -75,7 +79,7 @@ def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> A
             )
         response.headers["Server-Timing"] = server_timing(result.timings)
         model = None if rerank_request is None else rerank_request.model
-        return SearchResponse.of(result, ExplainedBy(body.text or "", model))
+        return SearchResponse.of(result, ExplainedBy(body.text or "", model), caller.sees_paths)
 
     validate_body_with(search, search_request_model(limits, rerank))
     router.add_api_route(
@@ -95,6 +99,7 @@ def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> A
             response: Response,
             engine: EngineDep,
             settings: SettingsDep,
+            caller: SearchCaller,
             file: Annotated[UploadFile, File(description=upload)],
             k: PageSize = 10,
             offset: Annotated[int, Form(ge=0)] = 0,
@@ -103,10 +108,11 @@ def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> A
         ) -> SearchResponse:
             data = await read_upload(request, file, settings.server.max_upload_bytes)
             filter_spec = parse_filter_json(filter)
+            refuse_path_filters(caller, filter_spec)
             search_by = getattr(engine, query_by)
             result = await run_in_threadpool(search_by, data, k, offset, filter_spec, kinds)
             response.headers["Server-Timing"] = server_timing(result.timings)
-            return SearchResponse.of(result)
+            return SearchResponse.of(result, full_paths=caller.sees_paths)
 
         route.__doc__ = doc
         router.add_api_route(

@@ -57,7 +57,13 @@ class ItemRecord:
         metadata=column(pa.string(), "Stable id, derived from the location.", nullable=False)
     )
     uri: str = field(
-        metadata=column(pa.string(), "Absolute path of the file.", nullable=False, filter_key="uri")
+        metadata=column(
+            pa.string(),
+            "Absolute path of the file (over HTTP, keys without the admin scope are shown "
+            "it relative to the folder it was indexed from).",
+            nullable=False,
+            filter_key="uri",
+        )
     )
     kind: MediaKind = field(  # stored as its value
         metadata=column(pa.string(), "image, video or audio.", nullable=False, filter_key="kind")
