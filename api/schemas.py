@@ -15,6 +15,7 @@ from xmodal.search.rerank.service import RerankRequest
 from xmodal.search.rerank.settings import RerankSettings
 from xmodal.search.settings import QuerySettings
 from xmodal.search.store import ItemRecord
+from xmodal.search.store.locations import FILE_URI, display_name
 from xmodal.search.store.records import ITEM_COLUMNS
 
 from .rerank_schemas import (
@@ -152,13 +153,14 @@ def item_values(item: ItemRecord, view: str, full_paths: bool = True) -> dict[st
 def shown_uri(uri: str, root: str) -> str:
     """A file's location for a caller who may not see the server's paths: relative to
     the indexed folder it was found under (`2024/beach.jpg`), or its name when it was
-    indexed on its own. A URL (an item indexed from a URI list) is shown as it is."""
-    if "://" in uri:
+    indexed on its own. A URL (an item indexed from a URI list) is shown as it is; a
+    file whose name is not UTF-8 (stored as a `file://` URI) as the path it stands for."""
+    if "://" in uri and not uri.startswith(FILE_URI):
         return uri
-    path = PurePath(uri)
+    path = PurePath(display_name(uri))
     if root:
         with contextlib.suppress(ValueError):
-            relative = path.relative_to(PurePath(root))
+            relative = path.relative_to(PurePath(display_name(root)))
             if relative.parts:
                 return relative.as_posix()
     return path.name

@@ -133,7 +133,7 @@ def test_search_keys_see_paths_relative_to_their_indexed_folder(client, indexed,
     indexed[3].unlink()
     missing = client.get(f"/items/{item_id_for(str(indexed[3]))}/media", headers=headers)
     assert missing.status_code == 404
-    assert str(indexed[3].parent) not in missing.text and "3.jpg" in missing.text
+    assert str(indexed[3].parent) not in missing.text and "is missing" in missing.text
     # Admin keys see it all.
     admin = bearer(keys["admin"])
     assert client.get(f"/items/{item_id}", headers=admin).json()["uri"] == str(indexed[2])
@@ -330,3 +330,19 @@ def test_an_upload_without_a_key_is_refused_before_its_body_is_read(client, inde
     )
     assert response.status_code == 401
     assert len(received) <= 1  # the server answered without reading the 4 MiB
+
+
+def test_paths_shown_to_search_keys_never_carry_the_server_folder() -> None:
+    """Relative to the indexed folder, also for a name stored as a `file://` URI (bytes
+    that are not UTF-8); a URL stays as it is."""
+    import os
+
+    from xmodal.api.schemas import shown_uri
+    from xmodal.search.store.locations import location_of
+
+    stored = location_of(os.fsdecode(b"/srv/lib/2024/caf\xe9.jpg"))
+    assert stored.startswith("file://")
+    assert shown_uri(stored, "/srv/lib") == "2024/caf\ufffd.jpg"
+    assert shown_uri("/srv/lib/a/b.jpg", "/srv/lib") == "a/b.jpg"
+    assert shown_uri("/elsewhere/c.jpg", "/srv/lib") == "c.jpg"
+    assert shown_uri("https://cdn.example/y.jpg", "") == "https://cdn.example/y.jpg"
