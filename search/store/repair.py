@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from xmodal.search.errors import StoreError
 from xmodal.search.media import kinds_in_space
 
 from .records import INDEXED
@@ -105,6 +106,8 @@ def repair_store(
     """Repair the data directory `data` (see the module's docstring); holds its writer
     lock, waiting up to `wait` seconds for another writer."""
     data = Path(data).expanduser()
+    if not (data / "lance").is_dir():
+        raise StoreError(f"no xmodal store in {data} (no lance folder): nothing to repair")
     report = RepairReport()
     with WriterLock.shared(data).holding(wait, on_wait):
         restored_at: dict[str, float] = {}  # segments table -> restored version's time

@@ -20,7 +20,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -147,7 +147,7 @@ class Store:
         self,
         wait: float | None = None,
         on_wait: Callable[[WriterHolder | None], None] | None = None,
-    ) -> Any:
+    ) -> AbstractContextManager[None]:
         """Hold the data directory's writer lock for a block (re-entrant): a run that
         plans from what it reads must hold it from the plan to its last commit.
         `wait`: seconds to wait for another writer (default: writer_wait; 0: not at
