@@ -23,7 +23,7 @@ def test_a_second_holder_gives_up_or_waits_and_hears_who_holds_it(tmp_path):
         with pytest.raises(WriterBusyError, match=rf"pid {os.getpid()} .*gave up"):
             second.acquire(wait=0)
         heard = []
-        with pytest.raises(WriterBusyError, match="after waiting 0.2 s"):
+        with pytest.raises(WriterBusyError, match=r"after waiting 0\.2 s"):
             second.acquire(wait=0.2, on_wait=heard.append)
         assert [h.pid for h in heard] == [os.getpid()]  # told once, before waiting
 
@@ -48,9 +48,9 @@ def test_store_writes_take_the_shared_lock_and_are_refused_while_another_holds_i
         with pytest.raises(WriterBusyError):
             store.upsert_items([record])
         assert store.count_items(None) == 0  # reads never wait
-    with store.writing():
-        with store.writing():  # re-entrant, and from the writer thread of a run too
-            worker = threading.Thread(target=store.upsert_items, args=([record],))
-            worker.start()
-            worker.join()
+    # Re-entrant, and from the writer thread of a run too.
+    with store.writing(), store.writing():
+        worker = threading.Thread(target=store.upsert_items, args=([record],))
+        worker.start()
+        worker.join()
     assert store.count_items(None) == 1
