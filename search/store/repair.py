@@ -168,7 +168,7 @@ def _repair_table(data: Path, name: str) -> TableRepair:
         return repair
     repair.cause = repair.cause or cause
     repair.damaged_version = repair.damaged_version or newest
-    if repair.rows_before is None:
+    if not repair.set_aside:  # the damaged version's own count (its manifest opened)
         repair.rows_before = _counted_rows(table)
     versions = sorted((int(v["version"]) for v in table.list_versions()), reverse=True)
     for version in versions:
