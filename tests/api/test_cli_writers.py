@@ -32,12 +32,17 @@ def test_a_second_writer_exits_75_with_one_line(xmodal, library, tiny_spec, tmp_
         code, _, err = xmodal("index", str(library), "--model", tiny_spec, "--wait", "0.5")
         assert code == 75 and "after waiting 0.5 s" in err
         assert err.count("waiting for another writer") == 1
-        assert xmodal("reindex", "--no-wait")[0] == 75
-        assert xmodal("repair", "--no-wait")[0] == 75
     code, out, err = xmodal("index", str(library), "--model", tiny_spec, "--no-wait", "--json")
     assert code == 0, err
     assert json.loads(out)["indexed"] == 6
     assert "waiting" not in err
+    with WriterLock(data).holding():
+        for command in (("reindex",), ("repair",)):
+            code, _, err = xmodal(*command, "--no-wait")
+            assert code == 75 and "another writer holds" in err, command
+        # Readers never take the lock.
+        code, out, _ = xmodal("search", "a photo", "--no-server", "--json")
+        assert code == 0 and json.loads(out)["hits"]
 
 
 def newest_manifest(table: Path) -> Path:
