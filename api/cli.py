@@ -1,7 +1,8 @@
 """The `xmodal` command line: index, search, explain, serve, info, demo.
 
 User errors print one line to stderr and exit with status 2 (3 when model weights
-cannot be loaded, 1 when --fail-fast stopped a run).
+cannot be loaded, 1 when --fail-fast stopped a run, 75 when another writer held the
+data directory past --wait or at once with --no-wait).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from rich.table import Table
 
 from xmodal.api.cli_keys import InsecureNoAuthOpt, keys_app
 from xmodal.api.settings import Settings, load_settings
-from xmodal.search.errors import IndexingAborted, InvalidQueryError, ModelLoadError, XmodalError
+from xmodal.search.errors import (
+    IndexingAborted,
+    InvalidQueryError,
+    ModelLoadError,
+    WriterBusyError,
+    XmodalError,
+)
 
 if TYPE_CHECKING:
     from xmodal.api.rerank_schemas import ExplainResponse
@@ -61,6 +68,25 @@ NoServerOpt = Annotated[
         "same data directory (by default the query goes to that server).",
     ),
 ]
+WaitOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        min=0,
+        help="Seconds to wait for another writer of the data directory to finish "
+        "(default: the store.writer_wait setting).",
+        show_default=False,
+    ),
+]
+NoWaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-wait",
+        help="Exit at once with status 75 when another writer holds the data directory.",
+    ),
+]
+# Exit status of a writer that could not have the data directory (EX_TEMPFAIL: try later).
+WRITER_BUSY_EXIT = 75
 RerankModelOpt = Annotated[
     str | None,
     typer.Option(
@@ -83,6 +109,8 @@ def build_settings(groups: dict[str, dict[str, Any]] | None = None, **top: Any) 
 
 
 def exit_code_for(error: XmodalError) -> int:
+    if isinstance(error, WriterBusyError):
+        return WRITER_BUSY_EXIT
     if isinstance(error, IndexingAborted):
         return 1
     if isinstance(error, ModelLoadError):
@@ -102,14 +130,18 @@ def index(
     batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
     workers: Annotated[int | None, typer.Option(help="Decode threads.")] = None,
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first unreadable file.")] = False,
+    wait: WaitOpt = None,
+    no_wait: NoWaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index images, videos and sounds under PATHS; re-runs only process what changed."""
+    """Index images, videos and sounds under PATHS; re-runs only process what changed.
+    One writer at a time per data directory: a second one waits (--wait, --no-wait)."""
     from xmodal.indexer import DecodeOptions, index_paths
     from xmodal.indexer.metadata_file import read_metadata_file
     from xmodal.search import Engine
 
     from .progress_bar import RichProgress
+    from .store_commands import writer_lock
 
     settings = build_settings(
         {
@@ -124,16 +156,17 @@ def index(
         audio_model=audio_model,
     )
     metadata_map = read_metadata_file(metadata) if metadata else None
-    engine = Engine.from_settings(settings)
     progress = None if as_json else RichProgress(errors)
-    report = index_paths(
-        engine,
-        paths,
-        settings.indexing,
-        metadata_map,
-        progress,
-        DecodeOptions.from_settings(settings),
-    )
+    with writer_lock(settings, wait, no_wait):
+        engine = Engine.from_settings(settings)
+        report = index_paths(
+            engine,
+            paths,
+            settings.indexing,
+            metadata_map,
+            progress,
+            DecodeOptions.from_settings(settings),
+        )
     if as_json:
         print(json.dumps(_report_json(report), indent=2))
         return
@@ -187,6 +220,7 @@ def _report_json(report: Any) -> dict[str, Any]:
         "notices": report.notices,
         "warnings": [{"path": p, "skipped": w} for p, w in report.warnings],
         "segments": report.segments,
+        "repaired": report.repaired,
         "seconds": report.times.__dict__,
         "index_kind": report.index_kind,
     }
@@ -587,14 +621,19 @@ def reindex(
         str | None,
         typer.Option(help="auto, exact, flat, hnsw or ivfpq (default: the ann.kind setting)."),
     ] = None,
+    wait: WaitOpt = None,
+    no_wait: NoWaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild the vector index of every space of the store from scratch and save it."""
     from xmodal.search import Engine
 
+    from .store_commands import writer_lock
+
     settings = build_settings({"ann": {"kind": kind}}, data=data)
-    engine = Engine.from_settings(settings)
-    reports = engine.refresh_indexes(save=True, rebuild=True)
+    with writer_lock(settings, wait, no_wait):
+        engine = Engine.from_settings(settings)
+        reports = engine.refresh_indexes(save=True, rebuild=True)
     if as_json:
         print(json.dumps({name: r.__dict__ for name, r in reports.items()}, indent=2))
         return
@@ -779,6 +818,10 @@ def demo(
     from .demo import run_demo
 
     run_demo(data, host, port, serve_it, console)
+
+
+# Commands kept in modules of their own, registered on `app` when imported.
+from . import store_commands  # noqa: E402,F401
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from xmodal.indexer.options import AudioIndexing, IndexOptions
 from xmodal.search.errors import XmodalError
 from xmodal.search.media import ImageLimits, VideoSettings
 from xmodal.search.rerank.settings import RerankSettings
-from xmodal.search.settings import AnnSettings, QuerySettings, SettingsGroup
+from xmodal.search.settings import AnnSettings, QuerySettings, SettingsGroup, StoreSettings
 
 CONFIG_NAME = "xmodal.toml"
 
@@ -165,6 +165,7 @@ class Settings(BaseSettings):
     video: VideoSettings = VideoSettings()
     audio: AudioIndexing = AudioIndexing()
     rerank: RerankSettings = RerankSettings()
+    store: StoreSettings = StoreSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -71,8 +71,19 @@ class Indexer:
     ) -> IndexReport:
         """Index files and folders; re-runs only do what changed.
 
-        `metadata` maps a file path to user metadata stored with its item.
+        `metadata` maps a file path to user metadata stored with its item. The run
+        holds the data directory's writer lock from its plan to its last commit (a
+        caller may take it first, with its own wait: Store.writing); a second writer
+        waits for it, so two runs never plan the same files.
         """
+        with self.store.writing():
+            return self._run(paths, metadata)
+
+    def _run(
+        self,
+        paths: Iterable[str | Path],
+        metadata: Mapping[str, dict[str, Any]] | None,
+    ) -> IndexReport:
         started = time.perf_counter()
         report = IndexReport()
         metadata = {
@@ -88,6 +99,9 @@ class Indexer:
             if candidate.kind in pictures:
                 image_load.start()
 
+        # Rows duplicated by writers that raced before the writer lock: one of each is
+        # kept and their items marked, so this very run embeds them again.
+        report.repaired = self.store.repair_duplicates().items
         plan = plan_run(paths, self.store, on_candidate=found)
         report.times.discover = time.perf_counter() - started
         sound = self._wants_sound(plan.to_index)

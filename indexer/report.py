@@ -31,6 +31,9 @@ class IndexReport:
     # Left alone, unread, (path, why): a link out of its root, a FIFO, a device...
     skipped: list[tuple[str, str]] = field(default_factory=list)
     segments: int = 0  # vectors written (one per image, one per video keyframe)
+    # Items whose duplicated rows (left by writers racing before the writer lock) were
+    # merged into one at the start of the run, and embedded again.
+    repaired: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     # Indexed, but not whole: (path, what was skipped), e.g. corrupt packets in a video.
     warnings: list[tuple[str, str]] = field(default_factory=list)
@@ -54,4 +57,5 @@ class IndexReport:
             f"removed {self.removed}, failed {len(self.failed)}"
             + (f", skipped {len(self.skipped)}" if self.skipped else "")
             + (f", duplicates {self.duplicates}" if self.duplicates else "")
+            + (f", repaired {self.repaired} duplicated item(s)" if self.repaired else "")
         )

@@ -54,3 +54,15 @@ class SourceError(XmodalError):
 
 class IndexingAborted(XmodalError):
     """A run stopped at a failed file because failures were made fatal (--fail-fast)."""
+
+
+class WriterBusyError(StoreError):
+    """Another process is writing to the data directory and did not finish in time."""
+
+
+class StoreDamagedError(StoreError):
+    """A table of the store cannot be read: `xmodal repair` restores its last good version."""
+
+    def __init__(self, message: str, table: str):
+        super().__init__(message)
+        self.table = table

@@ -140,4 +140,23 @@ class AnnSettings(SettingsGroup):
         )
 
 
-__all__ = ["HNSW_UP_TO", "AnnSettings", "IndexKind", "QuerySettings", "SettingsGroup"]
+class StoreSettings(SettingsGroup):
+    """The data directory's writers (search/store/writer_lock.py)."""
+
+    writer_wait: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds a writer (index, reindex, repair) waits for another one on the "
+        "same data directory to finish before it gives up with exit status 75; 0: give up "
+        "at once (as --no-wait).",
+    )
+
+
+__all__ = [
+    "HNSW_UP_TO",
+    "AnnSettings",
+    "IndexKind",
+    "QuerySettings",
+    "SettingsGroup",
+    "StoreSettings",
+]

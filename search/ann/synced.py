@@ -32,6 +32,7 @@ from .base import VectorIndex
 from .faiss_index import FaissIndex, create_index
 
 STATE_FORMAT = 1
+SAVED_FILES = ("index.faiss", "keys.npy", "alive.npy")
 # Removed labels still cost graph traversal (HNSW cannot delete): rebuild past this share.
 REBUILD_DEAD_SHARE = 0.25
 
@@ -167,7 +168,9 @@ class SyncedIndex:
 
     # -- persistence -----------------------------------------------------------
     def save(self, directory: Path) -> None:
-        """Write into `directory` (created; the caller makes the switch atomic)."""
+        """Write into `directory` (created; the caller makes the switch atomic). Every file
+        is on disk (fsynced) when this returns; state.json records their sizes, so that
+        a file cut short later is noticed before it is read."""
         directory.mkdir(parents=True, exist_ok=True)
         self.index.save(directory / "index.faiss")
         np.save(directory / "keys.npy", self.keys)
@@ -179,8 +182,12 @@ class SyncedIndex:
             "count": len(self),
             "labels": len(self.keys),
             "saved_at": time.time(),
+            "bytes": {name: (directory / name).stat().st_size for name in SAVED_FILES},
         }
         (directory / "state.json").write_text(json.dumps(state, indent=1))
+        for name in (*SAVED_FILES, "state.json"):
+            fsync_file(directory / name)
+        fsync_folder(directory)
 
     @classmethod
     def load(
@@ -189,14 +196,67 @@ class SyncedIndex:
         full_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
         mmap: bool = True,
     ) -> SyncedIndex:
+        """A saved index; StoreError when any of its files is missing, cut short or
+        inconsistent with the others (checked before FAISS reads the index)."""
         state = json.loads((directory / "state.json").read_text())
         if state.get("format") != STATE_FORMAT:
             raise StoreError(f"index in {directory} has format {state.get('format')}")
+        check_sizes(directory, state)
+        keys = np.load(directory / "keys.npy", allow_pickle=False)
+        alive = np.load(directory / "alive.npy", allow_pickle=False)
+        labels = int(state.get("labels", len(keys)))
+        if keys.shape != (labels,) or alive.shape != (labels,) or alive.dtype != np.bool_:
+            raise StoreError(
+                f"index in {directory}: keys {keys.shape} and alive {alive.shape} do not "
+                f"match its {labels} labels"
+            )
+        if int(alive.sum()) != int(state.get("count", alive.sum())):
+            raise StoreError(f"index in {directory}: alive.npy does not match its state")
         index = FaissIndex.load(directory / "index.faiss", mmap=mmap, full_vectors=full_vectors)
-        keys = np.load(directory / "keys.npy")
-        alive = np.load(directory / "alive.npy")
         version = tuple(state["store_version"])
-        return cls(index, keys, alive, (int(version[0]), int(version[1])))
+        return cls(
+            index, keys.astype(np.int64, copy=False), alive, (int(version[0]), int(version[1]))
+        )
+
+
+def check_sizes(directory: Path, state: dict[str, Any]) -> None:
+    """StoreError unless every saved file exists with the size the save recorded (saves
+    before sizes were recorded: exists and is not empty)."""
+    sizes = state.get("bytes") or {}
+    for name in SAVED_FILES:
+        try:
+            size = (directory / name).stat().st_size
+        except OSError as error:
+            raise StoreError(f"index in {directory}: {name} missing ({error})") from error
+        expected = sizes.get(name)
+        if (expected is not None and size != int(expected)) or size == 0:
+            raise StoreError(
+                f"index in {directory}: {name} has {size} bytes, the save wrote "
+                f"{expected if expected is not None else 'more'}"
+            )
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_folder(path: Path) -> None:
+    """Make a folder's entries (new names, renames) durable; a no-op where folders
+    cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename is still atomic
+    finally:
+        os.close(fd)
 
 
 def empty_index(kind: str, dim: int, **params: Any) -> SyncedIndex:
@@ -232,16 +292,47 @@ class IndexDirectory:
             return None
         return state if isinstance(state, dict) else None
 
+    def intact(self, generation: Path | None = None) -> bool:
+        """Whether a generation's files are all there at the sizes its save recorded
+        (cheap: no file is read); a damaged one is rebuilt, not trusted."""
+        path = generation or self.current()
+        state = None if path is None else self.state(path)
+        if path is None or state is None:
+            return False
+        try:
+            check_sizes(path, state)
+        except StoreError:
+            return False
+        return True
+
+    def loads(self) -> bool:
+        """Whether the current generation loads in full (reads it: for repairs)."""
+        path = self.current()
+        if path is None:
+            return False
+        try:
+            SyncedIndex.load(path, mmap=True)
+        except Exception:  # any way of failing means: rebuild it
+            return False
+        return True
+
     def save(self, synced: SyncedIndex) -> Path:
+        """Write a new generation and switch CURRENT to it. The order makes a crash or a
+        power cut at any point leave either the old generation or the new one whole:
+        files written and fsynced, the folder renamed and the parent fsynced, then the
+        pointer written, fsynced, renamed over CURRENT and the parent fsynced again."""
         self.root.mkdir(parents=True, exist_ok=True)
         generation = f"{time.time_ns():020d}-{os.getpid()}"
         staging = self.root / f"{generation}.partial"
         synced.save(staging)
         final = self.root / generation
         staging.rename(final)
+        fsync_folder(self.root)
         pointer = self.root / f"CURRENT.{os.getpid()}"
         pointer.write_text(generation)
+        fsync_file(pointer)
         pointer.replace(self.root / "CURRENT")
+        fsync_folder(self.root)
         self._remove_old(keep=generation)
         return final
 

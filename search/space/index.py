@@ -28,7 +28,6 @@ from xmodal.search.ann.synced import (
     empty_index,
     segment_keys,
 )
-from xmodal.search.errors import StoreError
 from xmodal.search.settings import AnnSettings
 from xmodal.search.store import Store
 
@@ -79,7 +78,14 @@ class SpaceIndex:
 
     def refresh(self, save: bool = False, rebuild: bool = False) -> RefreshReport:
         """Bring the index to the store's current version now; `save` persists it,
-        `rebuild` starts from an empty index instead of the saved one."""
+        `rebuild` starts from an empty index instead of the saved one. Saving is a write:
+        it holds the data directory's writer lock (re-entrant within an indexing run)."""
+        if save:
+            with self.store.writing():
+                return self._refresh(save, rebuild)
+        return self._refresh(save, rebuild)
+
+    def _refresh(self, save: bool, rebuild: bool) -> RefreshReport:
         with self._lock:
             if rebuild:
                 self._ann = None
@@ -93,6 +99,7 @@ class SpaceIndex:
                 and saved is not None
                 and saved["store_version"] == list(version)
                 and saved["kind"] == self.wanted_kind()
+                and self.directory.intact()
             ):
                 # Nothing changed since the last save (an indexing run with nothing to
                 # do): skip reading the whole space.
@@ -160,10 +167,21 @@ class SpaceIndex:
         if saved is not None and state is not None and state.get("kind") == kind:
             try:
                 loaded = SyncedIndex.load(saved, mmap=self.settings.mmap)
-            except (RuntimeError, OSError, ValueError, KeyError, TypeError, StoreError) as error:
+            except Exception as error:
                 # A damaged save costs a rebuild, never the server: the store has the truth.
-                log.warning("saved %s index in %s unreadable (%s): rebuilding", kind, saved, error)
-                return self._new_index(kind, dim, force_build)
+                # One line says so; the writer's next save replaces the damaged files.
+                build = self.settings.build_if_missing or force_build
+                log.warning(
+                    "saved %s index in %s unreadable (%s: %s): %s",
+                    kind,
+                    saved,
+                    type(error).__name__,
+                    error,
+                    "rebuilding it from the store"
+                    if build
+                    else "searching exactly until `xmodal reindex`",
+                )
+                return self._new_index(kind, dim, force_build, quiet=True)
             if isinstance(loaded.index, FaissIndex):  # search-time knobs follow the settings
                 loaded.index.params = replace(
                     loaded.index.params,
@@ -173,15 +191,20 @@ class SpaceIndex:
             return loaded, False
         return self._new_index(kind, dim, force_build)
 
-    def _new_index(self, kind: str, dim: int, force_build: bool) -> tuple[SyncedIndex | None, bool]:
+    def _new_index(
+        self, kind: str, dim: int, force_build: bool, quiet: bool = False
+    ) -> tuple[SyncedIndex | None, bool]:
         if not (self.settings.build_if_missing or force_build):
+            if quiet:
+                return None, False
             log.warning(
                 "no saved %s index for %s: searching exactly until `xmodal reindex`",
                 kind,
                 self.space,
             )
             return None, False
-        log.info("building a %s index for %s", kind, self.space)
+        if not quiet:
+            log.info("building a %s index for %s", kind, self.space)
         return empty_index(kind, dim, **self._params()), True
 
     def _params(self) -> dict[str, Any]:

@@ -4,6 +4,10 @@ The vectors are read from the store once per store version into one float32
 matrix, so an exact query is a single matrix-vector product (search/space/ranking.py).
 Deleted or updated items cannot be returned: any write changes the version and the
 next query builds a new snapshot first.
+
+A store written before the writer lock can hold two rows of one item or one segment
+(racing runs); a snapshot keeps one of each (the newest item row, the last segment
+row) so queries never see an item twice, until the next write run repairs the store.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pyarrow.compute as pc
 from xmodal.search.filters import ItemTable
 from xmodal.search.store import INDEXED, ItemRecord, Store
 from xmodal.search.store.records import ITEM_COLUMNS, ITEM_FILTER_COLUMNS
-from xmodal.search.store.store import item_from_row
+from xmodal.search.store.store import item_from_row, last_of_each, newest_of_each
 
 
 class Snapshot:
@@ -30,12 +34,19 @@ class Snapshot:
         # One chunk: `take` over a many-chunked table cost ~0.6 ms per page of hits.
         self.item_table = items.filter(indexed).combine_chunks()
         ids = self.item_table.column("id").to_numpy(zero_copy_only=False)
+        if not pd.Index(ids).is_unique:
+            table = self.item_table
+            keep = newest_of_each(table.column("id"), table.column("indexed_at"))
+            self.item_table = table.take(pa.array(keep)).combine_chunks()
+            ids = self.item_table.column("id").to_numpy(zero_copy_only=False)
         # Filter columns and metadata are built on the first filter that needs them: most
         # queries have none, and at a million items they take seconds per store version.
         self.items = ItemTable(ids, self._filter_fields, self._metadata_json)
         self.code_of = pd.Index(ids)
 
         segments = store.segments_table(space)
+        if pc.count_distinct(segments.column("id")).as_py() < segments.num_rows:
+            segments = segments.take(pa.array(last_of_each(segments.column("id"))))
         item_ids = segments.column("item_id").to_numpy(zero_copy_only=False)
         codes = self.code_of.get_indexer(item_ids)
         keep = codes >= 0  # orphans of an interrupted run have no item row

@@ -4,6 +4,14 @@ LanceDB is the source of truth. Every write is one LanceDB commit, so a crash
 leaves each table at its last committed version. Segments are written before
 their items: a segment whose item row is missing is an orphan from an
 interrupted run, ignored by queries and removed by the next `index` run.
+
+One process writes at a time (writer_lock.py): every write method holds the data
+directory's writer lock, and a run holds it from its plan to its last commit with
+`writing()`. Stores written before that lock existed can hold duplicate rows of an
+item or a segment; readers tolerate them (the space snapshot keeps one of each) and
+the next write run repairs them (`repair_duplicates`). A table Lance cannot read is
+reported as StoreDamagedError, one line naming the table and `xmodal repair`
+(repair.py).
 """
 
 from __future__ import annotations
@@ -11,15 +19,25 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from xmodal.search.errors import ModelMismatchError, StoreError, UnknownItemError
+from xmodal.search.errors import (
+    ModelMismatchError,
+    StoreDamagedError,
+    StoreError,
+    UnknownItemError,
+    XmodalError,
+)
 from xmodal.search.media.kinds import MediaKind
 
 from .locations import leaves_roots, original_path
@@ -37,11 +55,17 @@ from .schema import (
     segments_schema,
     segments_table_name,
 )
+from .writer_lock import DEFAULT_WAIT_SECONDS, WriterHolder, WriterLock
 
 _ID_CHUNK = 2000  # ids per SQL IN list
 # Coarse filesystem clocks tick every few ms; a folder changed more recently than this
 # may change again without its mtime moving.
 MTIME_MARGIN_NS = 100_000_000
+# mtime_ns of an item whose vectors must be embedded again: no file has it, so the next
+# run sees the file as changed, and with its content hash cleared it is embedded again
+# rather than "touched" (repairs mark items whose segments are in doubt).
+STALE_MTIME_NS = -1
+CORE_TABLES = (ITEMS, SPACES, ROOTS, META)
 
 
 def sql_quote(value: str) -> str:
@@ -52,13 +76,45 @@ def _in_list(ids: Sequence[str]) -> str:
     return "(" + ", ".join(sql_quote(i) for i in ids) + ")"
 
 
-class Store:
-    """A data directory holding xmodal's LanceDB tables."""
+@dataclass(frozen=True)
+class DuplicateRepair:
+    """What `Store.repair_duplicates` found and mended."""
 
-    def __init__(self, path: str | Path):
+    item_rows: int = 0  # surplus item rows removed (one row per id is kept)
+    segment_rows: int = 0  # surplus segment rows removed, all spaces together
+    items: int = 0  # items concerned: marked to be embedded again by the next run
+
+    def __bool__(self) -> bool:
+        return bool(self.item_rows or self.segment_rows)
+
+
+def damage_cause(error: BaseException) -> str:
+    """The first line of a Lance error, without the Rust source location it ends with."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    for marker in (", /rustc/", ", /root/", ", /home/", ", src/"):
+        text = text.split(marker)[0]
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def is_lance_failure(error: BaseException) -> bool:
+    """An error Lance raised reading or writing a table (not one of ours, not Ctrl-C):
+    Python exceptions, and the PanicException a Rust panic becomes (a BaseException)."""
+    if isinstance(error, XmodalError | KeyboardInterrupt | SystemExit | GeneratorExit):
+        return False
+    return isinstance(error, Exception) or type(error).__name__ == "PanicException"
+
+
+class Store:
+    """A data directory holding xmodal's LanceDB tables.
+
+    `writer_wait`: seconds a write waits for another process's writer lock when the
+    caller did not take it with `writing()` first."""
+
+    def __init__(self, path: str | Path, writer_wait: float = DEFAULT_WAIT_SECONDS):
         import lancedb
 
         self.path = Path(path).expanduser()
+        self.writer_wait = writer_wait
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             # Readers must see other processes' commits (an indexer writing while the API
@@ -66,15 +122,58 @@ class Store:
             self._db = lancedb.connect(self.path / "lance", read_consistency_interval=timedelta(0))
         except OSError as error:
             raise StoreError(f"cannot open data directory {self.path}: {error}") from error
-        names = set(self._table_names())
-        self._items = self._open_or_create(ITEMS, ITEMS_SCHEMA, names)
-        self._spaces = self._open_or_create(SPACES, SPACES_SCHEMA, names)
-        self._roots = self._open_or_create(ROOTS, ROOTS_SCHEMA, names)
-        self._meta = self._open_or_create(META, META_SCHEMA, names)
+        self.writer = WriterLock.shared(self.path)
+        if not set(CORE_TABLES) <= set(self._table_names()):
+            with self.writing():  # a new data directory: one process creates the tables
+                names = set(self._table_names())
+                for name, schema in zip(
+                    CORE_TABLES,
+                    (ITEMS_SCHEMA, SPACES_SCHEMA, ROOTS_SCHEMA, META_SCHEMA),
+                    strict=True,
+                ):
+                    if name not in names:
+                        self._db.create_table(name, schema=schema, exist_ok=True)
+        self._items = self._open(ITEMS)
+        self._spaces = self._open(SPACES)
+        self._roots = self._open(ROOTS)
+        self._meta = self._open(META)
         self._check_format()
         self._segment_tables: dict[str, Any] = {}
         self._version_folders: dict[str, tuple[str, ...]] = {}
         self._versions: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
+
+    # -- the writer lock and damage -------------------------------------
+    def writing(
+        self,
+        wait: float | None = None,
+        on_wait: Callable[[WriterHolder | None], None] | None = None,
+    ) -> AbstractContextManager[None]:
+        """Hold the data directory's writer lock for a block (re-entrant): a run that
+        plans from what it reads must hold it from the plan to its last commit.
+        `wait`: seconds to wait for another writer (default: writer_wait; 0: not at
+        all); `on_wait` hears once who it waits for. Raises WriterBusyError."""
+        return self.writer.holding(self.writer_wait if wait is None else wait, on_wait)
+
+    @contextmanager
+    def _reading(self, table: str) -> Iterator[None]:
+        """Turn Lance's failure to read a table into one line naming it and the way out."""
+        try:
+            yield
+        except BaseException as error:
+            if not is_lance_failure(error):
+                raise
+            raise StoreDamagedError(
+                f"the {table} table in {self.path} is damaged or unreadable "
+                f"({damage_cause(error)}); run `xmodal repair --data {self.path}` to restore "
+                "its last good version",
+                table,
+            ) from error
+
+    @contextmanager
+    def _writing(self, table: str) -> Iterator[None]:
+        """A write: under the writer lock, and a damaged table named as on reads."""
+        with self.writing(), self._reading(table):
+            yield
 
     # -- tables ----------------------------------------------------------
     def _table_names(self) -> list[str]:
@@ -87,15 +186,17 @@ class Store:
             if not page_token:
                 return names
 
-    def _open_or_create(self, name: str, schema: pa.Schema, names: set[str]) -> Any:
-        if name in names:
+    def _open(self, name: str) -> Any:
+        with self._reading(name):
             return self._db.open_table(name)
-        return self._db.create_table(name, schema=schema, exist_ok=True)
 
     def _check_format(self) -> None:
-        rows = self._meta.search().where("key = 'format'").to_list()
+        with self._reading(META):
+            rows = self._meta.search().where("key = 'format'").to_list()
         if not rows:
-            self._meta.add([{"key": "format", "value": str(STORE_FORMAT)}])
+            with self._writing(META):
+                if not self._meta.search().where("key = 'format'").to_list():
+                    self._meta.add([{"key": "format", "value": str(STORE_FORMAT)}])
             return
         found = int(rows[0]["value"])
         if found > STORE_FORMAT:
@@ -104,7 +205,8 @@ class Store:
                 f"reads {STORE_FORMAT}); upgrade xmodal"
             )
         if found < STORE_FORMAT:
-            self._migrate(found)
+            with self._writing(META):
+                self._migrate(found)
 
     def _migrate(self, found: int) -> None:
         """Bring an older store up to STORE_FORMAT, one step at a time."""
@@ -118,10 +220,15 @@ class Store:
 
     # -- spaces ----------------------------------------------------------
     def spaces(self) -> list[SpaceRecord]:
-        return [
-            SpaceRecord(r["name"], r["model_spec"], r["model_identity"], int(r["dim"]))
-            for r in self._spaces.to_arrow().to_pylist()
-        ]
+        with self._reading(SPACES):
+            rows = self._spaces.to_arrow().to_pylist()
+        spaces: dict[str, SpaceRecord] = {}  # by name: a racing older version wrote two
+        for r in rows:
+            spaces.setdefault(
+                r["name"],
+                SpaceRecord(r["name"], r["model_spec"], r["model_identity"], int(r["dim"])),
+            )
+        return list(spaces.values())
 
     def space(self, name: str) -> SpaceRecord | None:
         return next((s for s in self.spaces() if s.name == name), None)
@@ -130,11 +237,16 @@ class Store:
         """Create the space, or check that it was built with this very model."""
         existing = self.space(name)
         if existing is None:
-            record = SpaceRecord(name, model_spec, model_identity, dim)
-            table = segments_table_name(name)
-            self._db.create_table(table, schema=segments_schema(dim), exist_ok=True)
-            self._spaces.add([{**record.__dict__, "segments_table": table}])
-            return record
+            with self.writing():
+                existing = self.space(name)  # another writer may have bound it meanwhile
+                if existing is None:
+                    record = SpaceRecord(name, model_spec, model_identity, dim)
+                    table = segments_table_name(name)
+                    with self._writing(table):
+                        self._db.create_table(table, schema=segments_schema(dim), exist_ok=True)
+                    with self._writing(SPACES):
+                        self._spaces.add([{**record.__dict__, "segments_table": table}])
+                    return record
         if existing.model_identity != model_identity or existing.dim != dim:
             raise ModelMismatchError(
                 f"the {name} space in {self.path} was built with {existing.model_spec} "
@@ -150,12 +262,14 @@ class Store:
             name = segments_table_name(space)
             if name not in self._table_names():
                 raise StoreError(f"space {space!r} does not exist in {self.path}")
-            table = self._segment_tables[space] = self._db.open_table(name)
+            table = self._segment_tables[space] = self._open(name)
         return table
 
     # -- roots -----------------------------------------------------------
     def roots(self) -> list[str]:
-        return [r["path"] for r in self._roots.to_arrow().to_pylist()]
+        with self._reading(ROOTS):
+            paths = [r["path"] for r in self._roots.to_arrow().to_pylist()]
+        return list(dict.fromkeys(paths))
 
     def original_path(self, item: ItemRecord) -> Path:
         """The item's file, checked against the indexed roots (see locations.original_path)."""
@@ -166,12 +280,14 @@ class Store:
         return leaves_roots(item.uri, self.roots())
 
     def add_root(self, path: str) -> None:
-        if path not in self.roots():
-            self._roots.add([{"path": path}])
+        with self._writing(ROOTS):
+            if path not in self.roots():
+                self._roots.add([{"path": path}])
 
     # -- items -----------------------------------------------------------
     def item(self, item_id: str) -> ItemRecord:
-        rows = self._items.search().where(f"id = {sql_quote(item_id)}").limit(1).to_list()
+        with self._reading(ITEMS):
+            rows = self._items.search().where(f"id = {sql_quote(item_id)}").limit(1).to_list()
         if not rows:
             raise UnknownItemError(item_id)
         return item_from_row(rows[0])
@@ -180,15 +296,15 @@ class Store:
         found: dict[str, ItemRecord] = {}
         for start in range(0, len(item_ids), _ID_CHUNK):
             chunk = item_ids[start : start + _ID_CHUNK]
-            rows = (
-                self._items.search().where(f"id IN {_in_list(chunk)}").limit(len(chunk)).to_list()
-            )
+            with self._reading(ITEMS):
+                rows = self._items.search().where(f"id IN {_in_list(chunk)}").limit(None).to_list()
             found.update((row["id"], item_from_row(row)) for row in rows)
         return found
 
     def items_table(self, columns: Sequence[str] | None = None) -> pa.Table:
         """All item rows as Arrow (for diffing, filters and `info`)."""
-        table = self._items.to_arrow()
+        with self._reading(ITEMS):
+            table = self._items.to_arrow()
         return table.select(list(columns)) if columns else table
 
     def upsert_items(self, records: Sequence[ItemRecord]) -> None:
@@ -204,19 +320,26 @@ class Store:
             for r in records
         ]
         data = pa.Table.from_pylist(rows, schema=ITEMS_SCHEMA)
-        self._items.merge_insert(
-            "id"
-        ).when_matched_update_all().when_not_matched_insert_all().execute(data)
+        with self._writing(ITEMS):
+            self._items.merge_insert(
+                "id"
+            ).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
     def delete_items(self, item_ids: Sequence[str]) -> None:
         """Remove items and their segments in every space (segments first)."""
         for space in self.spaces():
             self.delete_segments(space.name, item_ids)
         for start in range(0, len(item_ids), _ID_CHUNK):
-            self._items.delete(f"id IN {_in_list(item_ids[start : start + _ID_CHUNK])}")
+            with self._writing(ITEMS):
+                self._items.delete(f"id IN {_in_list(item_ids[start : start + _ID_CHUNK])}")
 
     def count_items(self, status: str | None = INDEXED) -> int:
-        return self._items.count_rows(None if status is None else f"status = {sql_quote(status)}")
+        """Item rows (with this status); a store written before the writer lock may
+        count an item twice until its next write run."""
+        with self._reading(ITEMS):
+            return int(
+                self._items.count_rows(None if status is None else f"status = {sql_quote(status)}")
+            )
 
     # -- segments --------------------------------------------------------
     def upsert_segments(self, space: str, segments: Sequence[SegmentRecord]) -> None:
@@ -235,32 +358,39 @@ class Store:
             schema=segments_schema(dim),
         )
         table = self._segments(space)
-        table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
-            data
-        )
+        with self._writing(segments_table_name(space)):
+            table.merge_insert(
+                "id"
+            ).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
     def delete_segments(self, space: str, item_ids: Sequence[str]) -> None:
         table = self._segments(space)
         for start in range(0, len(item_ids), _ID_CHUNK):
-            table.delete(f"item_id IN {_in_list(item_ids[start : start + _ID_CHUNK])}")
+            with self._writing(segments_table_name(space)):
+                table.delete(f"item_id IN {_in_list(item_ids[start : start + _ID_CHUNK])}")
 
     def count_segments(self, space: str) -> int:
-        return int(self._segments(space).count_rows())
+        with self._reading(segments_table_name(space)):
+            return int(self._segments(space).count_rows())
 
     def segments_table(self, space: str) -> pa.Table:
         """All segments of a space (ids, spans, vectors) as Arrow."""
-        return self._segments(space).to_arrow()
+        with self._reading(segments_table_name(space)):
+            return self._segments(space).to_arrow()
 
     def item_vectors(self, space: str, item_id: str) -> np.ndarray:
         """(n, dim) vectors of one item's segments in a space."""
-        rows = (
-            self._segments(space)
-            .search()
-            .where(f"item_id = {sql_quote(item_id)}")
-            .select(["vector"])
-            .limit(None)
-            .to_arrow()
-        )
+        with self._reading(segments_table_name(space)):
+            rows = (
+                self._segments(space)
+                .search()
+                .where(f"item_id = {sql_quote(item_id)}")
+                .select(["id", "vector"])
+                .limit(None)
+                .to_arrow()
+            )
+        if pc.count_distinct(rows.column("id")).as_py() < rows.num_rows:
+            rows = rows.take(pa.array(last_of_each(rows.column("id"))))
         return _vectors(rows.column("vector"))
 
     def vectors_by_hash(self, space: str, hashes: Iterable[str]) -> dict[str, np.ndarray]:
@@ -271,25 +401,30 @@ class Store:
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(wanted), _ID_CHUNK):
             chunk = wanted[start : start + _ID_CHUNK]
-            rows = (
-                self._items.search()
-                .where(f"content_hash IN {_in_list(chunk)} AND status = '{INDEXED}'")
-                .select(["id", "content_hash"])
-                .limit(None)
-                .to_arrow()
-                .to_pylist()
-            )
+            with self._reading(ITEMS):
+                rows = (
+                    self._items.search()
+                    .where(
+                        f"content_hash IN {_in_list(chunk)} AND status = '{INDEXED}' "
+                        f"AND mtime_ns <> {STALE_MTIME_NS}"
+                    )
+                    .select(["id", "content_hash"])
+                    .limit(None)
+                    .to_arrow()
+                    .to_pylist()
+                )
             by_item = {row["id"]: row["content_hash"] for row in rows}
             if not by_item:
                 continue
-            segments = (
-                self._segments(space)
-                .search()
-                .where(f"item_id IN {_in_list(list(by_item))}")
-                .select(["item_id", "vector"])
-                .limit(None)
-                .to_arrow()
-            )
+            with self._reading(segments_table_name(space)):
+                segments = (
+                    self._segments(space)
+                    .search()
+                    .where(f"item_id IN {_in_list(list(by_item))}")
+                    .select(["item_id", "vector"])
+                    .limit(None)
+                    .to_arrow()
+                )
             vectors = _vectors(segments.column("vector"))
             for item_id, vector in zip(
                 segments.column("item_id").to_pylist(), vectors, strict=True
@@ -297,16 +432,106 @@ class Store:
                 found.setdefault(by_item[item_id], vector)
         return found
 
+    def segment_item_ids(self, space: str) -> list[str]:
+        """The item id of every segment of a space (repeated per segment)."""
+        # Only the item_id column: reading the whole table would load every vector.
+        with self._reading(segments_table_name(space)):
+            item_ids = self._segments(space).search().select(["item_id"]).limit(None).to_arrow()
+        return item_ids.column("item_id").to_pylist()
+
     def remove_orphan_segments(self, space: str) -> int:
         """Delete segments whose item row is missing (left by an interrupted run)."""
-        # Only the item_id column: reading the whole table would load every vector.
-        item_ids = self._segments(space).search().select(["item_id"]).limit(None).to_arrow()
-        segment_items = set(item_ids.column("item_id").to_pylist())
+        segment_items = set(self.segment_item_ids(space))
         known = set(self.items_table(["id"]).column("id").to_pylist())
         orphans = sorted(segment_items - known)
         if orphans:
             self.delete_segments(space, orphans)
         return len(orphans)
+
+    # -- duplicates left by writers racing before the writer lock ----------
+    def repair_duplicates(self) -> DuplicateRepair:
+        """Keep one row per item id (the newest) and per segment id, in every table.
+
+        Items that had duplicate rows of either kind are marked to be embedded again
+        (STALE_MTIME_NS), because which copy of their segments belongs to which copy of
+        their row cannot be told: the next run re-embeds them and replaces their segments.
+        Order of commits, crash-safe at each step: the items' rows are replaced first
+        (marked), then their segments; a crash in between leaves marked items, which the
+        next run re-embeds anyway."""
+        with self.writing():
+            with self._reading(ITEMS):
+                items = self._items.to_arrow()
+            surplus_items = _surplus(items.column("id"))
+            affected = set(items.column("id").take(pa.array(surplus_items)).to_pylist())
+            segment_surplus: dict[str, int] = {}
+            for space in self.spaces():
+                name = segments_table_name(space.name)
+                with self._reading(name):
+                    ids = (
+                        self._segments(space.name)
+                        .search()
+                        .select(["id", "item_id"])
+                        .limit(None)
+                        .to_arrow()
+                    )
+                extra = _surplus(ids.column("id"))
+                if len(extra):
+                    segment_surplus[space.name] = len(extra)
+                    affected.update(ids.column("item_id").take(pa.array(extra)).to_pylist())
+            if not affected:
+                return DuplicateRepair()
+            self._replace_item_rows(items, sorted(affected))
+            for space in self.spaces():
+                if space.name in segment_surplus:
+                    self._dedupe_segments(space.name, sorted(affected))
+            return DuplicateRepair(len(surplus_items), sum(segment_surplus.values()), len(affected))
+
+    def _replace_item_rows(self, items: pa.Table, item_ids: list[str]) -> None:
+        """Replace all rows of these items by their newest one, marked stale."""
+        wanted = pc.is_in(items.column("id"), value_set=pa.array(item_ids))
+        rows = items.filter(wanted)
+        kept = rows.take(pa.array(newest_of_each(rows.column("id"), rows.column("indexed_at"))))
+        stale = {"mtime_ns": pa.array([STALE_MTIME_NS] * kept.num_rows, pa.int64())}
+        stale["content_hash"] = pa.array([""] * kept.num_rows, pa.string())
+        for column, values in stale.items():
+            at = kept.schema.get_field_index(column)
+            kept = kept.set_column(
+                at, kept.schema.field(at), values.cast(kept.schema.field(at).type)
+            )
+        kept = kept.cast(ITEMS_SCHEMA)
+        for start in range(0, len(item_ids), _ID_CHUNK):
+            with self._writing(ITEMS):
+                self._items.delete(f"id IN {_in_list(item_ids[start : start + _ID_CHUNK])}")
+        with self._writing(ITEMS):
+            self._items.add(kept)
+
+    def _dedupe_segments(self, space: str, item_ids: list[str]) -> None:
+        name = segments_table_name(space)
+        table = self._segments(space)
+        rows = []
+        for start in range(0, len(item_ids), _ID_CHUNK):
+            chunk = _in_list(item_ids[start : start + _ID_CHUNK])
+            with self._reading(name):
+                rows.append(table.search().where(f"item_id IN {chunk}").limit(None).to_arrow())
+        found = pa.concat_tables(rows)
+        kept = found.take(pa.array(last_of_each(found.column("id"))))
+        self.delete_segments(space, item_ids)
+        with self._writing(name):
+            table.add(kept.cast(table.schema))
+
+    def mark_stale(self, item_ids: Sequence[str]) -> int:
+        """Mark items to be embedded again by the next run (their segments are in doubt,
+        e.g. after `xmodal repair` restored an older segments table). Returns how many."""
+        marked = 0
+        for start in range(0, len(item_ids), _ID_CHUNK):
+            chunk = _in_list(item_ids[start : start + _ID_CHUNK])
+            with self._writing(ITEMS):
+                marked += int(self._items.count_rows(f"id IN {chunk}"))
+                self._items.update(
+                    where=f"id IN {chunk}",
+                    values={"mtime_ns": STALE_MTIME_NS, "content_hash": ""},
+                )
+        return marked
 
     # -- versions and upkeep ------------------------------------------------
     def version(self, space: str) -> tuple[int, int]:
@@ -323,7 +548,8 @@ class Store:
         cached = self._versions.get(space)
         if token is not None and cached is not None and cached[0] == token:
             return cached[1]
-        version = (self._items.version, self._segments(space).version)
+        with self._reading(f"{ITEMS} or {segments_table_name(space)}"):
+            version = (self._items.version, self._segments(space).version)
         if token is not None and time.time_ns() - max(token) > MTIME_MARGIN_NS:
             self._versions[space] = (token, version)
         return version
@@ -344,13 +570,49 @@ class Store:
         tables = {ITEMS: self._items}
         for space in self.spaces():
             tables[segments_table_name(space.name)] = self._segments(space.name)
-        return {name: table.version for name, table in tables.items()}
+        versions = {}
+        for name, table in tables.items():
+            with self._reading(name):
+                versions[name] = table.version
+        return versions
 
     def compact(self) -> None:
         """Merge the small fragments that batched writes leave behind."""
-        tables = [self._items] + [self._segments(s.name) for s in self.spaces()]
-        for table in tables:
-            table.optimize(cleanup_older_than=timedelta(days=1))
+        tables = {ITEMS: self._items}
+        for space in self.spaces():
+            tables[segments_table_name(space.name)] = self._segments(space.name)
+        for name, table in tables.items():
+            with self._writing(name):
+                table.optimize(cleanup_older_than=timedelta(days=1))
+
+
+def _surplus(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Positions of the rows beyond the first of each id (empty when ids are unique)."""
+    if pc.count_distinct(ids).as_py() == len(ids):
+        return np.zeros(0, np.int64)
+    first = set(last_of_each(ids).tolist())
+    return np.array([i for i in range(len(ids)) if i not in first], np.int64)
+
+
+def last_of_each(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Positions of one row per id, the last one of each, in table order."""
+    keys = pd.Index(ids.to_numpy(zero_copy_only=False))
+    return np.flatnonzero(~keys.duplicated(keep="last"))
+
+
+def newest_of_each(
+    ids: pa.ChunkedArray | pa.Array, indexed_at: pa.ChunkedArray | pa.Array
+) -> np.ndarray:
+    """Positions of one row per id: the one indexed last (among equals, the last one),
+    in table order. What a snapshot serves and what `repair_duplicates` keeps."""
+    keys = ids.to_numpy(zero_copy_only=False)
+    when = np.nan_to_num(
+        np.asarray(indexed_at.to_numpy(zero_copy_only=False), dtype=np.float64), nan=0.0
+    )
+    order = np.lexsort((np.arange(len(keys)), when))  # by time, then position
+    ranked = pd.Index(keys[order])
+    chosen = order[~ranked.duplicated(keep="last")]
+    return np.sort(chosen)
 
 
 def _vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
