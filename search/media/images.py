@@ -65,6 +65,14 @@ class ImageLimits(SettingsGroup):
     max_pixels: int = Field(
         128_000_000, ge=1, description="Images with more pixels are refused (decompression bombs)."
     )
+    max_decoded_pixels: int = Field(
+        64_000_000,
+        ge=1,
+        description="Pixels decoded into memory, after JPEG's reduced-size decoding: images "
+        "that would need more are refused before decoding. Bounds a decode's memory at about "
+        "8 bytes a pixel; 11000 x 11000 PNGs (121 MP) are refused, JPEGs of any size up to "
+        "max_pixels decode at 1/8 scale.",
+    )
     min_side: int = Field(
         8,
         ge=1,
