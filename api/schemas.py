@@ -37,6 +37,8 @@ else:
 
 
 TEXT_DESCRIPTION = "Find media matching this text."
+ITEM_ID_DESCRIPTION = "Find media similar to this indexed item."
+KINDS_DESCRIPTION = "Only these kinds of media."
 K_DESCRIPTION = "Results per page."
 RERANK_DESCRIPTION = (
     "Text queries: rerank the first hits with a vision-language model that looks at each "
@@ -55,16 +57,19 @@ class SearchRequest(BaseModel):
     query limits: `search_request_model` builds the model a server validates with."""
 
     text: str | None = Field(None, description=TEXT_DESCRIPTION)
-    item_id: str | None = Field(None, description="Find media similar to this indexed item.")
+    item_id: str | None = Field(None, description=ITEM_ID_DESCRIPTION)
     k: int = Field(10, ge=1, description=K_DESCRIPTION)
     offset: int = Field(0, ge=0, description="Skip this many results (pagination).")
     filter: dict[str, Any] | None = Field(
         None,
         description='Metadata filter, e.g. {"category": "shoes", "width": {"$gte": 800}}.',
     )
-    kinds: list[MediaKindName] | None = Field(None, description="Only these kinds of media.")
+    kinds: list[MediaKindName] | None = Field(
+        None, max_length=len(MediaKind), description=KINDS_DESCRIPTION
+    )
     min_score: float | None = Field(
         None,
+        allow_inf_nan=False,
         description="Text queries: drop hits whose calibrated_score is below this (default: "
         "the server's query.min_score setting). 3 keeps matches well above what unrelated "
         "queries reach.",
@@ -100,6 +105,10 @@ def search_request_model(
         text=(
             str | None,
             Field(None, description=TEXT_DESCRIPTION, max_length=limits.max_text_chars),
+        ),
+        item_id=(
+            str | None,
+            Field(None, description=ITEM_ID_DESCRIPTION, max_length=limits.max_id_chars),
         ),
         k=(int, Field(10, ge=1, le=limits.max_k, description=K_DESCRIPTION)),
         rerank=(

@@ -35,7 +35,8 @@ async def get_thumbnail(
     engine: EngineDep,
     thumbnails: ThumbnailsDep,
     t: Annotated[
-        float | None, Query(ge=0, description="For a video: the moment, in seconds.")
+        float | None,
+        Query(ge=0, allow_inf_nan=False, description="For a video: the moment, in seconds."),
     ] = None,
 ) -> FileResponse:
     item = await run_in_threadpool(engine.item, item_id)

@@ -10,10 +10,11 @@ server configured with `query.max_k = 5000` takes k = 5000.
 
 import inspect
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from xmodal.search import QuerySettings
@@ -21,7 +22,8 @@ from xmodal.search.errors import InvalidQueryError
 from xmodal.search.filters import parse_filter_json
 from xmodal.search.rerank.settings import RerankSettings
 
-from ..deps import EngineDep, SettingsDep
+from ..deps import EngineDep, SettingsDep, UploadLimiterDep
+from ..settings import ServerSettings
 from ..errors import PayloadTooLarge
 from ..schemas import (
     K_DESCRIPTION,
@@ -38,11 +40,27 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 FILTER_FORM = "Metadata filter as JSON."
 KINDS_FORM = "Only these kinds of media."
+# The routes that take an upload: their bodies may be as large as server.max_upload_bytes
+# (api/limits.py); every other body is bounded by server.max_json_bytes.
+UPLOAD_PATHS = ("/search/image", "/search/audio")
 
 
-def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> APIRouter:
-    """The search routes, their schemas bounded by `limits` and the `rerank` settings."""
-    router = APIRouter(tags=["search"])
+def router_for(
+    limits: QuerySettings,
+    rerank: RerankSettings | None = None,
+    server: ServerSettings | None = None,
+) -> APIRouter:
+    """The search routes, their schemas bounded by `limits` and the `rerank` settings,
+    their forms by the `server` settings (one file; fields no longer than a JSON body)."""
+    server = server or ServerSettings()
+    router = APIRouter(
+        tags=["search"],
+        form_limits={
+            "max_files": 1,
+            "max_fields": 16,
+            "max_part_size": server.max_json_bytes,
+        },
+    )
     PageSize = Annotated[int, Form(ge=1, le=limits.max_k, description=K_DESCRIPTION)]
 
     def search(body: SearchRequest, engine: EngineDep, response: Response) -> SearchResponse:
@@ -95,6 +113,7 @@ def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> A
             response: Response,
             engine: EngineDep,
             settings: SettingsDep,
+            uploads: UploadLimiterDep,
             file: Annotated[UploadFile, File(description=upload)],
             k: PageSize = 10,
             offset: Annotated[int, Form(ge=0)] = 0,
@@ -102,9 +121,14 @@ def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> A
             kinds: Annotated[list[MediaKindName] | None, Form(description=KINDS_FORM)] = None,
         ) -> SearchResponse:
             data = await read_upload(request, file, settings.server.max_upload_bytes)
-            filter_spec = parse_filter_json(filter)
+            filter_spec = parse_filter_json(filter, limits)
             search_by = getattr(engine, query_by)
-            result = await run_in_threadpool(search_by, data, k, offset, filter_spec, kinds)
+            # Decoding an upload can take seconds of CPU: uploads have their own threads
+            # (server.upload_threads), so that four of them could not hold every thread
+            # while /health waited 1.6 s.
+            result = await anyio.to_thread.run_sync(
+                partial(search_by, data, k, offset, filter_spec, kinds), limiter=uploads
+            )
             response.headers["Server-Timing"] = server_timing(result.timings)
             return SearchResponse.of(result)
 
@@ -120,14 +144,14 @@ def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> A
         )
 
     upload_route(
-        "/search/image",
+        UPLOAD_PATHS[0],
         "search_image",
         "search_image",
         "The query image (JPEG, PNG, WebP, ...).",
         "Uploaded image -> similar media (by their pictures).",
     )
     upload_route(
-        "/search/audio",
+        UPLOAD_PATHS[1],
         "search_audio",
         "search_audio",
         "The query sound (WAV, FLAC, MP3, Ogg, Opus, M4A, ...).",
@@ -167,4 +191,4 @@ def server_timing(timings: dict[str, float]) -> str:
     return ", ".join(f"{name};dur={ms:.3f}" for name, ms in timings.items())
 
 
-__all__ = ["read_upload", "router_for", "server_timing", "validate_body_with"]
+__all__ = ["UPLOAD_PATHS", "read_upload", "router_for", "server_timing", "validate_body_with"]
