@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args, get_type_hints
 
-from pydantic import BaseModel, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from xmodal.search.hits import Hit, SearchResult
 from xmodal.search.media import MediaKind
@@ -55,6 +55,17 @@ EXPLAIN_DESCRIPTION = (
 class SearchRequest(BaseModel):
     """A query by text or by indexed item. `text` and `k` are bounded by the engine's
     query limits: `search_request_model` builds the model a server validates with."""
+
+    # What `exactly_one_query` checks, said in the schema: a non-empty text or item_id,
+    # never both.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+                for name in ("text", "item_id")
+            ]
+        }
+    )
 
     text: str | None = Field(None, description=TEXT_DESCRIPTION)
     item_id: str | None = Field(None, description=ITEM_ID_DESCRIPTION)

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from xmodal.search.errors import UnknownItemError
+from xmodal.search.media import MediaKind
 
 from ..deps import EngineDep, ThumbnailsDep
 from ..errors import OriginalMissing
@@ -28,7 +29,12 @@ def get_item(item_id: str, engine: EngineDep) -> ItemOut:
     "/{item_id}/thumbnail",
     operation_id="get_thumbnail",
     response_class=FileResponse,
-    responses={200: {"content": {"image/jpeg": {}}}, **NOT_FOUND},
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        404: {"model": ErrorResponse, "description": "No such item, or a sound (no picture)"},
+        413: {"model": ErrorResponse, "description": "A picture over the pixel limits"},
+        415: {"model": ErrorResponse, "description": "A picture that cannot be decoded"},
+    },
 )
 async def get_thumbnail(
     item_id: str,
@@ -40,6 +46,8 @@ async def get_thumbnail(
     ] = None,
 ) -> FileResponse:
     item = await run_in_threadpool(engine.item, item_id)
+    if item.kind == MediaKind.AUDIO:
+        raise OriginalMissing(f"item {item_id} is a sound: it has no picture to show")
     path = await run_in_threadpool(thumbnails.path_for, item, t)
     return FileResponse(
         path,
@@ -53,7 +61,12 @@ async def get_thumbnail(
     operation_id="get_media",
     response_class=FileResponse,
     responses={
-        200: {"content": {"application/octet-stream": {}}},
+        200: {
+            "description": "The original file, as its type",
+            "content": {
+                media: {} for media in ("image/*", "video/*", "audio/*", "application/octet-stream")
+            },
+        },
         206: {"description": "A byte range"},
         **NOT_FOUND,
     },

@@ -20,10 +20,10 @@ from pydantic import BaseModel
 from xmodal.search import QuerySettings
 from xmodal.search.errors import InvalidQueryError
 from xmodal.search.filters import parse_filter_json
+from xmodal.search.media import MediaKind
 from xmodal.search.rerank.settings import RerankSettings
 
 from ..deps import EngineDep, SettingsDep, UploadLimiterDep
-from ..settings import ServerSettings
 from ..errors import PayloadTooLarge
 from ..schemas import (
     K_DESCRIPTION,
@@ -34,6 +34,7 @@ from ..schemas import (
     SearchResponse,
     search_request_model,
 )
+from ..settings import ServerSettings
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 503)
@@ -115,10 +116,14 @@ def router_for(
             settings: SettingsDep,
             uploads: UploadLimiterDep,
             file: Annotated[UploadFile, File(description=upload)],
+            # Not nullable: a multipart form has no null, only absent fields.
+            kinds: Annotated[
+                list[MediaKindName],
+                Form(default_factory=list, max_length=len(MediaKind), description=KINDS_FORM),
+            ],
             k: PageSize = 10,
             offset: Annotated[int, Form(ge=0)] = 0,
             filter: Annotated[str | None, Form(description=FILTER_FORM)] = None,
-            kinds: Annotated[list[MediaKindName] | None, Form(description=KINDS_FORM)] = None,
         ) -> SearchResponse:
             data = await read_upload(request, file, settings.server.max_upload_bytes)
             filter_spec = parse_filter_json(filter, limits)
@@ -127,7 +132,7 @@ def router_for(
             # (server.upload_threads), so that four of them could not hold every thread
             # while /health waited 1.6 s.
             result = await anyio.to_thread.run_sync(
-                partial(search_by, data, k, offset, filter_spec, kinds), limiter=uploads
+                partial(search_by, data, k, offset, filter_spec, kinds or None), limiter=uploads
             )
             response.headers["Server-Timing"] = server_timing(result.timings)
             return SearchResponse.of(result)

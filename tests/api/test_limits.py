@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -261,10 +262,11 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_size(engine, indexed, monkeypatch)
 
 
 @pytest.fixture
-def blocked_decoder(monkeypatch) -> Iterator[tuple[threading.Event, list[int], threading.Lock]]:
-    """Image decoding that waits for an event: what four slow uploads would do."""
+def blocked_decoder(monkeypatch) -> Iterator[tuple[threading.Event, list[int]]]:
+    """Image decoding that waits for an event, as slow uploads would; yields the event and
+    [decodes running now, most at once]."""
     release = threading.Event()
-    running = [0, 0]  # now, most at once
+    running = [0, 0]
     lock = threading.Lock()
     real = image_decoding.decode_image
 
@@ -273,7 +275,7 @@ def blocked_decoder(monkeypatch) -> Iterator[tuple[threading.Event, list[int], t
             running[0] += 1
             running[1] = max(running[1], running[0])
         try:
-            release.wait(60)
+            release.wait(120)
             return real(*args, **kwargs)
         finally:
             with lock:
@@ -282,38 +284,39 @@ def blocked_decoder(monkeypatch) -> Iterator[tuple[threading.Event, list[int], t
     from xmodal.search import engine as engine_module
 
     monkeypatch.setattr(engine_module, "decode_image", slow_decode)
-    yield release, running, lock
+    yield release, running
     release.set()
 
 
+def wait_until(condition: Any, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
 def test_slow_uploads_never_starve_health_or_text_search(engine, indexed, blocked_decoder):
-    release, running, lock = blocked_decoder
+    release, running = blocked_decoder
     settings = Settings(data=engine.store.path, server={"threads": 4, "upload_threads": 2})
+    app = create_app(settings, engine)
     query = indexed[1].read_bytes()
-    with live_server(create_app(settings, engine)) as url, ThreadPoolExecutor(4) as pool:
-        with httpx.Client(base_url=url, timeout=60) as http:
-            assert http.get("/health").status_code == 200
-            uploads = [
-                pool.submit(
-                    lambda: httpx.post(
-                        f"{url}/search/image", files={"file": ("q.jpg", query)}, timeout=120
-                    )
-                )
-                for _ in range(4)
-            ]
-            with httpx.Client(base_url=url, timeout=30) as waiting:
-                for _ in range(600):  # until two uploads are decoding
-                    with lock:
-                        if running[0] >= 2:
-                            break
-                    waiting.get("/health")
-            # Four uploads in flight, two of them decoding: the rest of the server answers.
-            with httpx.Client(base_url=url, timeout=20) as other:
-                assert other.get("/health").status_code == 200
-                text = other.post("/search", json={"text": "a photo", "k": 2})
-                assert text.status_code == 200 and len(text.json()["hits"]) == 2
-            release.set()
-            answers = [upload.result(timeout=120) for upload in uploads]
+
+    def upload() -> httpx.Response:
+        return httpx.post(f"{url}/search/image", files={"file": ("q.jpg", query)}, timeout=120)
+
+    with live_server(app) as url, ThreadPoolExecutor(4) as pool:
+        uploads = [pool.submit(upload) for _ in range(4)]
+        # Four uploads in flight, as many as server.threads: two decoding (stuck), two
+        # waiting for an upload thread. Before, they held all four threads and /health
+        # waited for them.
+        wait_until(lambda: running[0] == 2)
+        wait_until(lambda: app.state.upload_limiter.statistics().tasks_waiting == 2)
+        with httpx.Client(base_url=url, timeout=30) as other:
+            assert other.get("/health").status_code == 200
+            text = other.post("/search", json={"text": "a photo", "k": 2})
+            assert text.status_code == 200 and len(text.json()["hits"]) == 2
+        release.set()
+        answers = [upload.result(timeout=120) for upload in uploads]
     assert [a.status_code for a in answers] == [200] * 4
     assert answers[0].json()["hits"][0]["id"] == item_id_for(str(indexed[1]))
-    assert running[1] <= 2  # server.upload_threads
+    assert running[1] == 2  # never more than server.upload_threads at once
