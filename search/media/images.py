@@ -125,7 +125,7 @@ def decode_image(
     if not data:
         raise MediaDecodeError("empty file (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
         raise MediaTooLarge(
             f"image over the pixel limit (setting images.max_pixels): {error}"
