@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine
+    # Replaced by the lifespan's on each start; this one serves an app run without it.
     app.state.upload_limiter = anyio.CapacityLimiter(settings.server.upload_threads)
     app.state.thumbnails = ThumbnailCache(
         settings.data / "thumbnails", settings.server.thumbnail_size, settings.images

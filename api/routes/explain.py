@@ -62,7 +62,10 @@ def router_for(limits: QuerySettings) -> APIRouter:
         methods=["POST"],
         operation_id="explain",
         response_model=ExplainResponse,
-        responses=ERRORS,
+        responses={
+            **ERRORS,
+            413: {"model": ErrorResponse, "description": "A body over server.max_json_bytes"},
+        },
     )
 
     def explain_heatmap(
