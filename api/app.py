@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 
@@ -16,6 +17,7 @@ from xmodal.search import Engine
 from .access import ACCESS_ERRORS, Access, install_access, require_search
 from .errors import install_error_handlers
 from .keys import KeyRing
+from .limits import BodyLimit, BodyLimits
 from .routes import explain, health, items, keys, search
 from .thumbnails import ThumbnailCache
 
@@ -37,6 +39,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Sync endpoints run in anyio's worker threads (40 by default).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.server.threads
+        # Uploads are decoded in threads of their own (routes/search.py).
+        app.state.upload_limiter = anyio.CapacityLimiter(settings.server.upload_threads)
         yield
 
     app = FastAPI(
@@ -47,6 +51,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine
+    # Replaced by the lifespan's on each start; this one serves an app run without it.
+    app.state.upload_limiter = anyio.CapacityLimiter(settings.server.upload_threads)
     app.state.thumbnails = ThumbnailCache(
         settings.data / "thumbnails", settings.server.thumbnail_size, settings.images
     )
@@ -57,9 +63,19 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     install_access(app, settings, access)
     install_error_handlers(app)
+    server = settings.server
+    # Room for an upload's other form fields (a filter) and the multipart framing.
+    upload = BodyLimit(
+        server.max_upload_bytes, "server.max_upload_bytes", "upload", server.max_json_bytes
+    )
+    app.add_middleware(
+        BodyLimits,
+        default=BodyLimit(server.max_json_bytes, "server.max_json_bytes"),
+        by_path=dict.fromkeys(search.UPLOAD_PATHS, upload),
+    )
     searching = [Depends(require_search)]
     for router in (
-        search.router_for(engine.query, engine.reranking.settings),
+        search.router_for(engine.query, engine.reranking.settings, server),
         explain.router_for(engine.query),
         items.router,
     ):

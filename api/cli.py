@@ -289,15 +289,15 @@ def search(
         raise InvalidQueryError(
             "--rerank, --rerank-top, --rerank-model and --explain apply to text queries only"
         )
-    filter_spec = None
-    if filter is not None:
-        from xmodal.search.filters import parse_filter_json
-
-        filter_spec = parse_filter_json(filter)
     for path, what in ((image, "image"), (audio, "sound")):
         if path is not None and not path.is_file():
             raise InvalidQueryError(f"no such {what} file: {path}")
     settings = build_settings(data=data, model=model, audio_model=audio_model)
+    filter_spec = None
+    if filter is not None:
+        from xmodal.search.filters import parse_filter_json
+
+        filter_spec = parse_filter_json(filter, settings.query)  # its caps, as a server's
     options = None
     if rerank:
         options = chosen_rerank_settings(settings)

@@ -182,6 +182,7 @@ class ExplainRequest(BaseModel):
     t: float | None = Field(
         None,
         ge=0,
+        allow_inf_nan=False,
         description="For a video: the moment, in seconds (default: a tenth of the way in).",
     )
     model: str | None = Field(
@@ -189,12 +190,16 @@ class ExplainRequest(BaseModel):
     )
 
 
-def explain_request_model(max_text_chars: int) -> type[ExplainRequest]:
+def explain_request_model(max_text_chars: int, max_id_chars: int = 512) -> type[ExplainRequest]:
     return create_model(
         "ExplainRequest",
         __base__=ExplainRequest,
         __doc__=ExplainRequest.__doc__,
         text=(str, Field(description="The query text.", max_length=max_text_chars)),
+        item_id=(
+            str,
+            Field(description="The indexed image or video to explain.", max_length=max_id_chars),
+        ),
     )
 
 

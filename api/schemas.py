@@ -6,7 +6,7 @@ import contextlib
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args, get_type_hints
 
-from pydantic import BaseModel, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from xmodal.search.hits import Hit, SearchResult
 from xmodal.search.media import MediaKind
@@ -40,6 +40,8 @@ else:
 
 
 TEXT_DESCRIPTION = "Find media matching this text."
+ITEM_ID_DESCRIPTION = "Find media similar to this indexed item."
+KINDS_DESCRIPTION = "Only these kinds of media."
 K_DESCRIPTION = "Results per page."
 RERANK_DESCRIPTION = (
     "Text queries: rerank the first hits with a vision-language model that looks at each "
@@ -57,17 +59,31 @@ class SearchRequest(BaseModel):
     """A query by text or by indexed item. `text` and `k` are bounded by the engine's
     query limits: `search_request_model` builds the model a server validates with."""
 
+    # What `exactly_one_query` checks, said in the schema: a non-empty text or item_id,
+    # never both.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+                for name in ("text", "item_id")
+            ]
+        }
+    )
+
     text: str | None = Field(None, description=TEXT_DESCRIPTION)
-    item_id: str | None = Field(None, description="Find media similar to this indexed item.")
+    item_id: str | None = Field(None, description=ITEM_ID_DESCRIPTION)
     k: int = Field(10, ge=1, description=K_DESCRIPTION)
     offset: int = Field(0, ge=0, description="Skip this many results (pagination).")
     filter: dict[str, Any] | None = Field(
         None,
         description='Metadata filter, e.g. {"category": "shoes", "width": {"$gte": 800}}.',
     )
-    kinds: list[MediaKindName] | None = Field(None, description="Only these kinds of media.")
+    kinds: list[MediaKindName] | None = Field(
+        None, max_length=len(MediaKind), description=KINDS_DESCRIPTION
+    )
     min_score: float | None = Field(
         None,
+        allow_inf_nan=False,
         description="Text queries: drop hits whose calibrated_score is below this (default: "
         "the server's query.min_score setting). 3 keeps matches well above what unrelated "
         "queries reach.",
@@ -103,6 +119,10 @@ def search_request_model(
         text=(
             str | None,
             Field(None, description=TEXT_DESCRIPTION, max_length=limits.max_text_chars),
+        ),
+        item_id=(
+            str | None,
+            Field(None, description=ITEM_ID_DESCRIPTION, max_length=limits.max_id_chars),
         ),
         k=(int, Field(10, ge=1, le=limits.max_k, description=K_DESCRIPTION)),
         rerank=(

@@ -100,8 +100,26 @@ class ServerSettings(SettingsGroup):
         "the cores: on 2 cores, 4 threads served 50 clients at ~1.8x the QPS of anyio's "
         "default 40, which only contend for the GIL (bench/api_latency.py).",
     )
+    upload_threads: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 1) // 2),
+        ge=1,
+        le=64,
+        description="Uploaded queries (image, sound) decoded and searched at once, in their "
+        "own threads apart from `threads`, so that slow uploads never hold up /health and "
+        "text searches; more wait their turn. Default half the cores.",
+    )
     max_upload_bytes: int = Field(
-        20 * 1024 * 1024, ge=1, description="Largest query upload (image or sound), in bytes."
+        20 * 1024 * 1024,
+        ge=1,
+        description="Largest query upload (image or sound), in bytes; a larger body is "
+        "refused (413) before it is read when its size is declared, else as soon as it "
+        "passes the limit.",
+    )
+    max_json_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Largest request body other than an upload (a JSON search), in bytes; "
+        "also the most an upload's form fields (a filter) may add to its file.",
     )
     thumbnail_size: int = Field(
         256, ge=16, le=2048, description="Longest side of generated thumbnails, in pixels."

@@ -304,7 +304,7 @@ class Engine:
         if len(text) > limit:
             raise InvalidQueryError(f"text query longer than {limit} characters")
         self._check_page(k, offset)
-        query = Query(filter, kinds)
+        query = Query(filter, kinds, self.query)
         query.validate()
         request = RerankRequest() if rerank is True else rerank or None
         top_n = 0 if request is None else self.reranking.top_n(request)
@@ -434,7 +434,9 @@ class Engine:
         else:
             pil = decode_image(image, self.limits, draft_to=self.encoder.input_size).image
         vector = self.encoder.encode_images([pil])[0]
-        return self._search(self._image, vector, k, offset, Query(filter, kinds), started)
+        return self._search(
+            self._image, vector, k, offset, Query(filter, kinds, self.query), started
+        )
 
     def search_audio(
         self,
@@ -462,7 +464,7 @@ class Engine:
         vectors = space.encoder.encode_audio(clips, options.sample_rate)
         vector = vectors.mean(axis=0)
         vector /= np.linalg.norm(vector) or 1.0
-        return self._search(space, vector, k, offset, Query(filter, kinds), started)
+        return self._search(space, vector, k, offset, Query(filter, kinds, self.query), started)
 
     def search_similar(
         self,
@@ -488,7 +490,9 @@ class Engine:
             assert view is not None
             query = vectors.mean(axis=0)
             query /= np.linalg.norm(query) or 1.0
-            return self._rank(space, view, query, k, offset, Query(filter, kinds), started, code)
+            return self._rank(
+                space, view, query, k, offset, Query(filter, kinds, self.query), started, code
+            )
         item = self._store.item(item_id)  # raises UnknownItemError
         if item.status != INDEXED:
             raise InvalidQueryError(f"item {item_id!r} could not be indexed: {item.error}")
@@ -507,7 +511,9 @@ class Engine:
         started = time.perf_counter()
         self._check_page(k, offset)
         query = np.asarray(vector, np.float32)
-        return self._search(self._space(space), query, k, offset, Query(filter, kinds), started)
+        return self._search(
+            self._space(space), query, k, offset, Query(filter, kinds, self.query), started
+        )
 
     # -- internals -------------------------------------------------------
     def _check_page(self, k: int, offset: int) -> None:
@@ -591,6 +597,7 @@ class Query:
 
     filter: dict[str, Any] | None = None
     kinds: Sequence[str] | None = None
+    limits: QuerySettings = QuerySettings()  # the filter's caps
 
     def validate(self) -> dict[str, Any]:
         if self.kinds is not None:
@@ -599,7 +606,7 @@ class Query:
                 raise InvalidQueryError(
                     f"kinds must be some of {sorted(k.value for k in MediaKind)}"
                 )
-        return validate_filter(self.filter)
+        return validate_filter(self.filter, self.limits)
 
     def rows(self, view: SpaceView) -> RowFilter | None:
         spec = self.validate()

@@ -33,7 +33,9 @@ class UnknownItemError(XmodalError, KeyError):
         self.item_id = item_id
 
     def __str__(self) -> str:
-        return f"no item with id {self.item_id!r}"
+        # Quoted whole up to a length ids have; a longer one was sent to be echoed.
+        shown = self.item_id if len(self.item_id) <= 200 else f"{self.item_id[:200]}..."
+        return f"no item with id {shown!r}"
 
 
 class OriginalMissing(XmodalError):
@@ -46,6 +48,10 @@ class InvalidQueryError(XmodalError, ValueError):
 
 class MediaDecodeError(XmodalError):
     """A file or upload that is not a readable image (or other media) within the limits."""
+
+
+class MediaTooLarge(MediaDecodeError):
+    """Media over a size or pixel limit, refused before it is decoded."""
 
 
 class SourceError(XmodalError):

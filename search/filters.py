@@ -13,6 +13,7 @@ nested objects). Conditions on several keys must all hold.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from xmodal.search.errors import InvalidQueryError
+from xmodal.search.settings import QuerySettings
 from xmodal.search.store.records import ITEM_FILTER_COLUMNS
 
 # The keys that address the item itself (declared on ItemRecord); others, its metadata.
@@ -28,28 +30,92 @@ ITEM_FIELDS = frozenset(ITEM_FILTER_COLUMNS)
 _OPERATORS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"}
 
 
-def validate_filter(spec: Any) -> dict[str, Any]:
-    """Check a filter's shape; raise InvalidQueryError with what is wrong."""
+# A value a condition compares with; lists and objects only where an operator takes them.
+_SCALARS = (str, int, float, bool, type(None))
+_ORDERED = {"$gt", "$gte", "$lt", "$lte"}
+# Metadata keys are names, not documents; longer ones are refused, not looked up.
+MAX_KEY_CHARS = 256
+
+
+def validate_filter(spec: Any, limits: QuerySettings | None = None) -> dict[str, Any]:
+    """Check a filter's shape and size; raise InvalidQueryError with what is wrong.
+
+    The shape fixes its depth: {key: value} or {key: {operator: operand}}, an operand
+    being a scalar, or a list of scalars for `$in` and `$nin`. Its size is capped by
+    `limits` (query.max_filter_conditions, query.max_filter_values), checked before
+    looking at more than that many entries, so a filter of 300,000 keys costs no more
+    than one at the cap."""
+    limits = limits or QuerySettings()
     if spec is None:
         return {}
     if not isinstance(spec, dict):
         raise InvalidQueryError("filter must be a JSON object of field: condition")
+    conditions = values = 0
+    too_many = (
+        f"filter has more than {limits.max_filter_conditions} conditions "
+        "(setting query.max_filter_conditions)"
+    )
+    if len(spec) > limits.max_filter_conditions:
+        raise InvalidQueryError(too_many)
     for key, condition in spec.items():
         if not isinstance(key, str) or not key:
             raise InvalidQueryError("filter keys must be non-empty strings")
-        if isinstance(condition, dict):
-            unknown = set(condition) - _OPERATORS
-            if unknown or not condition:
-                raise InvalidQueryError(
-                    f"filter on {key!r}: unknown operator(s) {sorted(unknown)}; "
-                    f"use {sorted(_OPERATORS)}"
-                )
-            for op in ("$in", "$nin"):
-                if op in condition and not isinstance(condition[op], list):
-                    raise InvalidQueryError(f"filter on {key!r}: {op} takes a list")
-        elif isinstance(condition, list):
-            raise InvalidQueryError(f"filter on {key!r}: write {{'$in': [...]}} to match a list")
+        if len(key) > MAX_KEY_CHARS:
+            raise InvalidQueryError(
+                f"filter key {_shown(key)} is longer than {MAX_KEY_CHARS} characters"
+            )
+        if isinstance(condition, list):
+            raise InvalidQueryError(
+                f"filter on {_shown(key)}: write {{'$in': [...]}} to match a list"
+            )
+        operators = condition if isinstance(condition, dict) else {"$eq": condition}
+        conditions += len(operators)
+        if conditions > limits.max_filter_conditions:
+            raise InvalidQueryError(too_many)
+        unknown = [op for op in operators if op not in _OPERATORS]
+        if unknown or not operators:
+            shown = ", ".join(_shown(op) for op in unknown[:3])
+            raise InvalidQueryError(
+                f"filter on {_shown(key)}: unknown operator(s) [{shown}]; use {sorted(_OPERATORS)}"
+            )
+        for op, operand in operators.items():
+            values += _check_operand(key, op, operand, limits.max_filter_values - values)
     return spec
+
+
+def _check_operand(key: str, op: str, operand: Any, values_left: int) -> int:
+    """Raise InvalidQueryError unless `operand` suits `op`; returns the values it lists."""
+    where = f"filter on {_shown(key)}: {op}"
+    if op == "$exists":
+        if not isinstance(operand, bool):
+            raise InvalidQueryError(f"{where} takes true or false")
+        return 0
+    if op in ("$in", "$nin"):
+        if not isinstance(operand, list):
+            raise InvalidQueryError(f"{where} takes a list")
+        if len(operand) > values_left:
+            raise InvalidQueryError(
+                f"{where}: too many values in the filter's lists (setting query.max_filter_values)"
+            )
+        for value in operand:
+            _check_scalar(where, value)
+        return len(operand)
+    _check_scalar(where, operand)
+    if op in _ORDERED and (operand is None or isinstance(operand, bool)):
+        raise InvalidQueryError(f"{where} takes a number or a string")
+    return 0
+
+
+def _check_scalar(where: str, value: Any) -> None:
+    if not isinstance(value, _SCALARS):
+        raise InvalidQueryError(f"{where} takes a string, a number, true, false or null")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidQueryError(f"{where} takes a finite number")
+
+
+def _shown(text: str) -> str:
+    """A key or operator as a message quotes it: long ones cut, never echoed whole."""
+    return repr(text if len(text) <= 40 else f"{text[:40]}...")
 
 
 class ItemTable:
@@ -124,8 +190,10 @@ def _evaluate(column: pd.Series, condition: Any, key: str) -> np.ndarray:
                 numeric = pd.to_numeric(column, errors="coerce") if _is_number(value) else column
                 compare = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le"}[op]
                 mask &= getattr(numeric, compare)(value).fillna(False).to_numpy(dtype=bool)
-        except TypeError as error:
-            raise InvalidQueryError(f"filter on {key!r}: {op} {value!r} cannot compare") from error
+        except (TypeError, ValueError) as error:
+            raise InvalidQueryError(
+                f"filter on {_shown(key)}: {op} {_shown(repr(value))} cannot compare"
+            ) from error
     return mask
 
 
@@ -143,7 +211,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def parse_filter_json(raw: str | None) -> dict[str, Any] | None:
+def parse_filter_json(
+    raw: str | None, limits: QuerySettings | None = None
+) -> dict[str, Any] | None:
     """A filter given as JSON text (CLI option, form field); None when absent."""
     if raw is None or not raw.strip():
         return None
@@ -151,4 +221,8 @@ def parse_filter_json(raw: str | None) -> dict[str, Any] | None:
         parsed = json.loads(raw)
     except json.JSONDecodeError as error:
         raise InvalidQueryError(f"filter is not valid JSON: {error}") from error
-    return validate_filter(parsed)
+    except RecursionError as error:
+        # json gives up at the interpreter's recursion limit (about 1,000 levels): a
+        # 100,000-deep form field was a 500.
+        raise InvalidQueryError("filter is nested too deeply to be a filter") from error
+    return validate_filter(parsed, limits)

@@ -33,8 +33,21 @@ class QuerySettings(SettingsGroup):
     max_text_chars: int = Field(
         2000, ge=1, description="Longest text query, in characters; longer ones are refused."
     )
+    max_id_chars: int = Field(
+        512, ge=16, description="Longest item id a request may name, in characters."
+    )
+    max_filter_conditions: int = Field(
+        32,
+        ge=1,
+        description="Most conditions (a key's operators, or its value) in one metadata "
+        "filter: each is a pass over the items.",
+    )
+    max_filter_values: int = Field(
+        1024, ge=1, description="Most values in one filter's `$in` and `$nin` lists, in all."
+    )
     min_score: float | None = Field(
         None,
+        allow_inf_nan=False,
         description="Text queries: drop hits whose calibrated score (standard deviations above "
         "the best match unrelated queries find in the same space) is below this; unset keeps "
         "every hit. A request's own min_score overrides it.",

@@ -55,14 +55,17 @@ def router_for(limits: QuerySettings) -> APIRouter:
             explanation, body.item_id, body.text, body.t, body.model, took_ms
         )
 
-    validate_body_with(explain, explain_request_model(limits.max_text_chars))
+    validate_body_with(explain, explain_request_model(limits.max_text_chars, limits.max_id_chars))
     router.add_api_route(
         "/explain",
         explain,
         methods=["POST"],
         operation_id="explain",
         response_model=ExplainResponse,
-        responses=ERRORS,
+        responses={
+            **ERRORS,
+            413: {"model": ErrorResponse, "description": "A body over server.max_json_bytes"},
+        },
     )
 
     def explain_heatmap(
@@ -70,7 +73,8 @@ def router_for(limits: QuerySettings) -> APIRouter:
         engine: EngineDep,
         q: Text,
         t: Annotated[
-            float | None, Query(ge=0, description="For a video: the moment, in seconds.")
+            float | None,
+            Query(ge=0, allow_inf_nan=False, description="For a video: the moment, in seconds."),
         ] = None,
         model: Annotated[
             str | None,

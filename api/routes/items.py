@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from xmodal.search.errors import UnknownItemError
+from xmodal.search.errors import OriginalMissing, UnknownItemError
+from xmodal.search.media import MediaKind
 from xmodal.search.store import display_name
 
 from ..access import SearchCaller
@@ -32,17 +33,25 @@ def get_item(item_id: str, engine: EngineDep, caller: SearchCaller) -> ItemOut:
     "/{item_id}/thumbnail",
     operation_id="get_thumbnail",
     response_class=FileResponse,
-    responses={200: {"content": {"image/jpeg": {}}}, **NOT_FOUND},
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        404: {"model": ErrorResponse, "description": "No such item, or a sound (no picture)"},
+        413: {"model": ErrorResponse, "description": "A picture over the pixel limits"},
+        415: {"model": ErrorResponse, "description": "A picture that cannot be decoded"},
+    },
 )
 async def get_thumbnail(
     item_id: str,
     engine: EngineDep,
     thumbnails: ThumbnailsDep,
     t: Annotated[
-        float | None, Query(ge=0, description="For a video: the moment, in seconds.")
+        float | None,
+        Query(ge=0, allow_inf_nan=False, description="For a video: the moment, in seconds."),
     ] = None,
 ) -> FileResponse:
     item = await run_in_threadpool(engine.item, item_id)
+    if item.kind == MediaKind.AUDIO:
+        raise OriginalMissing(f"item {item_id} is a sound: it has no picture to show")
     source = await run_in_threadpool(engine.store.original_path, item)  # the roots' jail
     path = await run_in_threadpool(thumbnails.path_for, item, source, t)
     return FileResponse(
@@ -57,7 +66,12 @@ async def get_thumbnail(
     operation_id="get_media",
     response_class=FileResponse,
     responses={
-        200: {"content": {"application/octet-stream": {}}},
+        200: {
+            "description": "The original file, as its type",
+            "content": {
+                media: {} for media in ("image/*", "video/*", "audio/*", "application/octet-stream")
+            },
+        },
         206: {"description": "A byte range"},
         **NOT_FOUND,
     },

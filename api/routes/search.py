@@ -10,19 +10,21 @@ server configured with `query.max_k = 5000` takes k = 5000.
 
 import inspect
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from xmodal.search import QuerySettings
 from xmodal.search.errors import InvalidQueryError
 from xmodal.search.filters import parse_filter_json
+from xmodal.search.media import MediaKind
 from xmodal.search.rerank.settings import RerankSettings
 
 from ..access import SearchCaller, refuse_path_filters
-from ..deps import EngineDep, SettingsDep
+from ..deps import EngineDep, SettingsDep, UploadLimiterDep
 from ..errors import PayloadTooLarge
 from ..schemas import (
     K_DESCRIPTION,
@@ -33,17 +35,34 @@ from ..schemas import (
     SearchResponse,
     search_request_model,
 )
+from ..settings import ServerSettings
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 503)
 }
 FILTER_FORM = "Metadata filter as JSON."
 KINDS_FORM = "Only these kinds of media."
+# The routes that take an upload: their bodies may be as large as server.max_upload_bytes
+# (api/limits.py); every other body is bounded by server.max_json_bytes.
+UPLOAD_PATHS = ("/search/image", "/search/audio")
 
 
-def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> APIRouter:
-    """The search routes, their schemas bounded by `limits` and the `rerank` settings."""
-    router = APIRouter(tags=["search"])
+def router_for(
+    limits: QuerySettings,
+    rerank: RerankSettings | None = None,
+    server: ServerSettings | None = None,
+) -> APIRouter:
+    """The search routes, their schemas bounded by `limits` and the `rerank` settings,
+    their forms by the `server` settings (one file; fields no longer than a JSON body)."""
+    server = server or ServerSettings()
+    router = APIRouter(
+        tags=["search"],
+        form_limits={
+            "max_files": 1,
+            "max_fields": 16,
+            "max_part_size": server.max_json_bytes,
+        },
+    )
     PageSize = Annotated[int, Form(ge=1, le=limits.max_k, description=K_DESCRIPTION)]
 
     def search(
@@ -100,17 +119,27 @@ def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> A
             engine: EngineDep,
             settings: SettingsDep,
             caller: SearchCaller,
+            uploads: UploadLimiterDep,
             file: Annotated[UploadFile, File(description=upload)],
+            # Not nullable: a multipart form has no null, only absent fields.
+            kinds: Annotated[
+                list[MediaKindName],
+                Form(default_factory=list, max_length=len(MediaKind), description=KINDS_FORM),
+            ],
             k: PageSize = 10,
             offset: Annotated[int, Form(ge=0)] = 0,
             filter: Annotated[str | None, Form(description=FILTER_FORM)] = None,
-            kinds: Annotated[list[MediaKindName] | None, Form(description=KINDS_FORM)] = None,
         ) -> SearchResponse:
             data = await read_upload(request, file, settings.server.max_upload_bytes)
-            filter_spec = parse_filter_json(filter)
+            filter_spec = parse_filter_json(filter, limits)
             refuse_path_filters(caller, filter_spec)
             search_by = getattr(engine, query_by)
-            result = await run_in_threadpool(search_by, data, k, offset, filter_spec, kinds)
+            # Decoding an upload can take seconds of CPU: uploads have their own threads
+            # (server.upload_threads), so that four of them could not hold every thread
+            # while /health waited 1.6 s.
+            result = await anyio.to_thread.run_sync(
+                partial(search_by, data, k, offset, filter_spec, kinds or None), limiter=uploads
+            )
             response.headers["Server-Timing"] = server_timing(result.timings)
             return SearchResponse.of(result, full_paths=caller.sees_paths)
 
@@ -126,14 +155,14 @@ def router_for(limits: QuerySettings, rerank: RerankSettings | None = None) -> A
         )
 
     upload_route(
-        "/search/image",
+        UPLOAD_PATHS[0],
         "search_image",
         "search_image",
         "The query image (JPEG, PNG, WebP, ...).",
         "Uploaded image -> similar media (by their pictures).",
     )
     upload_route(
-        "/search/audio",
+        UPLOAD_PATHS[1],
         "search_audio",
         "search_audio",
         "The query sound (WAV, FLAC, MP3, Ogg, Opus, M4A, ...).",
@@ -173,4 +202,4 @@ def server_timing(timings: dict[str, float]) -> str:
     return ", ".join(f"{name};dur={ms:.3f}" for name, ms in timings.items())
 
 
-__all__ = ["read_upload", "router_for", "server_timing", "validate_body_with"]
+__all__ = ["UPLOAD_PATHS", "read_upload", "router_for", "server_timing", "validate_body_with"]

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import filetype
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
-from xmodal.search.errors import MediaDecodeError
+from xmodal.search.errors import MediaDecodeError, MediaTooLarge
 from xmodal.search.settings import SettingsGroup
 
 from .files import open_regular
@@ -36,6 +36,17 @@ IMAGE_MIME_TYPES = frozenset(
 )
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})  # orientations that rotate by 90 degrees
+# What each EXIF orientation needs to show the picture upright (the EXIF standard's table).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"})
 _heif_registered: bool | None = None
 
 
@@ -67,6 +78,14 @@ class ImageLimits(SettingsGroup):
     max_pixels: int = Field(
         128_000_000, ge=1, description="Images with more pixels are refused (decompression bombs)."
     )
+    max_decoded_pixels: int = Field(
+        64_000_000,
+        ge=1,
+        description="Pixels decoded into memory, after JPEG's reduced-size decoding: images "
+        "that would need more are refused before decoding. Bounds a decode's memory at about "
+        "8 bytes a pixel; 11000 x 11000 PNGs (121 MP) are refused, JPEGs of any size up to "
+        "max_pixels decode at 1/8 scale.",
+    )
     min_side: int = Field(
         8,
         ge=1,
@@ -91,7 +110,10 @@ def decode_image(
     """Decode `source` to an oriented RGB image.
 
     `draft_to` (height, width) lets JPEG decoding skip detail it would throw away:
-    libjpeg scales by 1/2, 1/4 or 1/8 while decoding, never below the given size.
+    libjpeg scales by 1/2, 1/4 or 1/8 while decoding, never below the given size; any
+    picture still over twice that size is then reduced by a whole factor before it is
+    converted. The size is checked from the header first: over `limits.max_pixels`, or
+    over `limits.max_decoded_pixels` once drafted, raises MediaTooLarge without decoding.
     Raises MediaDecodeError with a reason a user can act on.
     """
     register_optional_plugins()
@@ -106,9 +128,9 @@ def decode_image(
     if not data:
         raise MediaDecodeError("empty file (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
-        raise MediaDecodeError(
+        raise MediaTooLarge(
             f"image over the pixel limit (setting images.max_pixels): {error}"
         ) from error
     except UnidentifiedImageError as error:
@@ -117,9 +139,9 @@ def decode_image(
         raise MediaDecodeError(f"not a readable image ({what})") from error
     except OSError as error:
         raise MediaDecodeError(f"unreadable image header: {error}") from error
-    width, height = image.size
+    width, height = image.size  # from the header: nothing decoded yet
     if width * height > limits.max_pixels:
-        raise MediaDecodeError(
+        raise MediaTooLarge(
             f"image is {width}×{height} = {width * height:,} pixels, over the limit of "
             f"{limits.max_pixels:,} (setting images.max_pixels)"
         )
@@ -130,27 +152,50 @@ def decode_image(
         )
     image_format = image.format or "unknown"
     try:
+        if draft_to is not None and image_format == "JPEG":
+            # draft() wants (width, height); a rotated EXIF orientation swaps them later,
+            # so ask for the larger side in both directions. It sets the size decoded.
+            side = max(draft_to)
+            image.draft("RGB", (side, side))
+        decoded = image.size[0] * image.size[1]
+        if decoded > limits.max_decoded_pixels:
+            # An 11000×11000 PNG of 470 KB cost 10 s of CPU and 2.8 GB when decoded.
+            raise MediaTooLarge(
+                f"image is {width}×{height} and would decode to {decoded:,} pixels, over the "
+                f"budget of {limits.max_decoded_pixels:,} (setting images.max_decoded_pixels)"
+            )
         if image_format == "PNG":
             # Pillow does not check the CRCs of image data chunks while decoding.
             Image.open(io.BytesIO(data)).verify()
-        if draft_to is not None and image_format == "JPEG":
-            # draft() wants (width, height); a rotated EXIF orientation swaps them later,
-            # so ask for the larger side in both directions.
-            side = max(draft_to)
-            image.draft("RGB", (side, side))
-        image.load()
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-        oriented: Image.Image = ImageOps.exif_transpose(image) or image
+        image.load()
+        if draft_to is not None:
+            image = _reduced(image, max(draft_to))
+        if orientation in _TRANSPOSE:
+            image = image.transpose(_TRANSPOSE[orientation])
         if orientation in _SWAPS_SIDES:
             width, height = height, width
-        rgb = _to_rgb(oriented)
+        rgb = _to_rgb(image)
     except Image.DecompressionBombError as error:
-        raise MediaDecodeError(
+        raise MediaTooLarge(
             f"image over the pixel limit (setting images.max_pixels): {error}"
         ) from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise MediaDecodeError(f"corrupt image data: {error}") from error
     return DecodedImage(rgb, width, height, image_format)
+
+
+def _reduced(image: Image.Image, side: int) -> Image.Image:
+    """`image` shrunk by a whole factor while both its sides stay at least twice `side`
+    (what the model or the thumbnail needs, with room for its own resampling), so that
+    converting and orienting a big picture works on the small one. Pictures under twice
+    that size are returned as they are."""
+    factor = min(image.size) // (2 * side)
+    if factor < 2:
+        return image
+    if image.mode not in _REDUCIBLE_MODES:
+        image = _to_rgb(image)  # palette, bilevel and 16-bit pictures
+    return image.reduce(factor)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

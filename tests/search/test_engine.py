@@ -77,7 +77,17 @@ def test_filter_returns_the_k_best_matching_items(engine, library):
 
 @pytest.mark.parametrize(
     "bad_filter",
-    [["group"], {"group": {"$near": 1}}, {"n": {"$in": 3}}, "group=odd"],
+    [
+        ["group"],
+        {"group": {"$near": 1}},
+        {"n": {"$in": 3}},
+        "group=odd",
+        {"width": {"$gt": [1, 2]}},  # was a 500 (pandas compared lengths)
+        {"n": {"$gte": float("nan")}},
+        {"group": {"$eq": {"a": 1}}},
+        {f"k{i}": i for i in range(33)},  # over query.max_filter_conditions
+        {"n": {"$in": list(range(1025))}},  # over query.max_filter_values
+    ],
 )
 def test_malformed_filters_are_rejected(engine, library, bad_filter):
     with pytest.raises(InvalidQueryError):

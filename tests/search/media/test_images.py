@@ -90,3 +90,36 @@ def test_content_sniffing_ignores_the_name():
     assert sniff_image_mime(encoded(photo(8), "PNG")[:262]) == "image/png"
     assert sniff_image_mime(b"hello world") is None
     assert np.asarray(decode_image(encoded(photo(8), "PNG")).image).shape == (120, 160, 3)
+
+
+def test_the_decoded_pixel_budget_refuses_before_decoding(monkeypatch):
+    from xmodal.search.errors import MediaTooLarge
+
+    loaded: list[tuple[int, int]] = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda im: loaded.append(im.size) or real_load(im))
+    # 11000 x 11000 is under images.max_pixels (128 MP): over the budget all the same.
+    with pytest.raises(MediaTooLarge, match=r"images\.max_decoded_pixels"):
+        decode_image(png_with_huge_header(11_000, 11_000))
+    assert loaded == []
+    # A JPEG counts the pixels it decodes once drafted: 1/8 of 1600 x 1200 here.
+    jpeg = encoded(photo(4, (1600, 1200)), "JPEG")
+    tight = ImageLimits(max_decoded_pixels=200 * 150)
+    with pytest.raises(MediaTooLarge):
+        decode_image(jpeg, tight)
+    assert decode_image(jpeg, tight, draft_to=(64, 64)).width == 1600
+
+
+def test_large_pictures_are_reduced_after_decoding_keeping_their_orientation():
+    # Left half red, right half blue, stored sideways (EXIF orientation 6: turn clockwise).
+    picture = Image.new("RGB", (1200, 600), (255, 0, 0))
+    picture.paste((0, 0, 255), (600, 0, 1200, 600))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = decode_image(encoded(picture, "PNG", exif=exif), draft_to=(64, 64))
+    assert (decoded.width, decoded.height) == (600, 1200)  # the full picture, upright
+    assert decoded.image.size == (150, 300)  # reduced by 4: sides still over 2 x 64
+    top, bottom = decoded.image.getpixel((75, 10)), decoded.image.getpixel((75, 290))
+    assert top[0] > 200 and top[2] < 50 and bottom[2] > 200 and bottom[0] < 50
+    # Under twice the size asked for, a picture is left as it is.
+    assert decode_image(encoded(picture, "PNG"), draft_to=(400, 400)).image.size == (1200, 600)
