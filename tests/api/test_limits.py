@@ -57,7 +57,10 @@ def call_asgi(app: Any, path: str, chunks: list[bytes], headers: dict[str, str])
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        # The Host the tests' servers answer to (security.allowed_hosts in conftest.py).
+        "headers": [
+            (k.lower().encode(), v.encode()) for k, v in {"host": "testserver", **headers}.items()
+        ],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
         "state": {},
