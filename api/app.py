@@ -13,7 +13,9 @@ from xmodal.api.settings import Settings
 from xmodal.search import Engine
 
 from .errors import install_error_handlers
-from .routes import explain, health, items, search
+from .metrics import Metrics
+from .observe import ObserveRequests
+from .routes import explain, health, items, metrics, search
 from .thumbnails import ThumbnailCache
 
 
@@ -44,4 +46,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(explain.router_for(engine.query))
     app.include_router(items.router)
     app.include_router(health.router)
+    observed = Metrics(engine) if settings.server.metrics else None
+    if observed is not None:
+        app.state.metrics = observed
+        app.include_router(metrics.router)
+    if observed is not None or settings.log.access:
+        app.add_middleware(
+            ObserveRequests,
+            metrics=None if observed is None else observed.http,
+            access=settings.log.access,
+        )
     return app
