@@ -50,6 +50,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     if observed is not None:
         app.state.metrics = observed
         app.include_router(metrics.router)
+    # Added last, so outermost: it times, counts and logs every answer, those of the
+    # middleware inside it (rejections included). Keep it the last one added.
     if observed is not None or settings.log.access:
         app.add_middleware(
             ObserveRequests,

@@ -7,6 +7,7 @@ cannot be loaded, 1 when --fail-fast stopped a run).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from xmodal.search.errors import IndexingAborted, InvalidQueryError, ModelLoadEr
 if TYPE_CHECKING:
     from xmodal.api.rerank_schemas import ExplainResponse
     from xmodal.api.schemas import SearchResponse
+
+log = logging.getLogger("xmodal.api")
 
 app = typer.Typer(
     name="xmodal",
@@ -587,7 +590,10 @@ def serve(
     application.state.engine.warm()
 
     def started(url: str) -> None:
-        console.print(f"serving {settings.data} on {url} (docs: /docs)")
+        if settings.log.format == "json":  # a log record, so that a collector can parse it
+            log.info("serving %s on %s", settings.data, url, extra={"url": url})
+        else:
+            console.print(f"serving {settings.data} on {url} (docs: /docs)")
 
     server = settings.server
     serve_announced(application, settings.data, server.host, server.port, started)
