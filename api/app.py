@@ -57,5 +57,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             ObserveRequests,
             metrics=None if observed is None else observed.http,
             access=settings.log.access,
+            routes=app.router.routes,
         )
     return app

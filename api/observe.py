@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .metrics import UNMATCHED, HttpMetrics
@@ -18,10 +20,13 @@ from .metrics import UNMATCHED, HttpMetrics
 access_log = logging.getLogger("xmodal.access")
 
 
-def route_template(scope: Scope) -> str:
+def route_template(scope: Scope, routes: Sequence[BaseRoute] = ()) -> str:
     """The path template of the route that answered (`/items/{item_id}`), or UNMATCHED;
-    never the raw path, which holds ids."""
+    never the raw path, which holds ids. A request answered before routing (a
+    middleware refused it) is matched against `routes` here."""
     route = scope.get("route")
+    if route is None:
+        route = next((r for r in routes if r.matches(scope)[0] != Match.NONE), None)
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else UNMATCHED
 
@@ -30,10 +35,17 @@ class ObserveRequests:
     """Counts and times requests into `metrics` (when given) and writes one access log
     line per request (when `access` is set)."""
 
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics | None, access: bool):
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: HttpMetrics | None,
+        access: bool,
+        routes: Sequence[BaseRoute] = (),
+    ):
         self.app = app
         self.metrics = metrics
         self.access = access
+        self.routes = routes  # the app's, to name the route of requests refused before routing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,7 +71,7 @@ class ObserveRequests:
             await self.app(scope, receive, observed_send)
         finally:
             seconds = time.perf_counter() - started
-            route = route_template(scope)
+            route = route_template(scope, self.routes)
             method = scope.get("method", "")
             if metrics is not None:
                 metrics.in_flight.dec()

@@ -96,6 +96,48 @@ def test_label_cardinality_stays_bounded_for_many_ids(client, indexed):
     assert value(samples, "xmodal_http_requests_total", route="/items/{item_id}") == 300
 
 
+def test_requests_refused_before_routing_are_counted_under_their_route():
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from xmodal.api.metrics import Metrics
+    from xmodal.api.observe import ObserveRequests
+
+    app = FastAPI()
+
+    @app.get("/things/{thing_id}")
+    def thing(thing_id: str) -> dict[str, str]:
+        return {"id": thing_id}
+
+    class Gate:  # refuses everything but /things/open, as a key check would
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http" and scope["path"] != "/things/open":
+                await JSONResponse({"detail": "no key"}, status_code=401)(scope, receive, send)
+                return
+            await self.inner(scope, receive, send)
+
+    metrics = Metrics()
+    app.add_middleware(Gate)
+    app.add_middleware(
+        ObserveRequests, metrics=metrics.http, access=False, routes=app.router.routes
+    )
+    with TestClient(app) as client:
+        assert client.get("/things/open").status_code == 200
+        assert client.get("/things/secret").status_code == 401
+        assert client.get("/elsewhere").status_code == 401
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    requests = "xmodal_http_requests_total"
+    assert value(samples, requests, route="/things/{thing_id}", status="200") == 1
+    assert value(samples, requests, route="/things/{thing_id}", status="401") == 1
+    assert value(samples, requests, route=UNMATCHED, status="401") == 1
+
+
 def test_index_size_and_staleness(client, engine, indexed, make_image, tmp_path):
     samples = scrape(client)
     assert value(samples, "xmodal_store_items") == 6
