@@ -14,11 +14,13 @@ from xmodal import __version__
 from xmodal.api.settings import Settings
 from xmodal.search import Engine
 
-from .access import ACCESS_ERRORS, Access, install_access, require_search
+from .access import ACCESS_ERRORS, Access, install_access, require_admin, require_search
 from .errors import install_error_handlers
 from .keys import KeyRing
 from .limits import BodyLimit, BodyLimits
-from .routes import explain, health, items, keys, search
+from .metrics import Metrics
+from .observe import ObserveRequests
+from .routes import explain, health, items, keys, metrics, search
 from .thumbnails import ThumbnailCache
 
 DESCRIPTION = """Cross-modal semantic search over indexed media.
@@ -82,4 +84,20 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.include_router(router, dependencies=searching, responses=ACCESS_ERRORS)
     app.include_router(keys.router, responses=ACCESS_ERRORS)  # admin: the router says so
     app.include_router(health.router)
+    observed = Metrics(engine) if settings.server.metrics else None
+    if observed is not None:
+        app.state.metrics = observed
+        # Figures about the library (sizes, staleness) are for operators: admin keys.
+        app.include_router(
+            metrics.router, dependencies=[Depends(require_admin)], responses=ACCESS_ERRORS
+        )
+    # Added last, so outermost: it times, counts and logs every answer, those of the
+    # middleware inside it (rejections included). Keep it the last one added.
+    if observed is not None or settings.log.access:
+        app.add_middleware(
+            ObserveRequests,
+            metrics=None if observed is None else observed.http,
+            access=settings.log.access,
+            routes=app.router.routes,
+        )
     return app

@@ -8,6 +8,7 @@ data directory past --wait or at once with --no-wait).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xmodal.api.cli_keys import InsecureNoAuthOpt, keys_app
+from xmodal.api.logs import configure_logging
 from xmodal.api.settings import Settings, load_settings
 from xmodal.search.errors import (
     IndexingAborted,
@@ -31,6 +33,8 @@ from xmodal.search.errors import (
 if TYPE_CHECKING:
     from xmodal.api.rerank_schemas import ExplainResponse
     from xmodal.api.schemas import SearchResponse
+
+log = logging.getLogger("xmodal.api")
 
 app = typer.Typer(
     name="xmodal",
@@ -97,15 +101,46 @@ RerankModelOpt = Annotated[
 ]
 
 
+# The options given before the command (`xmodal --log-format json index ...`).
+_log_options: dict[str, Any] = {}
+
+
+@app.callback()
+def options(
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            help="debug, info, warning or error (env XMODAL_LOG__LEVEL; default info).",
+            show_default=False,
+        ),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="text, or json: one JSON object per line (env XMODAL_LOG__FORMAT).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Cross-modal semantic search: index media folders, search them by text or by example."""
+    _log_options.clear()
+    _log_options.update(level=log_level, format=log_format)
+
+
 def build_settings(groups: dict[str, dict[str, Any]] | None = None, **top: Any) -> Settings:
     """Settings with the options given on the command line on top (None: not given);
-    `groups` holds options of a group, e.g. {"server": {"port": 8080}}."""
+    `groups` holds options of a group, e.g. {"server": {"port": 8080}}. Logging is
+    configured from them (the `log` group) before they are returned."""
     values = {name: value for name, value in top.items() if value is not None}
-    for group, fields in (groups or {}).items():
+    for group, fields in {"log": dict(_log_options), **(groups or {})}.items():
         given = {name: value for name, value in fields.items() if value is not None}
         if given:
             values[group] = given
-    return load_settings(**values)
+    settings = load_settings(**values)
+    configure_logging(settings.log)
+    return settings
 
 
 def exit_code_for(error: XmodalError) -> int:
@@ -140,7 +175,7 @@ def index(
     from xmodal.indexer.metadata_file import read_metadata_file
     from xmodal.search import Engine
 
-    from .progress_bar import RichProgress
+    from .progress_bar import progress_for
     from .store_commands import writer_lock
 
     settings = build_settings(
@@ -156,7 +191,7 @@ def index(
         audio_model=audio_model,
     )
     metadata_map = read_metadata_file(metadata) if metadata else None
-    progress = None if as_json else RichProgress(errors)
+    progress = None if as_json else progress_for(errors, settings.log)
     with writer_lock(settings, wait, no_wait):
         engine = Engine.from_settings(settings)
         report = index_paths(
@@ -605,10 +640,16 @@ def serve(
     application.state.engine.warm()
 
     def started(url: str) -> None:
-        console.print(f"serving {settings.data} on {url} (docs: /docs)")
+        if settings.log.format == "json":  # a log record, so that a collector can parse it
+            log.info("serving %s on %s", settings.data, url, extra={"url": url})
+        else:
+            console.print(f"serving {settings.data} on {url} (docs: /docs)")
         note = exposure_note(settings, application.state.access)
         if note:
-            console.print(note, markup=False, highlight=False)
+            if settings.log.format == "json":
+                log.warning(note)
+            else:
+                console.print(note, markup=False, highlight=False)
 
     server = settings.server
     serve_announced(application, settings.data, server.host, server.port, started)
@@ -724,7 +765,7 @@ def eval_command(
     from xmodal.search.rerank.service import RerankRequest
 
     from .evaluate import evaluate
-    from .progress_bar import RichProgress
+    from .progress_bar import progress_for
 
     captioned = read_dataset(dataset, images)
     settings = build_settings(data=data, model=model)
@@ -733,7 +774,7 @@ def eval_command(
         captioned,
         settings,
         keep_store=data is not None,
-        progress=None if as_json else RichProgress(errors),
+        progress=None if as_json else progress_for(errors, settings.log),
         rerank=request,
     )
     metrics, media = report.metrics, report.media
@@ -816,6 +857,8 @@ def demo(
 ) -> None:
     """Generate a demo library, index it with an offline model, and serve it."""
     from .demo import run_demo
+
+    build_settings()  # logging, as every command: the server's access log
 
     run_demo(data, host, port, serve_it, console)
 

@@ -166,7 +166,11 @@ def announced_server(
                 remove_server_file(data, self.record)
                 self.record = None
 
-    return AnnouncedServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    # uvicorn's loggers go to the handler configure_logging (api/logs.py) put on the root
+    # logger, in xmodal's format and at its level; requests are logged by the app's own
+    # access log (api/observe.py), which knows the route.
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    return AnnouncedServer(config)
 
 
 def _bound_port(server: uvicorn.Server) -> int | None:

@@ -9,8 +9,8 @@ that is not a setting is an error that names it. Built by the caller, never at i
 
 Each group is declared next to the code that uses it and taken by it as it is:
 query limits and the vector index in xmodal.search.settings, images and videos in
-xmodal.search.media, indexing runs and sound in xmodal.indexer.options, the HTTP
-server here. docs/settings.md lists them all
+xmodal.search.media, indexing runs and sound in xmodal.indexer.options, logging in
+xmodal.api.logs, the HTTP server here. docs/settings.md lists them all
 (generated from these classes by `python -m xmodal.api.settings_doc`).
 """
 
@@ -35,6 +35,8 @@ from xmodal.search.errors import XmodalError
 from xmodal.search.media import ImageLimits, VideoSettings
 from xmodal.search.rerank.settings import RerankSettings
 from xmodal.search.settings import AnnSettings, QuerySettings, SettingsGroup, StoreSettings
+
+from .logs import LogSettings
 
 CONFIG_NAME = "xmodal.toml"
 
@@ -124,6 +126,11 @@ class ServerSettings(SettingsGroup):
     thumbnail_size: int = Field(
         256, ge=16, le=2048, description="Longest side of generated thumbnails, in pixels."
     )
+    metrics: bool = Field(
+        True,
+        description="Serve Prometheus metrics at /metrics and count every request for them "
+        "(docs/operations.md).",
+    )
 
 
 class SecuritySettings(SettingsGroup):
@@ -184,6 +191,7 @@ class Settings(BaseSettings):
     audio: AudioIndexing = AudioIndexing()
     rerank: RerankSettings = RerankSettings()
     store: StoreSettings = StoreSettings()
+    log: LogSettings = LogSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,16 @@ header: encode, search, fetch). The load generator runs on the same 2 cores.
 sends the by-item-id and cached-text loads at each level to the open server and right
 after with `Authorization: Bearer KEY` to the keyed one, printing p50/p99 and errors of
 both side by side.
+
+    .venv/bin/python bench/api_latency.py --compare-observability
+
+instead compares apps with neither the metrics nor the access log
+(`server.metrics = false`, `log.access = false`), with the metrics only, and with both
+(the default): first in this process, requests handed to each app through ASGI (CPU
+and wall time per request), then as three servers of the same store started side by
+side, sent the same requests over loopback. Rounds alternate between them (one busy
+at a time, each round starting with another), so that their figures share the
+machine's state; prints each one's figures and the difference to the first.
 """
 
 from __future__ import annotations
@@ -125,13 +135,14 @@ def save_index(data: Path):
     return engine.refresh_indexes(save=True)["image-text"]
 
 
-def start_server(data: Path, port: int) -> subprocess.Popen:
+def start_server(data: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
     xmodal = Path(sys.executable).with_name("xmodal")
     process = subprocess.Popen(
         [str(xmodal), "serve", "--data", str(data), "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     import httpx
 
@@ -203,7 +214,187 @@ def run_level(
         "p95": pct(95),
         "p99": pct(99),
         "split": split,
+        "latencies": latencies,
     }
+
+
+# Servers compared by --compare-observability: settings as environment variables.
+OBSERVABILITY = {
+    "bare (no metrics, no access log)": {
+        "XMODAL_SERVER__METRICS": "false",
+        "XMODAL_LOG__ACCESS": "false",
+    },
+    "metrics": {"XMODAL_LOG__ACCESS": "false"},
+    "metrics + access log (default)": {},
+}
+
+
+def observability_in_process(args: argparse.Namespace) -> None:
+    """What the middleware itself costs per request, without sockets, a load generator
+    or a search to hide it: a one-route app that answers at once (with a Server-Timing
+    header like /search's), bare and wrapped in ObserveRequests with the metrics, and
+    with the metrics and the access log (written to /dev/null in the text format).
+    Requests are handed over through ASGI one at a time, apps alternating by round."""
+    import asyncio
+    import contextlib
+    import logging
+
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from xmodal.api.logs import LogSettings, configure_logging
+    from xmodal.api.metrics import Metrics
+    from xmodal.api.observe import ObserveRequests
+
+    def app_with(metrics: bool, access: bool) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/search")
+        async def search():  # no annotations: this module's are strings FastAPI can't see
+            timing = "encode;dur=0.1, search;dur=0.5, fetch;dur=0.2"
+            return JSONResponse({"hits": []}, headers={"Server-Timing": timing})
+
+        if metrics or access:
+            app.add_middleware(
+                ObserveRequests, metrics=Metrics().http if metrics else None, access=access
+            )
+        return app
+
+    apps = {
+        name: app_with(
+            env.get("XMODAL_SERVER__METRICS") != "false", env.get("XMODAL_LOG__ACCESS") != "false"
+        )
+        for name, env in OBSERVABILITY.items()
+    }
+    bodies = [b"{}"] * (args.requests * 10)
+
+    async def ask(app, body: bytes) -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/search",
+            "raw_path": b"/search",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+        received = False
+        status = 0
+
+        async def receive():
+            nonlocal received
+            if received:
+                return {"type": "http.disconnect"}
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await app(scope, receive, send)
+        return status
+
+    async def run(app) -> tuple[float, float]:
+        cpu, wall = time.process_time(), time.perf_counter()
+        for body in bodies:
+            assert await ask(app, body) == 200
+        return time.process_time() - cpu, time.perf_counter() - wall
+
+    totals = {name: [0.0, 0.0] for name in apps}
+    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
+        # Only configure_logging's handler (it writes to sys.stderr: /dev/null): open_clip's
+        # root `logging.info` put logging.basicConfig's on the root when the store was built.
+        logging.getLogger().handlers.clear()
+        configure_logging(LogSettings())
+        for app in apps.values():
+            asyncio.run(run(app))  # warm-up
+        names = list(apps)
+        for round in range(args.rounds):
+            # Each round starts with another app: none is always first after a pause.
+            for name in names[round % len(names) :] + names[: round % len(names)]:
+                cpu, wall = asyncio.run(run(apps[name]))
+                totals[name][0] += cpu
+                totals[name][1] += wall
+    count = args.rounds * len(bodies)
+    print(
+        "\nthe middleware alone, in-process (ASGI, no sockets; a route that answers at "
+        f"once): {args.rounds} rounds x {len(bodies)} requests per app"
+    )
+    print("  app                                  CPU us/req  +us   wall us/req  +us")
+    base_cpu = base_wall = None
+    for name, (cpu, wall) in totals.items():
+        cpu_us, wall_us = cpu / count * 1e6, wall / count * 1e6
+        base_cpu = cpu_us if base_cpu is None else base_cpu
+        base_wall = wall_us if base_wall is None else base_wall
+        print(
+            f"  {name:34s} {cpu_us:10.1f} {cpu_us - base_cpu:+6.1f} "
+            f"{wall_us:11.1f} {wall_us - base_wall:+6.1f}"
+        )
+
+
+def compare_observability(data: Path, ids: list[str], args: argparse.Namespace) -> None:
+    """Each server of OBSERVABILITY gets the same requests, round after round, one
+    server at a time; latencies are pooled over the rounds."""
+    servers = {}
+    try:
+        for name, env in OBSERVABILITY.items():
+            port = free_port()
+            servers[name] = (start_server(data, port, env), f"http://127.0.0.1:{port}")
+        rng = np.random.default_rng(args.seed)
+        workloads = {
+            "by item id": [
+                {"item_id": ids[int(i)], "k": args.k}
+                for i in rng.integers(len(ids), size=args.requests)
+            ],
+            "by text (cached)": [
+                {"text": TEXT_QUERIES[i % len(TEXT_QUERIES)], "k": args.k}
+                for i in range(args.requests)
+            ],
+        }
+        for _, base in servers.values():
+            for bodies in workloads.values():
+                run_level(base, bodies[:20], 1)  # warm-up
+        for workload, bodies in workloads.items():
+            for clients in args.levels:
+                pooled: dict[str, list[float]] = {name: [] for name in servers}
+                walls: dict[str, float] = dict.fromkeys(servers, 0.0)
+                names = list(servers)
+                for round in range(args.rounds):
+                    for name in names[round % len(names) :] + names[: round % len(names)]:
+                        base = servers[name][1]
+                        started = time.perf_counter()
+                        result = run_level(base, bodies, clients)
+                        walls[name] += time.perf_counter() - started
+                        pooled[name].extend(result["latencies"])
+                        assert result["errors"] == 0, (name, result["errors"])
+                print(
+                    f"\nPOST /search {workload}, {clients} client(s), {args.items} items, "
+                    f"{args.rounds} rounds x {len(bodies)} requests per server"
+                )
+                print("  server                               p50 ms   p99 ms      QPS   p50 +ms")
+                first = None
+                for name, latencies in pooled.items():
+                    latencies.sort()
+                    p50 = statistics.median(latencies)
+                    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+                    qps = len(latencies) / walls[name]
+                    first = p50 if first is None else first
+                    print(f"  {name:34s} {p50:8.3f} {p99:8.3f} {qps:8.1f}  {p50 - first:+8.3f}")
+        print("\nobservability overhead: see p50 +ms above")
+    finally:
+        for process, _ in servers.values():
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,7 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keys", action="store_true", help="then the same load again with an API key"
     )
-    args = parse_args(parser, argv, items=2000, requests=50, levels=[1, 8], keys=True)
+    parser.add_argument(
+        "--compare-observability",
+        action="store_true",
+        help="compare servers without metrics and access log, with metrics, with both",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="with --compare-observability")
+    args = parse_args(parser, argv, items=2000, requests=50, levels=[1, 8], keys=True, rounds=1)
 
     scratch = tempfile.TemporaryDirectory(prefix="xmodal-api-bench-")
     data = args.data_dir or Path(scratch.name) / "data"
@@ -230,6 +427,13 @@ def main(argv: list[str] | None = None) -> int:
         f"index: {report.kind} over {report.segments} segments, built {report.built}, "
         f"saved {report.saved}, {time.perf_counter() - started:.1f} s"
     )
+    if args.compare_observability:
+        try:
+            observability_in_process(args)
+            compare_observability(data, ids, args)
+        finally:
+            scratch.cleanup()
+        return 0
     port = free_port()
     started = time.perf_counter()
     server = start_server(data, port)

@@ -190,7 +190,7 @@ class TimingProgress:
         self.total = total
         self.started_at = time.perf_counter()
 
-    def advance(self, count: int = 1) -> None:
+    def advance(self, count: int = 1, failed: int = 0) -> None:
         done = (self.marks[-1][1] if self.marks else 0) + count
         self.marks.append((time.perf_counter(), done))
 

@@ -403,7 +403,7 @@ class Indexer:
         item = self._item_record(decoded, metadata, FAILED)
         # A file that used to be indexed and is now unreadable loses its vectors.
         writer.add(item, {}, replaces=decoded.candidate.previously_indexed)
-        self.progress.advance(1)
+        self.progress.advance(1, failed=1)
         if self.options.fail_fast:
             writer.close()
             raise IndexingAborted(f"{decoded.candidate.uri}: {decoded.error}")

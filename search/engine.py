@@ -50,6 +50,7 @@ from xmodal.search.rerank.settings import RerankSettings
 from xmodal.search.settings import AnnSettings, QuerySettings
 from xmodal.search.space import (
     Calibration,
+    IndexState,
     RankedItem,
     RefreshReport,
     RowFilter,
@@ -232,6 +233,13 @@ class Engine:
         searches with now ("exact", "hnsw", ...), whether it was built or loaded, and
         what changed; None for a space that has not served a query yet."""
         return {space.name: space.index.last_refresh for space in self._spaces()}
+
+    def index_states(self) -> dict[str, IndexState]:
+        """Per space the store holds, what queries are served from now: vectors and items
+        in memory, the store version they reflect and the store's current one, when they
+        were last brought up to date. Reads no vectors and builds nothing (for metrics)."""
+        held = {record.name for record in self._store.spaces()}
+        return {space.name: space.index.state() for space in self._spaces() if space.name in held}
 
     def calibration(self, space: str = IMAGE_TEXT) -> Calibration:
         """How text-query similarities in a space map to calibrated scores now (for the

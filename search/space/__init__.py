@@ -3,7 +3,7 @@ index, the ranking of its items and the calibration of its scores (space.py list
 which file holds which part)."""
 
 from .calibration import Calibration, null_queries
-from .index import RefreshReport, SpaceIndex, saved_index_state
+from .index import IndexState, RefreshReport, SpaceIndex, saved_index_state
 from .moments import best_moments, segment_hits
 from .ranking import RankedItem, rank_items
 from .snapshot import Snapshot
@@ -12,6 +12,7 @@ from .view import RowFilter, SpaceView
 
 __all__ = [
     "Calibration",
+    "IndexState",
     "RankedItem",
     "RefreshReport",
     "RowFilter",

@@ -38,6 +38,25 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class IndexState:
+    """What a space serves queries from now, read without touching the store's data
+    (for monitoring): cheap enough to ask on every metrics scrape."""
+
+    space: str
+    kind: str  # "exact", "hnsw", ...; "none" before the space served a query
+    segments: int  # vectors in the served view
+    items: int  # indexed items in the served view
+    served_version: tuple[int, int] | None  # (items, segments) table versions served
+    store_version: tuple[int, int]  # the store's current versions
+    refreshed_at: float | None  # Unix time the served view was brought up to date
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether queries see the store as it is now (else the next query syncs first)."""
+        return self.served_version == self.store_version
+
+
+@dataclass(frozen=True)
 class RefreshReport:
     kind: str
     segments: int
@@ -60,6 +79,24 @@ class SpaceIndex:
         self._ann: SyncedIndex | None = None
         self._lock = threading.Lock()
         self.last_refresh: RefreshReport | None = None
+        self._view_built_at: float | None = None  # Unix time of the current view
+
+    def state(self) -> IndexState:
+        """The served view's size and versions (IndexState); builds nothing."""
+        view, built_at = self._view, self._view_built_at
+        store_version = self.store.version(self.space)
+        if view is None:
+            return IndexState(self.space, "none", 0, 0, None, store_version, None)
+        snapshot = view.snapshot
+        return IndexState(
+            self.space,
+            view.kind,
+            len(snapshot),
+            len(snapshot.items.ids),
+            view.version,
+            store_version,
+            built_at,
+        )
 
     def view(self) -> SpaceView:
         """The view of the store's current version (built on the first query after a write)."""
@@ -70,6 +107,7 @@ class SpaceIndex:
         with self._lock:
             if self._view is None or self._view.version != version:
                 self._view = self._build_view(version)
+                self._view_built_at = time.time()
             return self._view
 
     def wanted_kind(self) -> str:
@@ -113,6 +151,7 @@ class SpaceIndex:
                 or view.kind != self.settings.kind_for(len(view.snapshot))
             ):
                 self._view = self._build_view(version, force_build=True)
+                self._view_built_at = time.time()
             report = self.last_refresh
             assert report is not None
             ann = self._ann

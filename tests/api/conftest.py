@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import sys
 
 import pytest
@@ -7,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from xmodal.api import create_app
 from xmodal.api.cli import main
+from xmodal.api.logs import OWN_LOGGERS
 from xmodal.api.settings import Settings
 from xmodal.indexer import index_paths
 
@@ -44,10 +46,26 @@ def client(settings, engine, indexed):
 
 
 @pytest.fixture
-def xmodal(monkeypatch, capsys, tmp_path):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+def restore_logging():
+    """The root logger's handlers and the levels configure_logging sets, as they were."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, saved in levels.items():
+        logging.getLogger(name).setLevel(saved)
+
+
+@pytest.fixture
+def xmodal(monkeypatch, capsys, tmp_path, restore_logging):
+    """Run the CLI in-process; returns (exit code, stdout, stderr). Logs at warning: a
+    server running in a thread beside it would log each request to the same stderr
+    (tests/api/test_observability.py tests the logs)."""
     monkeypatch.setenv("XMODAL_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("XMODAL_LOG__LEVEL", "warning")
 
     def run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["xmodal", *args])
