@@ -18,6 +18,8 @@ router = APIRouter(tags=["health"])
     operation_id="health",
     response_model=HealthResponse,
     response_model_exclude_unset=True,
+    # A key is optional here: `{}` says so in OpenAPI (anyone gets the liveness part).
+    openapi_extra={"security": [{}]},
 )
 def health(engine: EngineDep, caller: OptionalCaller) -> HealthResponse:
     """Liveness, for anyone; with a key, what the store holds; with an admin key (or on
