@@ -139,6 +139,14 @@ def configure_logging(settings: LogSettings) -> logging.Handler:
     root.setLevel(level if settings.level == "debug" else max(level, logging.WARNING))
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    # A uvicorn started earlier in the process with its own logging config or level (a
+    # library user's, a test's) left handlers and levels on its loggers that bypass ours.
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)  # as "uvicorn" says
+    logging.getLogger("uvicorn").handlers.clear()
     return handler
 
 

@@ -275,7 +275,9 @@ def candidates_for(folder: Path, tag: object) -> list[Any]:
     found = []
     for path in sorted(folder.glob("*.jpg")):
         item = ItemRecord(id=path.stem, uri=str(path), kind=MediaKind.IMAGE, root=str(folder))
-        found.append(Candidate((tag, item.id), partial(picture_of, item, None, limits)))
+        # The files are the bench's own: located as they are (a store checks its roots).
+        located = partial(picture_of, item, None, limits, locate=lambda record: Path(record.uri))
+        found.append(Candidate((tag, item.id), located))
     return found
 
 

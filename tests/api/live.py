@@ -15,7 +15,9 @@ from fastapi import FastAPI
 def live_server(app: FastAPI, start_within: float = 30.0) -> Iterator[str]:
     """Serve `app` (its lifespan included) while the block runs; yields its base URL."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", log_config=None
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
