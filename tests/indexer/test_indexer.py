@@ -196,3 +196,24 @@ def test_indexing_one_file_of_an_indexed_folder_changes_nothing(engine, make_ima
     assert (report.indexed, report.updated, report.unchanged, report.removed) == (0, 0, 1, 0)
     paths[1].unlink()
     assert index_paths(engine, [lib]).removed == 1  # the folder still owns it
+
+
+def test_csv_metadata_columns_keep_one_type_and_codes_keep_their_zeros(tmp_path):
+    meta = tmp_path / "meta.csv"
+    meta.write_text(
+        "file,sku,ean,price,stock,size,note\n"
+        "a.jpg,00123,4006381333931,49.5,3,42,\n"
+        "b.jpg,123,0400638133393,60,,L,1e3\n"
+        "c.jpg,A-7,4006381333932,1e2,-2,40,-\n"
+    )
+    rows = read_metadata_file(meta)
+    a, b, c = (rows[str(tmp_path / name)] for name in ("a.jpg", "b.jpg", "c.jpg"))
+    # A column with one code that a number would change stays text, all of it.
+    assert (a["sku"], b["sku"], c["sku"]) == ("00123", "123", "A-7")
+    assert (a["ean"], b["ean"]) == ("4006381333931", "0400638133393")
+    # Numbers stay numbers (range filters), one type per column; empty is None.
+    assert (a["price"], b["price"], c["price"]) == (49.5, 60.0, 100.0)
+    assert all(isinstance(row["price"], float) for row in (a, b, c))
+    assert (a["stock"], b["stock"], c["stock"]) == (3, None, -2)
+    assert (a["size"], b["size"], c["size"]) == ("42", "L", "40")
+    assert (a["note"], b["note"], c["note"]) == ("", "1e3", "-")
