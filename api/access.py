@@ -177,12 +177,18 @@ class Access:
         return Caller(key.scope, key)
 
     def caller(
-        self, secret: str | None, origin: str | None, needed: Scope, limit: bool = True
+        self,
+        secret: str | None,
+        origin: str | None,
+        needed: Scope,
+        limit: bool = True,
+        authenticated: Caller | None = None,
     ) -> Caller:
         """Who sends `secret` from `origin` (the Origin header), if they may use a route
         that needs `needed`; raises NotAuthenticated (401), AccessRefused (403) or
-        RateLimited (429, the key's rate, taken when `limit`)."""
-        caller = self.authenticate(secret)
+        RateLimited (429, the key's rate, taken when `limit`). `authenticated`: who
+        KeyGate already found the secret to be, this request (not looked up again)."""
+        caller = authenticated if authenticated is not None else self.authenticate(secret)
         key = caller.key
         if key is None:
             return caller
@@ -241,7 +247,12 @@ def require(needed: Scope) -> Callable[..., Awaitable[Caller]]:
 
     async def check_key(request: Request, bearer: BearerDep, api_key: ApiKeyDep) -> Caller:
         access: Access = request.app.state.access
-        caller = access.caller(_secret_of(bearer, api_key), request.headers.get("origin"), needed)
+        caller = access.caller(
+            _secret_of(bearer, api_key),
+            request.headers.get("origin"),
+            needed,
+            authenticated=getattr(request.state, "authenticated", None),
+        )
         request.state.caller = caller
         return caller
 
@@ -265,7 +276,11 @@ async def optional_caller(request: Request, bearer: BearerDep, api_key: ApiKeyDe
     access: Access = request.app.state.access
     try:
         caller = access.caller(
-            _secret_of(bearer, api_key), request.headers.get("origin"), Scope.SEARCH, limit=False
+            _secret_of(bearer, api_key),
+            request.headers.get("origin"),
+            Scope.SEARCH,
+            limit=False,
+            authenticated=getattr(request.state, "authenticated", None),
         )
     except (NotAuthenticated, AccessRefused, KeyFileError):
         return None  # a damaged key file: alive all the same, and saying nothing more
@@ -401,7 +416,8 @@ class KeyGate:
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         secret = credentials.strip() if scheme.lower() == "bearer" else headers.get("x-api-key")
         try:
-            self.access.authenticate(secret)
+            # Kept for the route's dependency (request.state): one key lookup a request.
+            scope.setdefault("state", {})["authenticated"] = self.access.authenticate(secret)
         except NotAuthenticated as refused:
             response = JSONResponse(
                 {"detail": str(refused)}, status_code=401, headers=refused.headers
