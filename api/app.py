@@ -15,12 +15,13 @@ from xmodal.api.settings import Settings
 from xmodal.search import Engine
 
 from .access import ACCESS_ERRORS, Access, install_access, require_admin, require_search
+from .catalog_service import catalog_for, job_runner_for
 from .errors import install_error_handlers
 from .keys import KeyRing
 from .limits import BodyLimit, BodyLimits
 from .metrics import Metrics
 from .observe import ObserveRequests
-from .routes import explain, health, items, keys, metrics, search
+from .routes import catalog, explain, health, items, keys, metrics, search
 from .thumbnails import ThumbnailCache
 
 DESCRIPTION = """Cross-modal semantic search over indexed media.
@@ -43,7 +44,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.server.threads
         # Uploads are decoded in threads of their own (routes/search.py).
         app.state.upload_limiter = anyio.CapacityLimiter(settings.server.upload_threads)
-        yield
+        # Jobs left unfinished by an earlier run (a restart, a crash) go on now.
+        app.state.jobs.start()
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(app.state.jobs.stop)
+            app.state.catalog.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -64,16 +71,20 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         hidden_paths=lambda: [*engine.store.roots(), str(Path(settings.data).resolve())],
     )
     install_access(app, settings, access)
+    app.state.catalog = catalog_for(engine, settings)
+    app.state.jobs = job_runner_for(app.state.catalog, settings)
     install_error_handlers(app)
     server = settings.server
     # Room for an upload's other form fields (a filter) and the multipart framing.
     upload = BodyLimit(
         server.max_upload_bytes, "server.max_upload_bytes", "upload", server.max_json_bytes
     )
+    writes = BodyLimit(settings.catalog.max_request_bytes, "catalog.max_request_bytes")
     app.add_middleware(
         BodyLimits,
         default=BodyLimit(server.max_json_bytes, "server.max_json_bytes"),
         by_path=dict.fromkeys(search.UPLOAD_PATHS, upload),
+        by_prefix={catalog.CATALOG_BODY_PREFIX: writes},
     )
     searching = [Depends(require_search)]
     for router in (
@@ -83,6 +94,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     ):
         app.include_router(router, dependencies=searching, responses=ACCESS_ERRORS)
     app.include_router(keys.router, responses=ACCESS_ERRORS)  # admin: the router says so
+    app.include_router(catalog.router, responses=ACCESS_ERRORS)  # write: the router says so
     app.include_router(health.router)
     observed = Metrics(engine) if settings.server.metrics else None
     if observed is not None:

@@ -24,6 +24,8 @@ from xmodal.search.errors import (
     XmodalError,
 )
 
+from xmodal.indexer.jobs import UnknownJobError
+
 from .keys import AccessRefused, NotAuthenticated, RateLimited, UnknownKeyError
 
 log = logging.getLogger("xmodal.api")
@@ -37,6 +39,7 @@ STATUS_BY_ERROR: list[tuple[type[XmodalError], int]] = [
     (UnknownItemError, 404),
     (OriginalMissing, 404),
     (UnknownKeyError, 404),
+    (UnknownJobError, 404),
     (NotAuthenticated, 401),
     (AccessRefused, 403),
     (RateLimited, 429),

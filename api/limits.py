@@ -47,17 +47,33 @@ class BodyLimits:
     for the rest."""
 
     def __init__(
-        self, app: ASGIApp, default: BodyLimit, by_path: Mapping[str, BodyLimit] | None = None
+        self,
+        app: ASGIApp,
+        default: BodyLimit,
+        by_path: Mapping[str, BodyLimit] | None = None,
+        by_prefix: Mapping[str, BodyLimit] | None = None,
     ):
+        """`by_path`: limits of exact paths; `by_prefix`: of every path under a prefix
+        (the catalog's writes, whose ids are in the path)."""
         self.app = app
         self.default = default
         self.by_path = dict(by_path or {})
+        self.by_prefix = dict(by_prefix or {})
+
+    def limit_for(self, path: str) -> BodyLimit:
+        found = self.by_path.get(path)
+        if found is not None:
+            return found
+        for prefix, limit in self.by_prefix.items():
+            if path.startswith(prefix):
+                return limit
+        return self.default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.by_path.get(scope["path"], self.default)
+        limit = self.limit_for(scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit.most:
             await _refuse(limit, scope, receive, send)

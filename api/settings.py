@@ -30,7 +30,7 @@ from pydantic_settings import (
 )
 
 from xmodal.api.keys import Rate
-from xmodal.indexer.options import AudioIndexing, IndexOptions
+from xmodal.indexer.options import AudioIndexing, CatalogSettings, IndexOptions
 from xmodal.search.errors import XmodalError
 from xmodal.search.media import ImageLimits, VideoSettings
 from xmodal.search.rerank.settings import RerankSettings
@@ -186,6 +186,7 @@ class Settings(BaseSettings):
     query: QuerySettings = QuerySettings()
     ann: AnnSettings = AnnSettings()
     indexing: IndexOptions = IndexOptions()
+    catalog: CatalogSettings = CatalogSettings()
     images: ImageLimits = ImageLimits()
     video: VideoSettings = VideoSettings()
     audio: AudioIndexing = AudioIndexing()

@@ -14,10 +14,11 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from xmodal.search.errors import SourceError
 from xmodal.search.media import MediaKind, file_type_name, media_kind
-from xmodal.search.store import INDEXED, Store, location_of
+from xmodal.search.store import INDEXED, Store, catalog_item_id, item_id_for, location_of
 
 DIFF_COLUMNS = ["id", "uri", "root", "bytes", "mtime_ns", "content_hash", "status"]
 
@@ -32,11 +33,28 @@ class Candidate:
     previous_hash: str = ""  # content hash stored by an earlier run, if any
     previously_indexed: bool = False
     existed: bool = False  # the store has a row for it (indexed or failed)
+    # Catalog items (indexer/catalog.py): the file is their kept media, and these say
+    # where it came from and what the caller called it.
+    source: str | None = None  # its URL (or "upload"), stored as the item's uri
+    external_id: str | None = None  # the caller's id; the item id derives from it
+    metadata: dict[str, Any] | None = None  # wins over the run's metadata mapping
+    source_etag: str = ""
+    source_modified: str = ""
+    # What the run did with it: "indexed", "updated", "unchanged" or "failed" (error).
+    outcome: str = ""
+    error: str = ""
 
     @property
     def uri(self) -> str:
-        """Its location as the store keeps it (see xmodal.search.store.location_of)."""
-        return location_of(self.path)
+        """Its location as the store keeps it (see xmodal.search.store.location_of),
+        or a catalog item's source."""
+        return self.source if self.source is not None else location_of(self.path)
+
+    @property
+    def item_id(self) -> str:
+        if self.external_id is not None:
+            return catalog_item_id(self.external_id)
+        return item_id_for(self.uri)
 
 
 @dataclass

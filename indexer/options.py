@@ -92,3 +92,24 @@ class DecodeOptions:
     def from_settings(cls, settings: Any) -> DecodeOptions:
         """The application settings' `images`, `video` and `audio` groups, as they are."""
         return cls(settings.images, settings.video, settings.audio)
+
+
+class CatalogSettings(SettingsGroup):
+    """How the catalog API takes writes (PUT /items/{id}, POST /items/batch, jobs)."""
+
+    inline_batch_items: int = Field(
+        100,
+        ge=1,
+        description="A batch of at most this many items is written while the request "
+        "waits, each with its status in the answer; a larger one runs as a job.",
+    )
+    max_batch_items: int = Field(10_000, ge=1, description="Items one POST /items/batch may hold.")
+    max_request_bytes: int = Field(
+        64 * MIB,
+        ge=1024,
+        description="Largest body of a catalog write (items with their media in base64, "
+        "or an upload).",
+    )
+    chunk_items: int = Field(
+        256, ge=1, le=10_000, description="Entries fetched, embedded and written together."
+    )

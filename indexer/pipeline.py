@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from xmodal.search.store import (
     INDEXED,
     ItemRecord,
     SegmentRecord,
-    item_id_for,
     location_of,
     segment_id_for,
 )
@@ -104,11 +103,61 @@ class Indexer:
         report.repaired = self.store.repair_duplicates().items
         plan = plan_run(paths, self.store, on_candidate=found)
         report.times.discover = time.perf_counter() - started
-        sound = self._wants_sound(plan.to_index)
+
+        def prepare() -> None:
+            # Done once the models loaded, before anything is written.
+            for space in self.store.spaces():
+                self.store.remove_orphan_segments(space.name)
+            for root in plan.roots:
+                self.store.add_root(root)
+            report.ignored = plan.ignored
+            report.skipped = plan.skipped
+            report.unchanged = len(plan.unchanged_ids)
+            if plan.removed_ids:
+                self.store.delete_items(plan.removed_ids)
+                report.removed = len(plan.removed_ids)
+            self._update_metadata(plan.unchanged_ids, metadata)
+
+        self._index_candidates(plan.to_index, metadata, report, image_load, prepare)
+        if self._audio is not None:
+            report.times.decode += self._audio.stats.decode_seconds
+            report.times.encode += self._audio.stats.encode_seconds
+        if report.embedded or report.removed or report.failed:
+            self.store.compact()
+        self._update_index(report)
+        report.times.wall = time.perf_counter() - started
+        return report
+
+    def index_catalog(self, candidates: list[Candidate]) -> IndexReport:
+        """Index catalog items (indexer/catalog.py): their media are already kept and
+        each candidate carries its id, source and metadata. No folder is walked, no
+        store upkeep is done (that is a folder run's); each candidate's `outcome` says
+        what became of it."""
+        started = time.perf_counter()
+        report = IndexReport()
+        with self.store.writing():
+            image_load = BackgroundLoad(self.encoder)
+            if any(c.kind in kinds_in_space(IMAGE_TEXT) for c in candidates):
+                image_load.start()
+            self._index_candidates(candidates, {}, report, image_load, lambda: None)
+        report.times.wall = time.perf_counter() - started
+        return report
+
+    def _index_candidates(
+        self,
+        candidates: list[Candidate],
+        metadata: Mapping[str, dict[str, Any]],
+        report: IndexReport,
+        image_load: BackgroundLoad,
+        prepare: Callable[[], None],
+    ) -> None:
+        """Decode, encode and write candidates; `prepare` runs once the models loaded
+        and the spaces are bound, before the first write."""
+        sound = self._wants_sound(candidates)
         window_size = max(2 * self.options.batch_size, 2 * self.options.decode_workers)
         options = self.options
         decoding = DecodeAhead(
-            plan.to_index,
+            candidates,
             AfterLoad(self.encoder, image_load),
             replace(
                 self.decode,
@@ -133,30 +182,12 @@ class Indexer:
             if image_load.started:
                 self.engine.bind_space(IMAGE_TEXT)
             self._audio = None if audio_encoder is None else self._bind_audio(audio_encoder)
-            for space in self.store.spaces():
-                self.store.remove_orphan_segments(space.name)
-            for root in plan.roots:
-                self.store.add_root(root)
-            report.ignored = plan.ignored
-            report.skipped = plan.skipped
-            report.unchanged = len(plan.unchanged_ids)
-            if plan.removed_ids:
-                self.store.delete_items(plan.removed_ids)
-                report.removed = len(plan.removed_ids)
-            self._update_metadata(plan.unchanged_ids, metadata)
+            prepare()
             report.times.discover += time.perf_counter() - preparing
-            self._index(decoding, metadata, report, len(plan.to_index))
+            self._index(decoding, metadata, report, len(candidates))
         finally:
             decoding.close()
             image_load.join()  # on an error, not left importing while the process exits
-        if self._audio is not None:
-            report.times.decode += self._audio.stats.decode_seconds
-            report.times.encode += self._audio.stats.encode_seconds
-        if report.embedded or report.removed or report.failed:
-            self.store.compact()
-        self._update_index(report)
-        report.times.wall = time.perf_counter() - started
-        return report
 
     def _index(
         self,
@@ -273,9 +304,11 @@ class Indexer:
         image_vectors = self._image_vectors(images, report)
         videos = [d for d in batch if d.candidate.kind == MediaKind.VIDEO]
         video_vectors = self._encode_in_batches([p for d in videos for p in d.prepared])
+        report.encoded += len(video_vectors)
         report.times.encode += time.perf_counter() - started
         sounds = [d for d in batch if d.has_audio]
         audio = self._encode_audio(sounds)
+        report.encoded += sum(len(e.vectors) for e in audio.values())
         offset = 0
         for decoded in batch:
             c = decoded.candidate
@@ -301,8 +334,10 @@ class Indexer:
             writer.add(item, segments, replaces=c.existed)
             if c.existed:
                 report.updated += 1
+                c.outcome = "updated"
             else:
                 report.indexed += 1
+                c.outcome = "indexed"
             self.progress.advance(1)
 
     def _encode_audio(self, sounds: list[Decoded]) -> dict[int, EncodedAudio]:
@@ -363,6 +398,7 @@ class Indexer:
                 first_of_hash[d.content_hash] = d
         if first_of_hash:
             encoded = self._encode_in_batches([d.prepared[0] for d in first_of_hash.values()])
+            report.encoded += len(encoded)
             known.update(zip(first_of_hash, encoded, strict=True))
         for h, vector in known.items():
             self._recent[h] = vector
@@ -377,7 +413,7 @@ class Indexer:
     ) -> ItemRecord:
         c = decoded.candidate
         return ItemRecord(
-            id=item_id_for(c.uri),
+            id=c.item_id,
             uri=c.uri,
             kind=c.kind,
             root=c.root,
@@ -387,9 +423,12 @@ class Indexer:
             width=decoded.width,
             height=decoded.height,
             duration=decoded.duration,
-            metadata=dict(metadata.get(c.uri, {})),
+            metadata=dict(_metadata_of(c, metadata) or {}),
             status=status,
             error=decoded.error,
+            external_id=c.external_id,
+            source_etag=c.source_etag,
+            source_modified=c.source_modified,
         )
 
     def _record_failure(
@@ -400,6 +439,7 @@ class Indexer:
         report: IndexReport,
     ) -> None:
         report.failed.append((decoded.candidate.uri, decoded.error))
+        decoded.candidate.outcome, decoded.candidate.error = FAILED, decoded.error
         item = self._item_record(decoded, metadata, FAILED)
         # A file that used to be indexed and is now unreadable loses its vectors.
         writer.add(item, {}, replaces=decoded.candidate.previously_indexed)
@@ -417,11 +457,16 @@ class Indexer:
     ) -> None:
         """Same bytes, new mtime: refresh the item row, keep its vectors."""
         c = decoded.candidate
-        previous = self.store.item(item_id_for(c.uri))
+        previous = self.store.item(c.item_id)
         refreshed = replace(previous, bytes=c.bytes, mtime_ns=c.mtime_ns)
-        if c.uri in metadata:
-            refreshed.metadata = dict(metadata[c.uri])
+        given = _metadata_of(c, metadata)
+        if given is not None:
+            refreshed.metadata = dict(given)
+        if c.source is not None:
+            refreshed.uri = c.source
+            refreshed.source_etag, refreshed.source_modified = c.source_etag, c.source_modified
         writer.add(refreshed, {}, replaces=False)
+        c.outcome = "unchanged" if refreshed == previous else "updated"
         report.unchanged += 1
         self.progress.advance(1)
 
@@ -435,6 +480,16 @@ class Indexer:
             if r.uri in metadata and metadata[r.uri] != r.metadata
         ]
         self.store.upsert_items(changed)
+
+
+def _metadata_of(
+    candidate: Candidate, metadata: Mapping[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """A candidate's own metadata (catalog items), else the run's for its location;
+    None when neither says anything."""
+    if candidate.metadata is not None:
+        return candidate.metadata
+    return metadata.get(candidate.uri)
 
 
 def _segments(

@@ -31,6 +31,9 @@ class IndexReport:
     # Left alone, unread, (path, why): a link out of its root, a FIFO, a device...
     skipped: list[tuple[str, str]] = field(default_factory=list)
     segments: int = 0  # vectors written (one per image, one per video keyframe)
+    # Inputs the models computed vectors for (pictures, keyframes, sound windows): what
+    # a run cost in model time; a vector reused by content hash is not counted.
+    encoded: int = 0
     # Items whose duplicated rows (left by writers racing before the writer lock) were
     # merged into one at the start of the run, and embedded again.
     repaired: int = 0

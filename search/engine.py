@@ -59,7 +59,7 @@ from xmodal.search.space import (
     best_moments,
     segment_hits,
 )
-from xmodal.search.store import INDEXED, ItemRecord, SpaceRecord, Store
+from xmodal.search.store import INDEXED, ItemRecord, SpaceRecord, Store, catalog_item_id
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,8 @@ class Engine:
         )
 
     def item(self, item_id: str) -> ItemRecord:
-        return self._store.item(item_id)
+        """An item by either id: the caller's own (external_id) or xmodal's."""
+        return self._store.find_item(item_id)
 
     def warm(self) -> None:
         """Load the models and the spaces' vectors, indexes and calibrations now, not on
@@ -410,7 +411,7 @@ class Engine:
             raise InvalidQueryError(
                 f"text query longer than {self.query.max_text_chars} characters"
             )
-        item = self._store.item(item_id)  # raises UnknownItemError
+        item = self._store.find_item(item_id)  # raises UnknownItemError
         if item.status != INDEXED:
             raise InvalidQueryError(f"item {item_id!r} could not be indexed: {item.error}")
         if item.kind == MediaKind.AUDIO:
@@ -482,16 +483,21 @@ class Engine:
         filter: dict[str, Any] | None = None,
         kinds: Sequence[str] | None = None,
     ) -> SearchResult:
-        """Items similar to an indexed item, the item itself excluded. An image or video
-        is compared by its pictures, an audio file by its sound."""
+        """Items similar to an indexed item (named by either id), the item itself
+        excluded. An image or video is compared by its pictures, an audio file by its
+        sound."""
         started = time.perf_counter()
         self._check_page(k, offset)
         for space in self._spaces():
             view = space.view()
             snapshot = None if view is None else view.snapshot
-            if snapshot is None or item_id not in snapshot.code_of:
+            if snapshot is None:
                 continue
-            code = int(snapshot.code_of.get_loc(item_id))
+            # The caller's own id first (as Store.find_item), then xmodal's.
+            known = [i for i in (catalog_item_id(item_id), item_id) if i in snapshot.code_of]
+            if not known:
+                continue
+            code = int(snapshot.code_of.get_loc(known[0]))
             vectors = snapshot.item_vectors(code)
             if len(vectors) == 0:
                 continue  # e.g. a silent video has no sound segments
@@ -501,7 +507,7 @@ class Engine:
             return self._rank(
                 space, view, query, k, offset, Query(filter, kinds, self.query), started, code
             )
-        item = self._store.item(item_id)  # raises UnknownItemError
+        item = self._store.find_item(item_id)  # raises UnknownItemError
         if item.status != INDEXED:
             raise InvalidQueryError(f"item {item_id!r} could not be indexed: {item.error}")
         raise UnknownItemError(item_id)

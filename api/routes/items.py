@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import PurePath
+from urllib.parse import urlsplit
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -10,12 +11,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from xmodal.search.errors import OriginalMissing, UnknownItemError
-from xmodal.search.media import MediaKind
-from xmodal.search.store import display_name
+from xmodal.search.filters import parse_filter_json
+from xmodal.search.media import KINDS, SNIFF_BYTES, MediaKind
+from xmodal.search.store import CATALOG_ROOT, display_name
 
-from ..access import SearchCaller
+from ..access import SearchCaller, refuse_path_filters
 from ..deps import EngineDep, ThumbnailsDep
-from ..schemas import ErrorResponse, ItemOut
+from ..schemas import ErrorResponse, ItemOut, MediaKindName, SearchResponse
 
 router = APIRouter(prefix="/items", tags=["items"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
@@ -27,6 +29,36 @@ def get_item(item_id: str, engine: EngineDep, caller: SearchCaller) -> ItemOut:
     if engine.store.leaves_roots(item):  # indexed by an older version: nothing is said
         raise UnknownItemError(item_id)
     return ItemOut.of(item, caller.sees_paths)
+
+
+@router.get(
+    "/{item_id}/similar",
+    operation_id="similar_items",
+    response_model=SearchResponse,
+    responses={code: {"model": ErrorResponse} for code in (400, 404)},
+)
+def similar_items(
+    item_id: str,
+    engine: EngineDep,
+    caller: SearchCaller,
+    k: Annotated[int, Query(ge=1, description="Results per page.")] = 10,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    filter: Annotated[
+        str | None,
+        Query(
+            max_length=16_384,
+            description='Metadata filter as JSON, e.g. {"category": "shoes", "in_stock": true}.',
+        ),
+    ] = None,
+    kinds: Annotated[list[MediaKindName] | None, Query(max_length=len(MediaKind))] = None,
+) -> SearchResponse:
+    """Items like this one (named by the caller's id or xmodal's), itself excluded: the
+    "find similar" call of a product page. An image or video is compared by its
+    pictures, a sound by its sound."""
+    spec = parse_filter_json(filter, engine.query)
+    refuse_path_filters(caller, spec)
+    result = engine.search_similar(item_id, k, offset, spec, kinds or None)
+    return SearchResponse.of(result, full_paths=caller.sees_paths)
 
 
 @router.get(
@@ -80,6 +112,17 @@ def get_media(item_id: str, engine: EngineDep) -> FileResponse:
     """The original file (Range requests supported), only from inside an indexed root."""
     item = engine.item(item_id)
     path = engine.store.original_path(item)  # 404 outside the indexed roots
+    if item.root == CATALOG_ROOT:
+        # Kept by content hash, without a name: its type is what its bytes say.
+        with open(path, "rb") as file:
+            mime = KINDS[item.kind].sniff(file.read(SNIFF_BYTES))
+        name = PurePath(urlsplit(item.uri).path).name or f"{item.external_id or item.id}"
+        return FileResponse(
+            path,
+            media_type=mime or "application/octet-stream",
+            filename=name,
+            content_disposition_type="inline",
+        )
     # The name it was indexed under (not a link's target), readable: a header cannot
     # carry bytes that are not UTF-8.
     name = PurePath(display_name(item.uri)).name

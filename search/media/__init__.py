@@ -16,7 +16,7 @@ from .audio import (
 )
 from .files import file_type_name, open_regular, over_cap, read_capped
 from .images import DecodedImage, ImageLimits, decode_image
-from .kinds import KINDS, KindSpec, MediaKind, kinds_in_space, media_kind
+from .kinds import KINDS, SNIFF_BYTES, KindSpec, MediaKind, kinds_in_space, media_kind, sniff_kind
 from .video import (
     Keyframe,
     KeyframeSettings,
@@ -28,6 +28,7 @@ from .video import (
 
 __all__ = [
     "KINDS",
+    "SNIFF_BYTES",
     "AudioDecodeStats",
     "AudioInfo",
     "AudioOptions",
@@ -52,4 +53,5 @@ __all__ = [
     "probe_audio",
     "read_capped",
     "resample_mono",
+    "sniff_kind",
 ]

@@ -82,6 +82,12 @@ def media_kind(path: Path) -> MediaKind | None:
             header = f.read(SNIFF_BYTES)
     except (OSError, MediaDecodeError):
         return None
+    return sniff_kind(header)
+
+
+def sniff_kind(header: bytes) -> MediaKind | None:
+    """The kind a body's first SNIFF_BYTES announce (sniffed in the table's order), or
+    None: for bytes from a URL or an upload, whose name and declared type prove nothing."""
     return next((kind for kind, spec in KINDS.items() if spec.sniff(header) is not None), None)
 
 

@@ -18,10 +18,24 @@ INDEXED = "indexed"
 FAILED = "failed"
 
 
+# The root of catalog items (pushed through the API or read from URLs and manifests):
+# not a folder, so no folder run ever lists or removes them. Their media are kept in
+# the data directory's media store (media_store.py), by content hash.
+CATALOG_ROOT = "catalog:"
+MAX_EXTERNAL_ID_CHARS = 512
+
+
 def item_id_for(uri: str) -> str:
     """Stable id of a media item, derived from its location only: a path or its stored
     form (location_of) give the same id, also for a name that is not valid UTF-8."""
     return hashlib.sha1(location_of(uri).encode("utf-8")).hexdigest()[:16]
+
+
+def catalog_item_id(external_id: str) -> str:
+    """The id of the item a caller named `external_id` (its SKU): derived from that id
+    alone, so the same name always reaches the same item. The prefix keeps it apart
+    from ids of locations, which are absolute paths or URLs."""
+    return hashlib.sha1(("external-id:" + external_id).encode("utf-8")).hexdigest()[:16]
 
 
 def segment_id_for(item_id: str, index: int) -> str:
@@ -54,7 +68,11 @@ NOWHERE: frozenset[str] = frozenset()
 @dataclass
 class ItemRecord:
     id: str = field(
-        metadata=column(pa.string(), "Stable id, derived from the location.", nullable=False)
+        metadata=column(
+            pa.string(),
+            "Stable id, derived from the location, or from `external_id` when it has one.",
+            nullable=False,
+        )
     )
     uri: str = field(
         metadata=column(
@@ -125,6 +143,23 @@ class ItemRecord:
     )
     indexed_at: float = field(
         default=0.0, metadata=column(pa.float64(), "Unix seconds.", shown_in=NOWHERE)
+    )
+    external_id: str | None = field(
+        default=None,
+        metadata=column(
+            pa.string(),
+            "The caller's own id (a SKU), for items pushed through the catalog API or read "
+            "from a manifest; null for items indexed from folders.",
+            filter_key="external_id",
+        ),
+    )
+    # HTTP validators of the source, for conditional re-fetches (catalog items).
+    source_etag: str = field(
+        default="", metadata=column(pa.string(), "The source's ETag.", shown_in=NOWHERE)
+    )
+    source_modified: str = field(
+        default="",
+        metadata=column(pa.string(), "The source's Last-Modified.", shown_in=NOWHERE),
     )
 
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from .records import ITEM_COLUMNS
 
-STORE_FORMAT = 2  # 2: items.duration
+STORE_FORMAT = 3  # 2: items.duration; 3: items.external_id, source_etag, source_modified
 
 ITEMS = "items"
 SPACES = "spaces"

@@ -41,7 +41,8 @@ from xmodal.search.errors import (
 from xmodal.search.media.kinds import MediaKind
 
 from .locations import leaves_roots, original_path
-from .records import INDEXED, ItemRecord, SegmentRecord, SpaceRecord
+from .media_store import MediaStore
+from .records import CATALOG_ROOT, INDEXED, ItemRecord, SegmentRecord, SpaceRecord, catalog_item_id
 from .schema import (
     ITEMS,
     ITEMS_SCHEMA,
@@ -123,6 +124,7 @@ class Store:
         except OSError as error:
             raise StoreError(f"cannot open data directory {self.path}: {error}") from error
         self.writer = WriterLock.shared(self.path)
+        self.media = MediaStore(self.path / "media")  # catalog items' media, by content hash
         if not set(CORE_TABLES) <= set(self._table_names()):
             with self.writing():  # a new data directory: one process creates the tables
                 names = set(self._table_names())
@@ -210,8 +212,18 @@ class Store:
 
     def _migrate(self, found: int) -> None:
         """Bring an older store up to STORE_FORMAT, one step at a time."""
-        if found < 2 and "duration" not in self._items.schema.names:
+        names = self._items.schema.names
+        if found < 2 and "duration" not in names:
             self._items.add_columns({"duration": "CAST(NULL AS DOUBLE)"})
+        if found < 3:
+            added = {
+                "external_id": "CAST(NULL AS STRING)",
+                "source_etag": "CAST('' AS STRING)",
+                "source_modified": "CAST('' AS STRING)",
+            }
+            missing = {name: sql for name, sql in added.items() if name not in names}
+            if missing:
+                self._items.add_columns(missing)
         self._meta.update(where="key = 'format'", values={"value": str(STORE_FORMAT)})
 
     @property
@@ -272,12 +284,15 @@ class Store:
         return list(dict.fromkeys(paths))
 
     def original_path(self, item: ItemRecord) -> Path:
-        """The item's file, checked against the indexed roots (see locations.original_path)."""
+        """The item's file: a catalog item's kept media, or a file checked against the
+        indexed roots (see locations.original_path)."""
+        if item.root == CATALOG_ROOT:
+            return self.media.existing(item.content_hash)
         return original_path(item.id, item.uri, self.roots())
 
     def leaves_roots(self, item: ItemRecord) -> bool:
         """Whether the item's file lies outside the indexed roots (see locations)."""
-        return leaves_roots(item.uri, self.roots())
+        return item.root != CATALOG_ROOT and leaves_roots(item.uri, self.roots())
 
     def add_root(self, path: str) -> None:
         with self._writing(ROOTS):
@@ -291,6 +306,18 @@ class Store:
         if not rows:
             raise UnknownItemError(item_id)
         return item_from_row(rows[0])
+
+    def find_item(self, name: str) -> ItemRecord:
+        """An item by either id: the caller's own (`external_id`) or xmodal's. A name
+        that is both (one item's SKU, another's id) means the SKU."""
+        candidates = [catalog_item_id(name), name]
+        with self._reading(ITEMS):
+            rows = self._items.search().where(f"id IN {_in_list(candidates)}").limit(None).to_list()
+        for wanted in candidates:
+            for row in rows:
+                if row["id"] == wanted:
+                    return item_from_row(row)
+        raise UnknownItemError(name)
 
     def items(self, item_ids: Sequence[str]) -> dict[str, ItemRecord]:
         found: dict[str, ItemRecord] = {}
@@ -326,12 +353,32 @@ class Store:
             ).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
     def delete_items(self, item_ids: Sequence[str]) -> None:
-        """Remove items and their segments in every space (segments first)."""
+        """Remove items and their segments in every space (segments first), and the
+        kept media no other catalog item holds."""
+        held = {r.content_hash for r in self.items(item_ids).values() if r.root == CATALOG_ROOT}
         for space in self.spaces():
             self.delete_segments(space.name, item_ids)
         for start in range(0, len(item_ids), _ID_CHUNK):
             with self._writing(ITEMS):
                 self._items.delete(f"id IN {_in_list(item_ids[start : start + _ID_CHUNK])}")
+        self.prune_media(held)
+
+    def prune_media(self, content_hashes: Iterable[str]) -> int:
+        """Remove the kept media of these hashes that no catalog item holds any more."""
+        wanted = sorted({h for h in content_hashes if h})
+        still_held: set[str] = set()
+        for start in range(0, len(wanted), _ID_CHUNK):
+            chunk = _in_list(wanted[start : start + _ID_CHUNK])
+            with self._reading(ITEMS):
+                rows = (
+                    self._items.search()
+                    .where(f"content_hash IN {chunk} AND root = {sql_quote(CATALOG_ROOT)}")
+                    .select(["content_hash"])
+                    .limit(None)
+                    .to_arrow()
+                )
+            still_held.update(rows.column("content_hash").to_pylist())
+        return self.media.discard(set(wanted) - still_held)
 
     def count_items(self, status: str | None = INDEXED) -> int:
         """Item rows (with this status); a store written before the writer lock may
@@ -628,6 +675,6 @@ def item_from_row(row: dict[str, Any]) -> ItemRecord:
     fields["metadata"] = json.loads(row.get("metadata") or "{}")
     for key in ("bytes", "mtime_ns", "width", "height"):
         fields[key] = int(fields.get(key) or 0)
-    for key in ("content_hash", "error", "root"):
+    for key in ("content_hash", "error", "root", "source_etag", "source_modified"):
         fields[key] = fields.get(key) or ""
     return ItemRecord(**fields)

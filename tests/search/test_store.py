@@ -69,14 +69,21 @@ def test_a_format_1_store_is_migrated_in_place(engine):
     engine.bind_space()
     engine.store.upsert_items([ItemRecord("a", "/x/a.jpg", "image", "/x", content_hash="h")])
     db = lancedb.connect(engine.store.path / "lance")
-    # What the first release wrote: no duration column, format 1.
-    db.open_table("items").drop_columns(["duration"])
+    # What the first release wrote: no duration nor catalog columns, format 1.
+    db.open_table("items").drop_columns(
+        ["duration", "external_id", "source_etag", "source_modified"]
+    )
     db.open_table("meta").update(where="key = 'format'", values={"value": "1"})
 
     migrated = Store(engine.store.path)
-    assert "duration" in db.open_table("items").schema.names
-    assert migrated.item("a").uri == "/x/a.jpg" and migrated.item("a").duration is None
-    assert db.open_table("meta").to_pandas().set_index("key").loc["format", "value"] == "2"
+    assert {"duration", "external_id"} <= set(db.open_table("items").schema.names)
+    item = migrated.item("a")
+    assert item.uri == "/x/a.jpg" and item.duration is None and item.external_id is None
+    assert item.source_etag == ""
+    assert db.open_table("meta").to_pandas().set_index("key").loc["format", "value"] == "3"
+    # The migrated table takes rows of the current schema.
+    migrated.upsert_items([ItemRecord("b", "/x/b.jpg", "image", "/x", external_id="B")])
+    assert migrated.item("b").external_id == "B"
 
 
 def test_a_store_from_a_newer_release_is_refused(engine):
