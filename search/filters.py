@@ -406,12 +406,13 @@ def filter_to_sql(spec: dict[str, Any]) -> str | None:
             branches = [filter_to_sql(branch) for branch in condition]
             if any(b is None for b in branches):
                 return None
-            parts.append("(" + f" {key[1:].upper()} ".join(str(b) for b in branches) + ")")
+            joined = f" {key[1:].upper()} ".join(f"({branch})" for branch in branches)
+            parts.append(f"({joined})")
         elif key == "$not":
             inner = filter_to_sql(condition)
             if inner is None:
                 return None
-            parts.append(f"(NOT {inner})")
+            parts.append(f"(NOT ({inner}))")
         else:
             clause = _field_sql(key, condition)
             if clause is None:
