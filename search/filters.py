@@ -351,12 +351,25 @@ def _evaluate(column: pd.Series, condition: Any, key: str) -> np.ndarray:
 
 def _matches(column: pd.Series, values: list[Any]) -> np.ndarray:
     """Equality with any of `values`; a list-valued field matches when any element does."""
-    if column.map(lambda v: isinstance(v, list)).any():
+    if _holds_lists(column):
         wanted = [v for v in values if not isinstance(v, list | dict)]
         return column.map(
             lambda v: any(x in wanted for x in v) if isinstance(v, list) else v in wanted
         ).to_numpy(dtype=bool)
     return column.isin(values).to_numpy(dtype=bool)
+
+
+# Column types pandas infers (in C) for columns that hold no list.
+_FLAT_TYPES = frozenset(
+    {"string", "integer", "floating", "boolean", "mixed-integer-float", "empty", "decimal"}
+)
+
+
+def _holds_lists(column: pd.Series) -> bool:
+    # Asking each value (column.map) cost ~150 ms a filter at 200,000 items, even warm.
+    if column.dtype != object or pd.api.types.infer_dtype(column, skipna=True) in _FLAT_TYPES:
+        return False
+    return bool(column.map(lambda v: isinstance(v, list)).any())
 
 
 def _is_number(value: Any) -> bool:

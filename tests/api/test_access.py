@@ -144,9 +144,7 @@ def test_search_keys_see_paths_relative_to_their_indexed_folder(client, indexed,
         assert refused.status_code == 403, smuggled
         with open(indexed[2], "rb") as query:
             form = {"filter": json.dumps(smuggled)}
-            upload = client.post(
-                "/search/image", files={"file": query}, data=form, headers=headers
-            )
+            upload = client.post("/search/image", files={"file": query}, data=form, headers=headers)
         assert upload.status_code == 403, smuggled
     either = {"$or": [{"kind": "video"}, {"width": {"$gt": 0}}]}
     allowed = client.post("/search", json={"text": "a", "filter": either}, headers=headers)
