@@ -20,9 +20,28 @@ type; on our JSON text column they fail to plan ("coercion from Utf8, Utf8 to th
 signature Exact(LargeBinary, Utf8) failed"), so metadata keys have no exact pushdown.
 Times are the best of --repeats, in milliseconds.
 
-Measured 2026-12, 200,000 items, 2 shared cores (other processes' CPU printed below):
+Measured 2026-12 with `.venv/bin/python bench/filters.py --repeats 3`, 200,000 items, on
+2 cores other processes kept 73% busy (so absolute times are high; the ratios held over
+two runs):
 
-    FIGURES: filled in from the run below
+    filter                      matches  cold ms  warm ms  sql ms  like ms  sql/cold
+    kind (item field)            66,667     46.2      2.5   126.2        -      2.73
+    width range (item field)    119,907     49.2      0.3   203.3        -      4.13
+    $or of two item fields       93,481     55.5      4.0   149.0        -      2.68
+    category = (metadata)         9,889   2331.4      1.9       -     22.5         -
+    price range (metadata)       20,016   2026.6      0.6       -        -         -
+    $or of two (metadata)        67,181   2321.8      8.4       -        -         -
+    sku $in 50 (metadata)            50   2165.7      4.1       -        -         -
+
+So queries keep the Python path: on item fields SQL is 2.7-4x slower than even the cold
+path (Lance scans and returns ids, which are then mapped back to rows), and 50-500x
+slower than a warm mask. The cold metadata path (~2.2 s, json.loads and json_normalize
+of every document, once per store version) is what pushdown could cut: a LIKE scan of
+the JSON text takes 22 ms, but only as a superset to check in Python, and only for
+equality; exact metadata pushdown needs the column stored as Lance's JSON type. Before
+this bench's run a warm equality mask cost 170-220 ms (a per-value list check, since
+replaced by pandas' dtype inference). `Store.item_ids_matching` uses SQL for item
+fields: it reads the id column only, not every item row.
 """
 
 from __future__ import annotations
