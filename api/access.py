@@ -28,6 +28,7 @@ from starlette.types import Scope as AsgiScope
 
 from xmodal.api.settings import SecuritySettings, Settings
 from xmodal.search.errors import XmodalError
+from xmodal.search.filters import filter_keys
 
 from .keys import (
     AccessRefused,
@@ -293,7 +294,8 @@ OptionalCaller = Annotated[Caller | None, Depends(optional_caller)]
 
 def refuse_path_filters(caller: Caller, filter_spec: dict[str, object] | None) -> None:
     """A filter on `uri` would let a caller who is not shown paths guess them."""
-    if filter_spec and "uri" in filter_spec and not caller.sees_paths:
+    # Inside $or, $and and $not too: {"$or": [{"uri": ...}, ...]} guesses as well.
+    if filter_spec and "uri" in filter_keys(filter_spec) and not caller.sees_paths:
         raise AccessRefused(
             "filtering on `uri` needs an admin key: this key is not shown the server's paths"
         )

@@ -18,6 +18,7 @@ FIGURES = {
     "api_latency.py": "saturation:",
     "audio_throughput.py": "end to end: index_paths",
     "calibration.py": "min_score 3: nonsense returning hits",
+    "filters.py": "sku $in 50 (metadata)",
     "index_throughput.py": "cold: steady state / model-only =",
     "rerank.py": "(target <= 150 ms):",
     "text_batching.py": "batched/plain",

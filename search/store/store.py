@@ -334,6 +334,30 @@ class Store:
             table = self._items.to_arrow()
         return table.select(list(columns)) if columns else table
 
+    def item_ids_matching(
+        self, spec: dict[str, Any] | None, status: str | None = INDEXED
+    ) -> list[str]:
+        """Ids of the items (with this status) a filter selects, each once, in no set
+        order: by a LanceDB query when the filter translates to SQL (item fields only),
+        else evaluated over the items table (search/filters.py; metadata keys)."""
+        # The filter language reads ItemRecord's declarations from this package.
+        from xmodal.search.filters import ItemTable, filter_to_sql, validate_filter
+
+        spec = validate_filter(spec)
+        where = filter_to_sql(spec)
+        if where is not None:
+            if status is not None:
+                where = f"status = {sql_quote(status)} AND ({where})"
+            with self._reading(ITEMS):
+                ids = self._items.search().where(where).select(["id"]).limit(None).to_arrow()
+            return list(dict.fromkeys(ids.column("id").to_pylist()))
+        items = self.items_table()
+        if status is not None:
+            items = items.filter(pc.equal(items.column("status"), status))
+        mask = ItemTable.from_arrow(items).matching(spec)
+        matched = items.column("id").filter(pa.array(mask)).to_pylist()
+        return list(dict.fromkeys(matched))
+
     def upsert_items(self, records: Sequence[ItemRecord]) -> None:
         if not records:
             return

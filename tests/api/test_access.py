@@ -3,6 +3,8 @@ rate limits, the Host check, CORS, response headers, and the paths keys are show
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -131,6 +133,22 @@ def test_search_keys_see_paths_relative_to_their_indexed_folder(client, indexed,
     )
     assert refused.status_code == 403 and "admin" in refused.json()["detail"]
     indexed[3].unlink()
+    # Nor smuggled inside $or, $and and $not.
+    for smuggled in (
+        {"$or": [{"kind": "video"}, {"uri": {"$gt": "/"}}]},
+        {"$and": [{"$not": {"uri": {"$lt": "/"}}}]},
+        {"kind": "image", "$not": {"$or": [{"uri": "/etc/passwd"}]}},
+        {"$and": [{"$or": [{"$not": {"$or": [{"uri": {"$exists": True}}]}}]}]},
+    ):
+        refused = client.post("/search", json={"text": "a", "filter": smuggled}, headers=headers)
+        assert refused.status_code == 403, smuggled
+        with open(indexed[2], "rb") as query:
+            form = {"filter": json.dumps(smuggled)}
+            upload = client.post("/search/image", files={"file": query}, data=form, headers=headers)
+        assert upload.status_code == 403, smuggled
+    either = {"$or": [{"kind": "video"}, {"width": {"$gt": 0}}]}
+    allowed = client.post("/search", json={"text": "a", "filter": either}, headers=headers)
+    assert allowed.status_code == 200 and len(allowed.json()["hits"]) == 6  # 3 still indexed
     missing = client.get(f"/items/{item_id_for(str(indexed[3]))}/media", headers=headers)
     assert missing.status_code == 404
     assert str(indexed[3].parent) not in missing.text and "is missing" in missing.text

@@ -148,6 +148,13 @@ def test_long_ids_and_texts_are_refused_without_being_echoed(client, settings):
     assert many.status_code == 422 and len(many.content) < 20_000
 
 
+def deep_or(levels: int) -> dict:
+    spec: dict = {"colour": "red"}
+    for _ in range(levels):
+        spec = {"$or": [spec]}
+    return spec
+
+
 @pytest.mark.parametrize(
     "bad_filter",
     [
@@ -158,6 +165,12 @@ def test_long_ids_and_texts_are_refused_without_being_echoed(client, settings):
         {"colour": {"$in": [[1], {"a": 2}]}},
         {"colour": {"$exists": "yes"}},
         {"colour": {"$ne": [1, 2]}},
+        {"$or": []},
+        {"$or": [{"colour": {"$gt": True}}]},
+        {"$not": {"colour": {"$not": 3}}},
+        {"$nor": [{"colour": "red"}]},
+        {"$or": [{"a": i} for i in range(5000)]},
+        deep_or(200),
         {"": 1},
         {"k" * 1000: 1},
         {"colour": {"$bad" + "x" * 10_000: 1}},
