@@ -55,9 +55,9 @@ class AddressPolicy:
     def create(cls, allow_private: bool, networks: Iterable[str] = ()) -> AddressPolicy:
         return cls(allow_private, tuple(ipaddress.ip_network(n, strict=False) for n in networks))
 
-    def refusal(self, host: str) -> str | None:
+    def refusal(self, host: str, name: str | None = None) -> str | None:
         """Why a connection to `host` is refused; None when it is allowed or `host` is a
-        name (names are checked on what they resolve to)."""
+        name (names are checked on what they resolve to: `name` resolved to `host`)."""
         try:
             address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
         except ValueError:
@@ -67,7 +67,8 @@ class AddressPolicy:
         category = address_category(address)
         if category is None:
             return None
-        return f"refused: {address} is a {category} address (setting {SETTING})"
+        what = f"{name} resolves to {address}, a" if name else f"{address} is a"
+        return f"refused: {what} {category} address (setting {SETTING})"
 
 
 class GuardedResolver(AbstractResolver):
@@ -84,8 +85,8 @@ class GuardedResolver(AbstractResolver):
         results = await self._resolver.resolve(host, port, family)
         allowed = [r for r in results if self._policy.refusal(r["host"]) is None]
         if not allowed:
-            reason = self._policy.refusal(results[0]["host"]) if results else None
-            raise AddressRefused(f"{reason or 'refused'} ({host} resolves to it)")
+            reason = self._policy.refusal(results[0]["host"], host) if results else None
+            raise AddressRefused(reason or f"refused: {host} resolves to no address")
         return allowed
 
     async def close(self) -> None:

@@ -57,10 +57,14 @@ def check_source(url: str, settings: FetchSettings, trusted: bool) -> None:
     a request can be refused before any work."""
     if not isinstance(url, str) or not url.strip():
         raise SourceError("an empty source URL")
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as error:  # "http://[::1" and the like
+        raise SourceError(f"not a valid URL: {error}") from None
+    scheme = parts.scheme.lower()
     allowed = ", ".join(["http", "https", *settings.fsspec_protocols])
     if scheme in HTTP_SCHEMES:
-        host = urlsplit(url).hostname
         if not host:
             raise SourceError(f"no host in {url!r}")
         refusal = address_policy(settings, trusted).refusal(host)

@@ -148,7 +148,10 @@ class HttpSource:
             headers["If-None-Match"] = request.etag
         if request.last_modified:
             headers["If-Modified-Since"] = request.last_modified
-        url = URL(request.url)
+        try:
+            url = URL(request.url)
+        except ValueError as error:
+            raise FetchFailed(f"not a valid URL: {error}") from None
         deadline: float | None = None
         for _ in range(self._settings.max_redirects + 1):
             refusal = self._policy.refusal(url.host or "")
@@ -172,13 +175,18 @@ class HttpSource:
             ):
                 location = response.headers.get("Location")
                 if response.status in REDIRECTS and location:
-                    target = url.join(URL(location))
+                    try:
+                        target = url.join(URL(location))
+                    except ValueError:
+                        raise FetchFailed(f"redirected to an invalid URL: {location!r}") from None
                     if target.scheme not in ("http", "https"):
                         raise FetchFailed(f"redirected to an unsupported scheme {target.scheme}:")
                     return target
                 return await self._read(response)
         except TimeoutError:
             raise FetchFailed(f"timed out after {self._settings.timeout:g} s", True) from None
+        except aiohttp.InvalidURL as error:  # a ValueError too: not worth another attempt
+            raise FetchFailed(f"not a valid URL: {error}") from None
         except aiohttp.ClientError as error:
             refusal = refusal_in(error)
             if refusal:

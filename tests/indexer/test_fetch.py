@@ -47,6 +47,9 @@ class CatalogServer(ThreadingHTTPServer):
         self.in_flight = 0
         self.most_in_flight = 0
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that gave up (a timeout) breaks the pipe: expected here
+
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
@@ -252,7 +255,8 @@ def test_every_request_of_a_mix_gets_one_result(server, make_fetcher, tmp_path):
     good = [f"{server.base}/image.jpg?n={n}" for n in range(20)]
     bad = [f"{server.base}/{route}?n={n}" for n in range(5) for route in ("missing", "loop")]
     bad += [f"{server.base}/html-as-jpeg?n={n}" for n in range(5)]
-    bad += ["gopher://example.com/a.jpg", "http://127.0.0.1:1/refused.jpg", "not a url"] * 5
+    bad += ["gopher://example.com/a.jpg", "http://127.0.0.1:1/refused.jpg", "not a url"] * 4
+    bad += ["http://[::1/a.jpg", f"{server.base}/redirect?to=ftp://x/", "http://[::1/b.jpg"]
     requests = [FetchRequest(url, key=n) for n, url in enumerate(good + bad)]
     assert len(requests) == 50
     results = list(make_fetcher(max_redirects=1, retries=0).fetch_all(requests))
@@ -330,8 +334,9 @@ def test_an_untrusted_fetcher_refuses_loopback(server, make_fetcher, tmp_path):
     )
     port = server.server_address[1]
     named = fetcher.fetch(FetchRequest(f"http://localhost:{port}/image.jpg"))
-    assert named.outcome == "failed" and named.error.startswith("refused: ")
-    assert "(localhost resolves to it)" in named.error and named.attempts == 1
+    assert named.outcome == "failed" and named.attempts == 1
+    assert named.error.startswith("refused: localhost resolves to ")
+    assert named.error.endswith(", a loopback address (setting fetch.allow_private_addresses)")
     assert server.hits == Counter()
     assert spooled(tmp_path) == set()
 
@@ -374,6 +379,7 @@ def test_the_resolver_drops_refused_addresses():
         ("memory://catalog/a.jpg", "memory: URLs cannot be named here"),
         ("simplecache::s3://bucket/a.jpg", "chained fsspec URLs"),
         ("http:///a.jpg", "no host"),
+        ("http://[::1/a.jpg", "not a valid URL"),
         ("", "an empty source URL"),
     ],
 )
