@@ -9,7 +9,7 @@ that is not a setting is an error that names it. Built by the caller, never at i
 
 Each group is declared next to the code that uses it and taken by it as it is:
 query limits and the vector index in xmodal.search.settings, images and videos in
-xmodal.search.media, indexing runs and sound in xmodal.indexer.options, logging in
+xmodal.search.media, indexing runs, sound and downloads in xmodal.indexer.options, logging in
 xmodal.api.logs, the HTTP server here. docs/settings.md lists them all
 (generated from these classes by `python -m xmodal.api.settings_doc`).
 """
@@ -30,7 +30,7 @@ from pydantic_settings import (
 )
 
 from xmodal.api.keys import Rate
-from xmodal.indexer.options import AudioIndexing, CatalogSettings, IndexOptions
+from xmodal.indexer.options import AudioIndexing, CatalogSettings, FetchSettings, IndexOptions
 from xmodal.search.errors import XmodalError
 from xmodal.search.media import ImageLimits, VideoSettings
 from xmodal.search.rerank.settings import RerankSettings
@@ -190,6 +190,7 @@ class Settings(BaseSettings):
     images: ImageLimits = ImageLimits()
     video: VideoSettings = VideoSettings()
     audio: AudioIndexing = AudioIndexing()
+    fetch: FetchSettings = FetchSettings()
     rerank: RerankSettings = RerankSettings()
     store: StoreSettings = StoreSettings()
     log: LogSettings = LogSettings()

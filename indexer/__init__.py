@@ -1,7 +1,11 @@
-"""Bulk ingestion: discover files, diff against the store, decode, encode, write."""
+"""Bulk ingestion: discover files, diff against the store, decode, encode, write.
+
+Downloads (catalog URLs) are xmodal.indexer.fetch's Fetcher, imported from there: it
+brings aiohttp, which the rest of the indexer does not need."""
 
 from .discover import Plan, plan_run
-from .options import AudioIndexing, DecodeOptions, IndexOptions
+from .fetched import Fetched, FetchRequest
+from .options import AudioIndexing, DecodeOptions, FetchSettings, IndexOptions
 from .pipeline import Indexer, index_paths
 from .progress import NoProgress, Progress
 from .report import IndexReport
@@ -9,6 +13,9 @@ from .report import IndexReport
 __all__ = [
     "AudioIndexing",
     "DecodeOptions",
+    "FetchRequest",
+    "FetchSettings",
+    "Fetched",
     "IndexOptions",
     "IndexReport",
     "Indexer",

@@ -1,4 +1,5 @@
-"""The indexer's settings groups: how a run batches its work, and what it does with sound.
+"""The indexer's settings groups: how a run batches its work, what it does with sound,
+and how catalog sources are downloaded.
 
 Declared once, here; the application's settings nest them (`[indexing]` and `[audio]`
 in xmodal.toml, `XMODAL_INDEXING__BATCH_SIZE=64`), and the indexer takes them as they
@@ -8,11 +9,13 @@ VideoSettings in xmodal.search.media), since decoding lives there.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from xmodal.search.media import ImageLimits, VideoSettings
 from xmodal.search.settings import SettingsGroup
@@ -71,6 +74,76 @@ class AudioIndexing(SettingsGroup):
     )
     silence_dbfs: float = Field(-60.0, le=0, description="Windows quieter than this are skipped.")
     max_seconds: float = Field(6 * 3600.0, gt=0, description="Longer audio files are refused.")
+
+
+def _version() -> str:
+    try:
+        return version("xmodal")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "dev"
+
+
+class FetchSettings(SettingsGroup):
+    """How catalog sources (http(s) URLs, buckets) are downloaded (indexer/fetch.py)."""
+
+    concurrency: int = Field(32, ge=1, le=1024, description="Downloads in flight, in all.")
+    per_host: int = Field(8, ge=1, le=1024, description="Downloads in flight to one host.")
+    connect_timeout: float = Field(
+        10.0, gt=0, description="Seconds to open a connection (DNS, TCP and TLS)."
+    )
+    timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds one attempt at a request may take in all, redirects and reading "
+        "the body included.",
+    )
+    retries: int = Field(
+        3,
+        ge=0,
+        le=20,
+        description="Extra attempts after a connection error, a timeout, 429 or 5xx; other "
+        "failures are final at once.",
+    )
+    backoff: float = Field(
+        0.5,
+        ge=0,
+        description="Seconds before the first retry, doubled each time, with jitter (x0.5 to "
+        "x1); a server's Retry-After is honoured up to max_backoff.",
+    )
+    max_backoff: float = Field(30.0, ge=0, description="Longest wait before a retry, in seconds.")
+    max_bytes: int = Field(
+        512 * MIB,
+        ge=1,
+        description="Larger bodies are refused: before reading when Content-Length (or the "
+        "object's size) says so, else as soon as the stream passes it (512 MiB).",
+    )
+    max_redirects: int = Field(5, ge=0, le=50, description="Redirects followed per request.")
+    allow_private_addresses: bool = Field(
+        False,
+        description="Let sources named by a server's caller reach loopback, private, "
+        "link-local (cloud metadata), multicast and reserved addresses; checked on the "
+        "addresses a name resolves to, redirects included. The operator's CLI may always.",
+    )
+    allowed_networks: list[str] = Field(
+        [],
+        description='Networks reachable despite allow_private_addresses=false ("10.2.0.0/16", '
+        '"fd00::/8"): an image server on the company network.',
+    )
+    fsspec_protocols: list[str] = Field(
+        ["s3", "gs", "gcs", "az", "abfs", "abfss", "hf"],
+        description="fsspec protocols (bucket URLs) a server's caller may name; the "
+        "operator's CLI may name any, and local paths.",
+    )
+    user_agent: str = Field(
+        default_factory=lambda: f"xmodal/{_version()}",
+        min_length=1,
+        description="The User-Agent header sent (default xmodal/<version>).",
+    )
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(network, strict=False)) for network in value]
 
 
 @dataclass(frozen=True)
