@@ -33,7 +33,7 @@ class ItemWrite(BaseModel):
     metadata: dict[str, Any] | None = Field(
         None,
         description="The item's metadata, replacing what it had; absent: kept as it is. "
-        "Types are kept (a SKU \"00123\" stays text).",
+        'Types are kept (a SKU "00123" stays text).',
     )
 
     def entry(self, external_id: str) -> CatalogEntry:

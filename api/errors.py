@@ -11,6 +11,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from xmodal.indexer.jobs import UnknownJobError
 from xmodal.search.errors import (
     InvalidQueryError,
     MediaDecodeError,
@@ -23,8 +24,6 @@ from xmodal.search.errors import (
     UnknownItemError,
     XmodalError,
 )
-
-from xmodal.indexer.jobs import UnknownJobError
 
 from .keys import AccessRefused, NotAuthenticated, RateLimited, UnknownKeyError
 

@@ -45,8 +45,8 @@ from xmodal.search.store import (
 from xmodal.search.store.records import MAX_EXTERNAL_ID_CHARS
 
 from .discover import Candidate
-from .manifest import ManifestRow
 from .fetch import Fetched, Fetcher, FetchRequest, check_source
+from .manifest import ManifestRow
 from .options import DecodeOptions, FetchSettings, IndexOptions
 from .pipeline import Indexer
 from .progress import NoProgress, Progress

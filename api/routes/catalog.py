@@ -95,9 +95,7 @@ PUT_BODY = {
     responses={201: {"model": EntryOut, "description": "Created"}, **ERRORS},
     openapi_extra=PUT_BODY,
 )
-async def put_item(
-    external_id: ExternalId, request: Request, catalog: CatalogDep
-) -> JSONResponse:
+async def put_item(external_id: ExternalId, request: Request, catalog: CatalogDep) -> JSONResponse:
     """Create or update one item under the caller's id: its media from a `url`, `data`
     in base64, or a multipart upload (`file`, with `metadata` as a JSON field).
 

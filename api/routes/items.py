@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import PurePath
-from urllib.parse import urlsplit
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
