@@ -43,6 +43,7 @@ from .options import FetchSettings
 
 log = logging.getLogger(__name__)
 HTTP_SCHEMES = ("http", "https")
+_END: Any = object()  # the requests' end (a None among them is a request, and fails)
 
 
 def address_policy(settings: FetchSettings, trusted: bool) -> AddressPolicy:
@@ -142,8 +143,8 @@ class Fetcher:
         try:
             while True:
                 while len(pending) < window:
-                    request = next(source, None)
-                    if request is None:
+                    request = next(source, _END)
+                    if request is _END:
                         break
                     job = _Job(request, self._loop, self._handoff, self._fetch_one)
                     pending[job.future] = job
