@@ -28,9 +28,11 @@ import tempfile
 import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from xmodal.search.engine import Engine
 from xmodal.search.errors import SourceError
@@ -186,6 +188,27 @@ class Catalog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def fetched_manifest(self, location: str) -> Iterator[str]:
+        """A manifest where read_manifest can read it. The operator's (trusted) is read
+        where it is; a server caller's is downloaded first through the fetcher, so that
+        its address is checked as every source's is (never a file on the server)."""
+        if self.trusted:
+            yield location
+            return
+        check_source(location, self.fetch_settings, self.trusted)
+        fetched = self.fetcher().fetch(FetchRequest(location, media=False))
+        if fetched.failed or fetched.path is None:
+            raise SourceError(f"cannot fetch the manifest {location}: {fetched.error}")
+        # Named with the URL's suffixes, which say its format (.csv.gz, .parquet).
+        suffixes = "".join(PurePosixPath(urlsplit(location).path).suffixes[-2:])
+        local = fetched.path.with_name(fetched.path.stem + suffixes)
+        fetched.path.rename(local)
+        try:
+            yield str(local)
+        finally:
+            local.unlink(missing_ok=True)
 
     # -- writes ------------------------------------------------------------
     def put(self, entries: Iterable[CatalogEntry]) -> Iterator[EntryResult]:

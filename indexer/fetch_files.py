@@ -95,7 +95,7 @@ def _read_local(
             return FetchDone("not_modified", etag=etag, last_modified=last_modified)
         if stat.st_size > max_bytes:
             raise over_size_cap(max_bytes, stat.st_size)
-        return _spool(file, max_bytes, spool_dir, stop, etag, last_modified, "the file")
+        return _spool(file, max_bytes, spool_dir, stop, etag, last_modified, "the file", request)
 
 
 def _read_fsspec(
@@ -118,7 +118,7 @@ def _read_fsspec(
     if isinstance(size, int) and size > max_bytes:
         raise over_size_cap(max_bytes, size)
     with filesystem.open(path, "rb") as file:
-        return _spool(file, max_bytes, spool_dir, stop, etag, last_modified, "the object")
+        return _spool(file, max_bytes, spool_dir, stop, etag, last_modified, "the object", request)
 
 
 def _spool(
@@ -129,8 +129,9 @@ def _spool(
     etag: str | None,
     last_modified: str | None,
     source: str,
+    request: FetchRequest,
 ) -> FetchDone:
-    spool = SpoolFile(spool_dir, max_bytes)
+    spool = SpoolFile(spool_dir, max_bytes, request.media)
     try:
         # One byte past the cap at most: an object that grew since its size was read.
         while chunk := file.read(min(CHUNK, max_bytes + 1 - spool.bytes)):

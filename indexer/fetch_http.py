@@ -160,13 +160,15 @@ class HttpSource:
             async with self._hosts.hold(f"{url.host}:{url.port}"), self._in_flight:
                 if deadline is None:  # the clock starts once the first hop has its slots
                     deadline = asyncio.get_running_loop().time() + self._settings.timeout
-                answer = await self._hop(url, headers, deadline)
+                answer = await self._hop(url, headers, deadline, request.media)
             if isinstance(answer, FetchDone):
                 return answer
             url = answer
         raise FetchFailed(f"too many redirects ({self._settings.max_redirects})")
 
-    async def _hop(self, url: URL, headers: dict[str, str], deadline: float) -> FetchDone | URL:
+    async def _hop(
+        self, url: URL, headers: dict[str, str], deadline: float, media: bool
+    ) -> FetchDone | URL:
         """The result of one request, or the URL it redirects to."""
         try:
             async with (
@@ -182,7 +184,7 @@ class HttpSource:
                     if target.scheme not in ("http", "https"):
                         raise FetchFailed(f"redirected to an unsupported scheme {target.scheme}:")
                     return target
-                return await self._read(response)
+                return await self._read(response, media)
         except TimeoutError:
             raise FetchFailed(f"timed out after {self._settings.timeout:g} s", True) from None
         except aiohttp.InvalidURL as error:  # a ValueError too: not worth another attempt
@@ -193,7 +195,7 @@ class HttpSource:
                 raise FetchFailed(refusal) from None
             raise FetchFailed(f"connection failed: {error}", retryable=True) from None
 
-    async def _read(self, response: aiohttp.ClientResponse) -> FetchDone:
+    async def _read(self, response: aiohttp.ClientResponse, media: bool) -> FetchDone:
         status = response.status
         etag = response.headers.get("ETag")
         last_modified = response.headers.get("Last-Modified")
@@ -207,7 +209,7 @@ class HttpSource:
         max_bytes = self._settings.max_bytes
         if response.content_length is not None and response.content_length > max_bytes:
             raise over_size_cap(max_bytes, response.content_length)
-        spool = SpoolFile(self._spool_dir, max_bytes)
+        spool = SpoolFile(self._spool_dir, max_bytes, media)
         try:
             async for chunk in response.content.iter_chunked(CHUNK):
                 spool.write(chunk)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import filetype
 
-from xmodal.search.media import KINDS, MediaKind
+from xmodal.search.media import MediaKind, sniff_kind
 from xmodal.search.media.kinds import SNIFF_BYTES
 
 Outcome = Literal["fetched", "not_modified", "failed"]
@@ -25,6 +25,8 @@ class FetchRequest:
     etag: str | None = None  # validators from an earlier fetch: a conditional request
     last_modified: str | None = None
     key: Any = None  # opaque, handed back on the result (the caller's row)
+    # False for a document that is not media (a manifest): any body is taken, kind None.
+    media: bool = True
 
 
 @dataclass
@@ -88,11 +90,6 @@ def over_size_cap(max_bytes: int, declared: int | None = None) -> FetchFailed:
     return FetchFailed(f"{said}over the size cap of {max_bytes:,} bytes (setting {SIZE_SETTING})")
 
 
-def sniff_kind(header: bytes) -> MediaKind | None:
-    """The kind of media the first bytes announce (KINDS' sniffers, in the table's order)."""
-    return next((kind for kind, spec in KINDS.items() if spec.sniff(header) is not None), None)
-
-
 def describe_bytes(header: bytes) -> str:
     """What the first bytes of a non-media body are, in words ("text/html")."""
     guess = filetype.guess(header)
@@ -119,7 +116,8 @@ class SpoolFile:
     refused past `max_bytes`, its kind sniffed from the first bytes. `finish()` keeps the
     file; `discard()` (after any failure) deletes it."""
 
-    def __init__(self, spool_dir: Path, max_bytes: int):
+    def __init__(self, spool_dir: Path, max_bytes: int, media: bool = True):
+        self._media = media
         self._max_bytes = max_bytes
         self._name = uuid.uuid4().hex
         self._path = spool_dir / f"{self._name}.part"
@@ -137,15 +135,17 @@ class SpoolFile:
         self._digest.update(chunk)
         self._file.write(chunk)
 
-    def finish(self, source: str) -> tuple[Path, str, MediaKind]:
+    def finish(self, source: str) -> tuple[Path, str, MediaKind | None]:
         """The file (named by its type's extension), its sha256 and its kind; FetchFailed
-        when it is not media (`source` says who sent it: "the server", "the object")."""
+        when it is not media (`source` says who sent it: "the server", "the object"),
+        unless it was not asked to be."""
         self._file.close()
         kind = sniff_kind(self._header)
-        if kind is None:
+        if kind is None and self._media:
             raise FetchFailed(f"not a media file: {source} sent {describe_bytes(self._header)}")
         guess = filetype.guess(self._header)
-        final = self._path.with_name(f"{self._name}.{guess.extension if guess else kind.value}")
+        extension = guess.extension if guess else kind.value if kind else "body"
+        final = self._path.with_name(f"{self._name}.{extension}")
         os.replace(self._path, final)
         self._path = final
         return final, self._digest.hexdigest(), kind
