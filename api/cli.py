@@ -25,6 +25,7 @@ from xmodal.api.settings import Settings, load_settings
 from xmodal.search.errors import (
     IndexingAborted,
     ModelLoadError,
+    SourceError,
     WriterBusyError,
     XmodalError,
 )
@@ -155,7 +156,16 @@ def index(
     model: ModelOpt = None,
     audio_model: AudioModelOpt = None,
     metadata: Annotated[
-        Path | None, typer.Option(help="CSV or JSONL with a `file` column and metadata fields.")
+        Path | None,
+        typer.Option(help="CSV, TSV, JSONL or Parquet with a `file` column and metadata fields."),
+    ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            help="Types of --metadata columns over those inferred, e.g. sku=text,price=float "
+            "(text, int, float, bool, json).",
+            show_default=False,
+        ),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
     workers: Annotated[int | None, typer.Option(help="Decode threads.")] = None,
@@ -167,6 +177,7 @@ def index(
     """Index images, videos and sounds under PATHS; re-runs only process what changed.
     One writer at a time per data directory: a second one waits (--wait, --no-wait)."""
     from xmodal.indexer import DecodeOptions, index_paths
+    from xmodal.indexer.column_types import parse_schema
     from xmodal.indexer.metadata_file import read_metadata_file
     from xmodal.search import Engine
 
@@ -185,7 +196,10 @@ def index(
         model=model,
         audio_model=audio_model,
     )
-    metadata_map = read_metadata_file(metadata) if metadata else None
+    if schema is not None and metadata is None:
+        raise SourceError("--schema types the columns of --metadata: give --metadata too")
+    column_types = parse_schema(schema) if schema is not None else None
+    metadata_map = read_metadata_file(metadata, column_types) if metadata else None
     progress = None if as_json else progress_for(errors, settings.log)
     with writer_lock(settings, wait, no_wait):
         engine = Engine.from_settings(settings)

@@ -5,6 +5,7 @@ brings aiohttp, which the rest of the indexer does not need."""
 
 from .discover import Plan, plan_run
 from .fetched import Fetched, FetchRequest
+from .manifest import ManifestOptions, ManifestProblem, ManifestRow, parse_schema, read_manifest
 from .options import AudioIndexing, DecodeOptions, FetchSettings, IndexOptions
 from .pipeline import Indexer, index_paths
 from .progress import NoProgress, Progress
@@ -19,9 +20,14 @@ __all__ = [
     "IndexOptions",
     "IndexReport",
     "Indexer",
+    "ManifestOptions",
+    "ManifestProblem",
+    "ManifestRow",
     "NoProgress",
     "Plan",
     "Progress",
     "index_paths",
+    "parse_schema",
     "plan_run",
+    "read_manifest",
 ]

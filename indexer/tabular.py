@@ -112,6 +112,7 @@ class TabularReader:
         self._csv: tuple[pa.Table, list[tuple[int, str]]] | None = None
         self._json_peeked: list[Record] = []  # read to find the columns: up to the first good row
         self._json_line = 0
+        self._json_iter = self._json_records()
 
     def __enter__(self) -> TabularReader:
         self._file = _open(self.location, self.fmt)
@@ -133,7 +134,7 @@ class TabularReader:
                 self._columns = self._parquet_columns()
             elif self.fmt == "jsonl":
                 self._columns = []
-                for record in self._json_records():
+                for record in self._json_iter:
                     self._json_peeked.append(record)
                     if record.problem is None:
                         self._columns = list(record.values)
@@ -156,7 +157,7 @@ class TabularReader:
         elif self.fmt == "jsonl":
             for record in self._json_peeked:
                 yield self._typed_json(record, text_columns)
-            for record in self._json_records():
+            for record in self._json_iter:  # the same iterator: its read-ahead is kept
                 yield self._typed_json(record, text_columns)
         else:
             yield from self._csv_records(text_columns)
@@ -250,20 +251,15 @@ class TabularReader:
 
     def _json_records(self) -> Iterator[Record]:
         assert self._file is not None
-        while True:
-            raw = self._file.readline(MAX_JSON_LINE_BYTES + 1)
-            if not raw:
-                return
+        for raw in _capped_lines(self._file, MAX_JSON_LINE_BYTES):
             self._json_line += 1
             number = self._json_line
-            if len(raw) > MAX_JSON_LINE_BYTES:
-                while raw and not raw.endswith(b"\n"):  # the rest of the line, unread
-                    raw = self._file.readline(MAX_JSON_LINE_BYTES)
+            if raw is None:
                 yield Record(number, {}, f"line longer than {MAX_JSON_LINE_BYTES} bytes")
                 continue
             if number == 1:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
-                if raw.lstrip().startswith(b"[") and self.fmt == "jsonl":
+                if raw.lstrip().startswith(b"["):
                     raise SourceError(
                         f"{self.location}: a JSON array; write one JSON object per line (JSON Lines)"
                     )
@@ -349,11 +345,39 @@ def _open(location: str | Path, fmt: str) -> IO[bytes]:
     compression = "infer" if fmt != "parquet" else None
     try:
         opened = fsspec.open(str(location), mode="rb", compression=compression)
-        return opened.open()  # type: ignore[no-any-return]
+        return opened.open()
     except FileNotFoundError as error:
         raise SourceError(f"no such manifest: {location}") from error
     except (OSError, ValueError, ImportError) as error:
         raise SourceError(f"cannot read {location}: {error}") from error
+
+
+def _capped_lines(file: IO[bytes], cap: int, chunk: int = 1 << 16) -> Iterator[bytes | None]:
+    """The lines of `file` without their end; None for a line over `cap` bytes, whose
+    rest is read and dropped chunk by chunk, never held whole."""
+    pending = bytearray()
+    too_long = False
+    while True:
+        data = file.read(chunk)
+        if not data:
+            if too_long:
+                yield None
+            elif pending:
+                yield bytes(pending)
+            return
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            if not too_long:
+                pending += data[start:end]
+            yield None if too_long or len(pending) > cap else bytes(pending)
+            pending.clear()
+            too_long = False
+            start = end + 1
+        if not too_long:
+            pending += data[start:]
+            if len(pending) > cap:
+                too_long = True
+                pending.clear()
 
 
 def _first_lines(data: bytes) -> str:

@@ -239,3 +239,30 @@ def test_models_says_what_each_model_is_for(xmodal):
     assert roles["open_clip:"] == roles["xmodal-ref"] == "image-text encoder"
     assert roles["clap:"] == roles["xmodal-ref-audio"] == "audio-text encoder"
     assert roles["llava:"] == roles["xmodal-ref-vlm"] == "reranker"
+
+
+def test_index_schema_types_the_metadata_columns(xmodal, library, tiny_spec, tmp_path):
+    meta = tmp_path / "meta.csv"
+    meta.write_text("file,zip,size\n" + "".join(f"lib/{i}.jpg,0123{i},4{i}\n" for i in range(4)))
+    for args, message in [
+        (("--metadata", str(meta), "--schema", "size=string"), "unknown type 'string'"),
+        (("--schema", "size=text"), "give --metadata too"),
+        (("--metadata", str(meta), "--schema", "colour=text"), "'colour', not a column"),
+    ]:
+        code, _, err = xmodal("index", str(library), "--model", tiny_spec, *args)
+        assert code == 2 and message in err, err
+    code, _, err = xmodal(
+        "index",
+        str(library),
+        "--model",
+        tiny_spec,
+        "--metadata",
+        str(meta),
+        "--schema",
+        "size=text",
+    )
+    assert code == 0, err
+    code, out, _ = xmodal("search", "a photo", "-k", "4", "--json")
+    metadata = {hit["uri"]: hit["metadata"] for hit in json.loads(out)["hits"]}
+    # zip is text as inferred (leading zeros); size would be int but the schema says text.
+    assert metadata[str(library / "1.jpg")] == {"zip": "01231", "size": "41"}
