@@ -76,7 +76,7 @@ class EntryOut(BaseModel):
         return cls(
             id=result.id,
             item_id=result.item_id,
-            status=result.status,  # type: ignore[arg-type]
+            status=result.status,
             error=result.error or None,
             embedded=result.embedded,
         )
@@ -144,8 +144,8 @@ class JobOut(BaseModel):
     def of(cls, job: Job) -> JobOut:
         return cls(
             id=job.id,
-            kind=job.kind,  # type: ignore[arg-type]
-            state=job.state,  # type: ignore[arg-type]
+            kind=job.kind,
+            state=job.state,
             source=job.source,
             total=job.total,
             done=job.done,
