@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from xmodal.search.errors import InvalidQueryError
 from xmodal.search.settings import QuerySettings
-from xmodal.search.store.records import ITEM_FILTER_COLUMNS
+from xmodal.search.store.records import ITEM_COLUMNS, ITEM_FILTER_COLUMNS
 
 # The keys that address the item itself (declared on ItemRecord); others, its metadata.
 ITEM_FIELDS = frozenset(ITEM_FILTER_COLUMNS)
@@ -134,6 +135,16 @@ class ItemTable:
         self._fields = fields
         self._metadata_json = metadata_json
 
+    @classmethod
+    def of(cls, table: pa.Table, ids: np.ndarray | None = None) -> ItemTable:
+        """The items of an Arrow table of item rows (the store's columns, one row per id);
+        `ids`: its id column as numpy, when the caller has it already."""
+        return cls(
+            table.column("id").to_numpy(zero_copy_only=False) if ids is None else ids,
+            lambda: filter_fields(table),
+            lambda: table.column("metadata").to_pylist(),
+        )
+
     @cached_property
     def fields(self) -> pd.DataFrame:
         return self._fields().reset_index(drop=True)
@@ -162,6 +173,17 @@ class ItemTable:
             return self.fields[key]
         name = key.removeprefix("metadata.")
         return self.metadata[name] if name in self.metadata.columns else None
+
+
+def filter_fields(table: pa.Table) -> pd.DataFrame:
+    """The item fields filters address, under their filter keys (ItemRecord declares
+    them), in filter units (mtime in seconds), from an Arrow table of item rows."""
+    fields = pd.DataFrame({"id": table.column("id").to_numpy(zero_copy_only=False)})
+    for key, name in ITEM_FILTER_COLUMNS.items():
+        values = table.column(name).to_pandas()
+        divisor = ITEM_COLUMNS[name].filter_divisor
+        fields[key] = values if divisor == 1.0 else values / divisor
+    return fields
 
 
 def _holds_when_absent(condition: Any) -> bool:

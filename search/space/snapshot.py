@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 
 from xmodal.search.filters import ItemTable
 from xmodal.search.store import INDEXED, ItemRecord, Store
-from xmodal.search.store.records import ITEM_COLUMNS, ITEM_FILTER_COLUMNS
 from xmodal.search.store.store import item_from_row, last_of_each, newest_of_each
 
 
@@ -41,7 +40,7 @@ class Snapshot:
             ids = self.item_table.column("id").to_numpy(zero_copy_only=False)
         # Filter columns and metadata are built on the first filter that needs them: most
         # queries have none, and at a million items they take seconds per store version.
-        self.items = ItemTable(ids, self._filter_fields, self._metadata_json)
+        self.items = ItemTable.of(self.item_table, ids)
         self.code_of = pd.Index(ids)
 
         segments = store.segments_table(space)
@@ -73,20 +72,6 @@ class Snapshot:
 
     def __len__(self) -> int:
         return len(self.item_codes)
-
-    def _filter_fields(self) -> pd.DataFrame:
-        """The item fields filters address, under their filter keys (ItemRecord declares
-        them), in filter units (mtime in seconds)."""
-        table = self.item_table
-        fields = pd.DataFrame({"id": table.column("id").to_numpy(zero_copy_only=False)})
-        for key, name in ITEM_FILTER_COLUMNS.items():
-            values = table.column(name).to_pandas()
-            divisor = ITEM_COLUMNS[name].filter_divisor
-            fields[key] = values if divisor == 1.0 else values / divisor
-        return fields
-
-    def _metadata_json(self) -> list[str]:
-        return self.item_table.column("metadata").to_pylist()
 
     def records(self, codes: list[int]) -> list[ItemRecord]:
         """Item records by code, as of this snapshot's version."""
