@@ -51,7 +51,13 @@ SPACE_DESCRIPTION = (
 )
 # More values than any space has dimensions: a longer array is refused by validation.
 MAX_VECTOR_VALUES = 4096
-QUERY_FIELDS = ("text", "item_id", "vector")
+# The query fields, each with its schema when given (what `exactly_one_query` counts).
+NON_EMPTY_QUERY: dict[str, Any] = {
+    "text": {"type": "string", "minLength": 1},
+    "item_id": {"type": "string", "minLength": 1},
+    "vector": {"type": "array", "minItems": 1},
+}
+QUERY_FIELDS = tuple(NON_EMPTY_QUERY)
 KINDS_DESCRIPTION = "Only these kinds of media."
 K_DESCRIPTION = "Results per page."
 RERANK_DESCRIPTION = (
@@ -75,14 +81,8 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "oneOf": [
-                *(
-                    {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
-                    for name in ("text", "item_id")
-                ),
-                {
-                    "required": ["vector"],
-                    "properties": {"vector": {"type": "array", "minItems": 1}},
-                },
+                {"required": [name], "properties": {name: non_empty}}
+                for name, non_empty in NON_EMPTY_QUERY.items()
             ]
         }
     )
