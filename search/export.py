@@ -7,8 +7,9 @@
     OUT/<space>/metadata/metadata_0.parquet  row-aligned: segment_id, item_id, ..., uri
 
 (`audio_emb/audio_emb_0.npy` in the audio-text space.) Vectors are read from the store
-in record batches and written as they come (Parquet row groups, memory-mapped .npy
-parts), so memory stays bounded whatever the store's size. The export is written into
+in record batches and written as they come (Parquet row groups, .npy parts appended
+to after their header), so memory does not grow with the store's vectors (LanceDB's
+scan reads a few fragments ahead: measured in docs/operations.md). The export is written into
 a hidden sibling folder and renamed to OUT at the end: OUT is either complete or absent.
 """
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -307,7 +308,8 @@ def count_segments(
 class NpyParts:
     """One space's vectors as .npy parts of at most `part_rows` rows, each with its
     row-aligned metadata Parquet file (the clip-retrieval layout). A part is a
-    memory-mapped file of a size known in advance, filled as batches arrive."""
+    file whose size is known in advance: its header is written first, then the rows
+    as batches arrive (a memory map of it kept every written page resident)."""
 
     def __init__(
         self, folder: Path, space: SpaceExport, items: pa.Table, rows: int, part_rows: int
@@ -326,7 +328,8 @@ class NpyParts:
         self.paths: list[Path] = []
         self._part = -1
         self._row = 0  # in the current part
-        self._matrix: np.ndarray | None = None
+        self._file: BinaryIO | None = None
+        self._size = 0  # rows of the current part
         self._writer: pq.ParquetWriter | None = None
         self._next_part()
 
@@ -336,14 +339,10 @@ class NpyParts:
         self._row = 0
         vectors = self.vectors / f"{self.prefix}_emb_{self._part}.npy"
         metadata = self.metadata / f"metadata_{self._part}.parquet"
-        shape = (self.sizes[self._part], self.dim)
-        if shape[0]:
-            self._matrix = np.lib.format.open_memmap(
-                vectors, mode="w+", dtype=np.float32, shape=shape
-            )
-        else:  # nothing to map: an empty array, and an empty part it will never fill
-            np.save(vectors, np.zeros(shape, np.float32))
-            self._matrix = np.zeros(shape, np.float32)
+        self._size = self.sizes[self._part]
+        self._file = vectors.open("wb")
+        header = {"descr": "<f4", "fortran_order": False, "shape": (self._size, self.dim)}
+        np.lib.format.write_array_header_1_0(self._file, header)
         fields = [
             pa.field("segment_id", pa.string(), nullable=False),
             pa.field("item_id", pa.string(), nullable=False),
@@ -355,11 +354,10 @@ class NpyParts:
         self.paths += [vectors, metadata]
 
     def _close_part(self) -> None:
-        if self._matrix is not None:
-            assert self._row == len(self._matrix), "a part was left short"
-            if isinstance(self._matrix, np.memmap):
-                self._matrix.flush()
-            self._matrix = None
+        if self._file is not None:
+            assert self._row == self._size, "a part was left short"
+            self._file.close()
+            self._file = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -367,14 +365,14 @@ class NpyParts:
     def write(self, batch: pa.RecordBatch) -> None:
         done = 0
         while done < batch.num_rows:
-            assert self._matrix is not None and self._writer is not None
-            if self._row == len(self._matrix):
+            assert self._file is not None and self._writer is not None
+            if self._row == self._size:
                 self._next_part()
                 continue
-            take = min(batch.num_rows - done, len(self._matrix) - self._row)
+            take = min(batch.num_rows - done, self._size - self._row)
             rows = batch.slice(done, take)
             vectors = rows.column("vector").flatten().to_numpy(zero_copy_only=False)
-            self._matrix[self._row : self._row + take] = vectors.reshape(take, self.dim)
+            self._file.write(np.ascontiguousarray(vectors, "<f4").tobytes())
             at = pc.index_in(rows.column("item_id"), value_set=self.item_ids)
             extra = [self.items.column(name).take(at) for name in self.item_columns]
             self._writer.write_batch(
@@ -393,7 +391,8 @@ class NpyParts:
         if exc[0] is None:
             self._close_part()
         else:  # the export is abandoned: close without checking the part's length
-            self._matrix = None
+            if self._file is not None:
+                self._file.close()
             if self._writer is not None:
                 self._writer.close()
 
