@@ -1,6 +1,7 @@
 """The `xmodal` command line: the app, its shared options and errors, and index, serve,
 reindex, info, models, demo. search and explain (cli_search.py), eval (cli_eval.py),
-keys (cli_keys.py) and repair (store_commands.py) are modules of their own.
+keys (cli_keys.py), export (cli_export.py) and repair (store_commands.py) are modules
+of their own.
 
 User errors print one line to stderr and exit with status 2 (3 when model weights
 cannot be loaded, 1 when --fail-fast stopped a run, 75 when another writer held the
@@ -410,7 +411,7 @@ def demo(
 
 
 # Commands kept in modules of their own, registered on `app` when imported.
-from . import cli_eval, store_commands  # noqa: E402,F401
+from . import cli_eval, cli_export, store_commands  # noqa: E402,F401
 
 
 def main() -> None:

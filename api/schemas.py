@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -41,6 +41,23 @@ else:
 
 TEXT_DESCRIPTION = "Find media matching this text."
 ITEM_ID_DESCRIPTION = "Find media similar to this indexed item."
+VECTOR_DESCRIPTION = (
+    "Find media near this vector of the `space` (e.g. one from `xmodal export`): as many "
+    "finite values as the space's dimension, not all zero; it is scaled to unit length."
+)
+SPACE_DESCRIPTION = (
+    "`vector` queries: the space the vector belongs to. Text queries ask every space, "
+    "queries by item the item's own."
+)
+# More values than any space has dimensions: a longer array is refused by validation.
+MAX_VECTOR_VALUES = 4096
+# The query fields, each with its schema when given (what `exactly_one_query` counts).
+NON_EMPTY_QUERY: dict[str, Any] = {
+    "text": {"type": "string", "minLength": 1},
+    "item_id": {"type": "string", "minLength": 1},
+    "vector": {"type": "array", "minItems": 1},
+}
+QUERY_FIELDS = tuple(NON_EMPTY_QUERY)
 KINDS_DESCRIPTION = "Only these kinds of media."
 K_DESCRIPTION = "Results per page."
 RERANK_DESCRIPTION = (
@@ -56,22 +73,26 @@ EXPLAIN_DESCRIPTION = (
 
 
 class SearchRequest(BaseModel):
-    """A query by text or by indexed item. `text` and `k` are bounded by the engine's
-    query limits: `search_request_model` builds the model a server validates with."""
+    """A query by text, by indexed item or by vector. `text` and `k` are bounded by the
+    engine's query limits: `search_request_model` builds the model a server validates with."""
 
-    # What `exactly_one_query` checks, said in the schema: a non-empty text or item_id,
-    # never both.
+    # What `exactly_one_query` checks, said in the schema: a non-empty text, item_id or
+    # vector, only one of them.
     model_config = ConfigDict(
         json_schema_extra={
             "oneOf": [
-                {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
-                for name in ("text", "item_id")
+                {"required": [name], "properties": {name: non_empty}}
+                for name, non_empty in NON_EMPTY_QUERY.items()
             ]
         }
     )
 
     text: str | None = Field(None, description=TEXT_DESCRIPTION)
     item_id: str | None = Field(None, description=ITEM_ID_DESCRIPTION)
+    vector: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        None, min_length=1, max_length=MAX_VECTOR_VALUES, description=VECTOR_DESCRIPTION
+    )
+    space: Literal["image-text", "audio-text"] = Field("image-text", description=SPACE_DESCRIPTION)
     k: int = Field(10, ge=1, description=K_DESCRIPTION)
     offset: int = Field(0, ge=0, description="Skip this many results (pagination).")
     filter: dict[str, Any] | None = Field(
@@ -93,9 +114,10 @@ class SearchRequest(BaseModel):
 
     @model_validator(mode="after")
     def exactly_one_query(self) -> SearchRequest:
-        given = [name for name in ("text", "item_id") if getattr(self, name)]
+        given = [name for name in QUERY_FIELDS if getattr(self, name)]
         if len(given) != 1:
-            raise ValueError("give exactly one of `text` or `item_id`")
+            named = f"; given: {', '.join(f'`{name}`' for name in given)}" if given else ""
+            raise ValueError(f"give exactly one of `text`, `item_id` or `vector`{named}")
         return self
 
     def rerank_request(self) -> RerankRequest | None:

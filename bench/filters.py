@@ -132,11 +132,11 @@ def measure(
         "sku $in 50 (metadata)": {"sku": {"$in": skus}},
     }
     rows = []
-    warm_table = ItemTable.from_arrow(items)
+    warm_table = ItemTable.of(items)
     for name, spec in filters.items():
         spec = validate_filter(spec)
         count = int(warm_table.matching(spec).sum())
-        cold = best_ms(lambda s=spec: ItemTable.from_arrow(items).matching(s), repeats)
+        cold = best_ms(lambda s=spec: ItemTable.of(items).matching(s), repeats)
         warm = best_ms(lambda s=spec: warm_table.matching(s), repeats)
         sql = None
         if filter_to_sql(spec) is not None:

@@ -521,13 +521,14 @@ class Engine:
         kinds: Sequence[str] | None = None,
         space: str = IMAGE_TEXT,
     ) -> SearchResult:
-        """Query by a precomputed unit vector of one space (default image-text)."""
+        """Query by a precomputed vector of one space (default image-text), e.g. one
+        exported by `xmodal export`: `dim` finite values, not all zero; it is scaled to
+        unit length. Raises InvalidQueryError otherwise, or without that space's model."""
         started = time.perf_counter()
         self._check_page(k, offset)
-        query = np.asarray(vector, np.float32)
-        return self._search(
-            self._space(space), query, k, offset, Query(filter, kinds, self.query), started
-        )
+        found = self._space(space)
+        query = unit_vector(vector, found.encoder.dim, space)
+        return self._search(found, query, k, offset, Query(filter, kinds, self.query), started)
 
     # -- internals -------------------------------------------------------
     def _check_page(self, k: int, offset: int) -> None:
@@ -642,6 +643,23 @@ def audio_model_for_store(store: Store, requested: str | None) -> str | None:
     if requested and requested.strip().lower() == NO_AUDIO_MODEL:
         return None
     return model_for_store(store, requested, AUDIO_TEXT, DEFAULT_AUDIO_MODEL)
+
+
+def unit_vector(values: np.ndarray | Sequence[float], dim: int, space: str) -> np.ndarray:
+    """A query vector of a space scaled to unit length (float32); InvalidQueryError when
+    it has not `dim` values, holds one that is not finite, or is all zeros."""
+    vector = np.asarray(values, dtype=np.float64)
+    if vector.ndim != 1 or len(vector) != dim:
+        count = len(vector) if vector.ndim == 1 else "x".join(map(str, vector.shape))
+        raise InvalidQueryError(f"vector has {count} values; the {space} space takes {dim}")
+    if not np.isfinite(vector).all():
+        raise InvalidQueryError("vector values must be finite numbers (no NaN or infinity)")
+    # Scaled by its largest value first: the norm of values near 1e308 overflows.
+    largest = float(np.abs(vector).max())
+    if largest == 0.0:
+        raise InvalidQueryError("vector is all zeros: it points nowhere")
+    vector = vector / largest
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
 def _ms_since(started: float) -> float:

@@ -252,11 +252,14 @@ class ItemTable:
         self._metadata_json = metadata_json
 
     @classmethod
-    def from_arrow(cls, items: pa.Table) -> ItemTable:
-        """Over item rows as the store holds them (at least `id`, `metadata` and the
-        columns ITEM_FILTER_COLUMNS names)."""
-        ids = items.column("id").to_numpy(zero_copy_only=False)
-        return cls(ids, lambda: filter_fields(items), lambda: items.column("metadata").to_pylist())
+    def of(cls, table: pa.Table, ids: np.ndarray | None = None) -> ItemTable:
+        """The items of an Arrow table of item rows (the store's columns, one row per id);
+        `ids`: its id column as numpy, when the caller has it already."""
+        return cls(
+            table.column("id").to_numpy(zero_copy_only=False) if ids is None else ids,
+            lambda: filter_fields(table),
+            lambda: table.column("metadata").to_pylist(),
+        )
 
     @cached_property
     def fields(self) -> pd.DataFrame:
@@ -299,12 +302,12 @@ class ItemTable:
         return self.metadata[name] if name in self.metadata.columns else None
 
 
-def filter_fields(items: pa.Table) -> pd.DataFrame:
+def filter_fields(table: pa.Table) -> pd.DataFrame:
     """The item fields filters address, under their filter keys (ItemRecord declares
-    them), in filter units (mtime in seconds)."""
-    fields = pd.DataFrame({"id": items.column("id").to_numpy(zero_copy_only=False)})
+    them), in filter units (mtime in seconds), from an Arrow table of item rows."""
+    fields = pd.DataFrame({"id": table.column("id").to_numpy(zero_copy_only=False)})
     for key, name in ITEM_FILTER_COLUMNS.items():
-        values = items.column(name).to_pandas()
+        values = table.column(name).to_pandas()
         divisor = ITEM_COLUMNS[name].filter_divisor
         fields[key] = values if divisor == 1.0 else values / divisor
     return fields

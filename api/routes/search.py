@@ -14,6 +14,7 @@ from functools import partial
 from typing import Annotated, Any
 
 import anyio.to_thread
+import numpy as np
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel
 
@@ -68,7 +69,8 @@ def router_for(
     def search(
         body: SearchRequest, engine: EngineDep, response: Response, caller: SearchCaller
     ) -> SearchResponse:
-        """Text -> media, or indexed item -> similar media (the item itself excluded).
+        """Text -> media, indexed item -> similar media (the item itself excluded), or
+        vector of a space -> the media nearest to it.
 
         Text queries may rerank their first hits and explain some of them (`rerank`,
         `explain`). The `Server-Timing` header splits the time: encode, search, fetch,
@@ -88,11 +90,14 @@ def router_for(
                 rerank=rerank_request,
                 explain=body.explain,
             )
+        elif rerank_request is not None or body.explain:
+            by = "`vector`" if body.vector else "`item_id`"
+            raise InvalidQueryError(f"rerank and explain apply to text queries only, not to {by}")
+        elif body.vector:
+            result = engine.search_vector(
+                np.asarray(body.vector), body.k, body.offset, body.filter, body.kinds, body.space
+            )
         else:
-            if rerank_request is not None or body.explain:
-                raise InvalidQueryError(
-                    "rerank and explain apply to text queries only, not to `item_id`"
-                )
             result = engine.search_similar(
                 str(body.item_id), body.k, body.offset, body.filter, body.kinds
             )

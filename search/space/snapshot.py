@@ -40,7 +40,7 @@ class Snapshot:
             ids = self.item_table.column("id").to_numpy(zero_copy_only=False)
         # Filter columns and metadata are built on the first filter that needs them: most
         # queries have none, and at a million items they take seconds per store version.
-        self.items = ItemTable.from_arrow(self.item_table)
+        self.items = ItemTable.of(self.item_table, ids)
         self.code_of = pd.Index(ids)
 
         segments = store.segments_table(space)

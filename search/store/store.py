@@ -354,7 +354,7 @@ class Store:
         items = self.items_table()
         if status is not None:
             items = items.filter(pc.equal(items.column("status"), status))
-        mask = ItemTable.from_arrow(items).matching(spec)
+        mask = ItemTable.of(items).matching(spec)
         matched = items.column("id").filter(pa.array(mask)).to_pylist()
         return list(dict.fromkeys(matched))
 
@@ -448,6 +448,32 @@ class Store:
         """All segments of a space (ids, spans, vectors) as Arrow."""
         with self._reading(segments_table_name(space)):
             return self._segments(space).to_arrow()
+
+    def segment_batches(
+        self,
+        space: str,
+        columns: Sequence[str],
+        batch_rows: int = 65_536,
+        version: int | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """A space's segments, `columns` only, in record batches of at most `batch_rows`
+        rows, so that a caller never holds every vector at once (export.py). `version`:
+        that version of the segments table (see segments_version), not the latest."""
+        name = segments_table_name(space)
+        table = self._segments(space)
+        with self._reading(name):
+            if version is not None:
+                # A handle of its own: checking out the shared one would pin every reader.
+                table = self._db.open_table(name)
+                table.checkout(version)
+            reader = table.search().select(list(columns)).limit(None).to_batches(batch_rows)
+            yield from reader
+
+    def segments_version(self, space: str) -> int:
+        """The segments table's current version (one LanceDB commit each)."""
+        name = segments_table_name(space)
+        with self._reading(name):
+            return int(self._segments(space).version)
 
     def item_vectors(self, space: str, item_id: str) -> np.ndarray:
         """(n, dim) vectors of one item's segments in a space."""

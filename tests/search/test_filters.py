@@ -65,7 +65,7 @@ def store(tmp_path_factory) -> Store:
 
 @pytest.fixture(scope="module")
 def table(store) -> ItemTable:
-    return ItemTable.from_arrow(store.items_table())
+    return ItemTable.of(store.items_table())
 
 
 def selected(table: ItemTable, spec: dict) -> list[int]:
