@@ -17,6 +17,7 @@ import fsspec
 import pytest
 from PIL import Image
 
+from tests.media_server import serving
 from xmodal.indexer import fetch_files
 from xmodal.indexer.addresses import AddressPolicy, AddressRefused, GuardedResolver
 from xmodal.indexer.fetch import Fetcher, FetchRequest, check_source
@@ -128,13 +129,8 @@ class CatalogHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[CatalogServer]:
-    httpd = CatalogServer()
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serving(CatalogServer()) as httpd:
+        yield httpd  # type: ignore[misc]
 
 
 SETTINGS = FetchSettings(
