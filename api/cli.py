@@ -152,7 +152,29 @@ def exit_code_for(error: XmodalError) -> int:
 
 @app.command()
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index (recursively).")],
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Files and folders to index (recursively), and URLs of media (https://, "
+            "s3://, any fsspec URL) to index as catalog items, the URL as their id.",
+            show_default=False,
+        ),
+    ] = None,
+    manifest: Annotated[
+        str | None,
+        typer.Option(
+            help="A catalog manifest (CSV, TSV, JSONL or Parquet; a path or URL): one item "
+            "per row, a url column, an optional id column, metadata columns.",
+            show_default=False,
+        ),
+    ] = None,
+    url_column: Annotated[
+        str | None, typer.Option(help="The manifest's url column (default: found by name).")
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(help="The manifest's id column (default: id, sku, ... if present)."),
+    ] = None,
     data: DataOpt = None,
     model: ModelOpt = None,
     audio_model: AudioModelOpt = None,
@@ -163,8 +185,8 @@ def index(
     schema: Annotated[
         str | None,
         typer.Option(
-            help="Types of --metadata columns over those inferred, e.g. sku=text,price=float "
-            "(text, int, float, bool, json).",
+            help="Types of --metadata or --manifest columns over those inferred, e.g. "
+            "sku=text,price=float (text, int, float, bool, json).",
             show_default=False,
         ),
     ] = None,
@@ -175,9 +197,10 @@ def index(
     no_wait: NoWaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index images, videos and sounds under PATHS; re-runs only process what changed.
-    One writer at a time per data directory: a second one waits (--wait, --no-wait)."""
-    from xmodal.indexer import DecodeOptions, index_paths
+    """Index images, videos and sounds under PATHS, at URLs, or listed in a --manifest;
+    re-runs only process what changed. One writer at a time per data directory: a
+    second one waits (--wait, --no-wait)."""
+    from xmodal.indexer import DecodeOptions, ManifestOptions, index_paths
     from xmodal.indexer.column_types import parse_schema
     from xmodal.indexer.metadata_file import read_metadata_file
     from xmodal.search import Engine
@@ -197,16 +220,28 @@ def index(
         model=model,
         audio_model=audio_model,
     )
-    if schema is not None and metadata is None:
-        raise SourceError("--schema types the columns of --metadata: give --metadata too")
+    from .cli_catalog import index_catalog, is_remote
+
+    if schema is not None and metadata is None and manifest is None:
+        raise SourceError("--schema types the columns of --metadata or --manifest: give one")
+    urls = [p for p in paths or [] if is_remote(p)]
+    local = [Path(p) for p in paths or [] if not is_remote(p)]
+    if not (local or urls or manifest):
+        raise SourceError("nothing to index: give files, folders, URLs or --manifest")
     column_types = parse_schema(schema) if schema is not None else None
     metadata_map = read_metadata_file(metadata, column_types) if metadata else None
+    if urls or manifest:
+        options = ManifestOptions(url_column=url_column, id_column=id_column, schema=column_types)
+        with writer_lock(settings, wait, no_wait):
+            index_catalog(settings, urls, manifest, options, console, as_json)
+        if not local:
+            return
     progress = None if as_json else progress_for(errors, settings.log)
     with writer_lock(settings, wait, no_wait):
         engine = Engine.from_settings(settings)
         report = index_paths(
             engine,
-            paths,
+            local,
             settings.indexing,
             metadata_map,
             progress,
