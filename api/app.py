@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(keys.router, responses=ACCESS_ERRORS)  # admin: the router says so
     app.include_router(catalog.router, responses=ACCESS_ERRORS)  # write: the router says so
     app.include_router(health.router)
-    observed = Metrics(engine) if settings.server.metrics else None
+    observed = Metrics(engine, app.state.catalog.counters) if settings.server.metrics else None
     if observed is not None:
         app.state.metrics = observed
         # Figures about the library (sizes, staleness) are for operators: admin keys.

@@ -27,11 +27,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from xmodal import __version__
 from xmodal.indexer import IndexReport, NoProgress, Progress
+from xmodal.indexer.catalog import CatalogCounters
 from xmodal.search.errors import XmodalError
 
 if TYPE_CHECKING:
@@ -283,12 +284,40 @@ class CountingProgress:
         self._inner.finish()
 
 
+class CatalogCollector(Collector):
+    """What this process's catalog writes did (indexer/catalog.py CatalogCounters), read
+    at scrape time: entries by status, what reached the model, what was downloaded."""
+
+    def __init__(self, counters: CatalogCounters):
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.counters
+        entries = CounterMetricFamily(
+            "xmodal_catalog_entries",
+            "Catalog entries written (PUT, batches, jobs), by status.",
+            labels=["status"],
+        )
+        for status, count in sorted(c.entries.items()):
+            entries.add_metric([status], count)
+        yield entries
+        for name, value, text in (
+            ("embedded", c.embedded, "Catalog items whose media went through the model."),
+            ("encoded_inputs", c.encoded, "Model inputs the catalog computed vectors for."),
+            ("fetched", c.fetched, "Catalog sources downloaded."),
+            ("not_modified", c.not_modified, "Catalog sources answered 304: not downloaded."),
+            ("fetched_bytes", c.fetched_bytes, "Bytes of catalog sources downloaded."),
+            ("deleted", c.deleted, "Catalog items deleted."),
+        ):
+            yield CounterMetricFamily(f"xmodal_catalog_{name}", text, value=value)
+
+
 class Metrics:
     """Everything /metrics shows for one app, in a registry of its own."""
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, engine: Engine | None = None):
+    def __init__(self, engine: Engine | None = None, catalog: CatalogCounters | None = None):
         self.registry = CollectorRegistry()
         self.http = HttpMetrics(self.registry)
         self.indexer = IndexerMetrics(self.registry)
@@ -302,6 +331,8 @@ class Metrics:
         ProcessCollector(registry=self.registry)  # CPU seconds, memory, open files
         if engine is not None:
             self.registry.register(IndexCollector(engine))
+        if catalog is not None:
+            self.registry.register(CatalogCollector(catalog))
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
@@ -310,6 +341,7 @@ class Metrics:
 
 __all__ = [
     "UNMATCHED",
+    "CatalogCollector",
     "CountingProgress",
     "HttpMetrics",
     "IndexCollector",

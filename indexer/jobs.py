@@ -197,6 +197,8 @@ class JobRunner:
             self._thread = None
 
     def submit(self, job: Job) -> None:
+        """Have a job run (created in the store): the worker starts if it has not."""
+        self.start()
         self._wake.set()
 
     def cancel(self, job_id: str) -> Job:

@@ -204,3 +204,15 @@ def test_a_large_batch_runs_as_a_job(catalog_client, engine):
     assert engine.store.count_items() == 30
     assert client.get("/jobs/0123456789abcdef0123").status_code == 404
     assert client.get("/jobs/../../etc").status_code in (404, 422)
+
+
+def test_metrics_count_what_the_catalog_did(catalog_client):
+    client = catalog_client
+    client.put("/items/M1", json={"data": b64(jpeg(1))})
+    client.put("/items/M1", json={"metadata": {"price": 3}})
+    client.put("/items/M2", json={"data": b64(b"plain text")})
+    text = client.get("/metrics").text
+    assert 'xmodal_catalog_entries_total{status="created"} 1.0' in text
+    assert 'xmodal_catalog_entries_total{status="updated"} 1.0' in text
+    assert 'xmodal_catalog_entries_total{status="failed"} 1.0' in text
+    assert "xmodal_catalog_embedded_total 1.0" in text
