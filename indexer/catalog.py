@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -120,6 +121,40 @@ class CatalogCounters:
             self.embedded += result.embedded
 
 
+MAX_METADATA_BYTES = 64 * 1024  # an item's metadata as JSON
+MAX_METADATA_DEPTH = 16  # nested objects and lists: filters reach in with dotted keys
+
+
+def check_metadata(metadata: Any) -> None:
+    """SourceError unless `metadata` is None or a JSON object of bounded size and depth."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise SourceError("metadata must be a JSON object")
+    if _depth(metadata) > MAX_METADATA_DEPTH:
+        raise SourceError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
+    try:
+        size = len(json.dumps(metadata, allow_nan=False).encode("utf-8"))
+    except (TypeError, ValueError) as error:
+        raise SourceError(f"metadata is not plain JSON: {error}") from error
+    if size > MAX_METADATA_BYTES:
+        raise SourceError(f"metadata larger than {MAX_METADATA_BYTES // 1024} KiB as JSON")
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """How deep `value` nests, stopping as soon as it passes the cap (no recursion)."""
+    deepest, stack = level, [(value, level)]
+    while stack:
+        current, at = stack.pop()
+        deepest = max(deepest, at)
+        if deepest > MAX_METADATA_DEPTH:
+            return deepest
+        children = current.values() if isinstance(current, dict) else current
+        if isinstance(current, dict | list):
+            stack.extend((child, at + 1) for child in children)
+    return deepest
+
+
 def check_external_id(external_id: Any) -> str:
     """The caller's id, checked: a non-empty string of at most 512 characters, without
     control characters (it appears in URLs, logs and CSV exports)."""
@@ -167,6 +202,7 @@ class Catalog:
         if self._spool is None:
             parent = self.store.path / "spool"
             parent.mkdir(parents=True, exist_ok=True)
+            _sweep_spool(parent)
             self._spool = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent))
         return self._spool
 
@@ -235,6 +271,9 @@ class Catalog:
         for position, entry in enumerate(entries):
             try:
                 check_external_id(entry.external_id)
+                check_metadata(entry.metadata)
+                if entry.source is not None and entry.data is not None:
+                    raise SourceError("give the media as a url or as data, not both")
                 if entry.source is None and entry.data is None and entry.metadata is None:
                     raise SourceError("nothing to write: give a url, the data or metadata")
             except SourceError as error:
@@ -485,6 +524,20 @@ class Arrival:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None
+
+
+def _sweep_spool(parent: Path) -> None:
+    """Remove the spool folders of processes that are gone (killed mid-download)."""
+    for folder in parent.iterdir():
+        pid = folder.name.split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue  # alive, someone else's
 
 
 def entry_of_row(row: ManifestRow) -> CatalogEntry:

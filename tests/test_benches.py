@@ -20,6 +20,7 @@ FIGURES = {
     "calibration.py": "min_score 3: nonsense returning hits",
     "filters.py": "sku $in 50 (metadata)",
     "index_throughput.py": "cold: steady state / model-only =",
+    "ingest.py": "URL ingestion / local-file ingestion =",
     "rerank.py": "(target <= 150 ms):",
     "text_batching.py": "batched/plain",
     "video_keyframes.py": "segments span",

@@ -216,3 +216,18 @@ def test_metrics_count_what_the_catalog_did(catalog_client):
     assert 'xmodal_catalog_entries_total{status="updated"} 1.0' in text
     assert 'xmodal_catalog_entries_total{status="failed"} 1.0' in text
     assert "xmodal_catalog_embedded_total 1.0" in text
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"url": "https://example.com/a.jpg", "data": "AAAA"}, "not both"),
+        ({"data": "AAAA", "metadata": {"blob": "x" * 70_000}}, "64 KiB"),
+        ({"data": "AAAA", "metadata": json.loads('{"a":' * 40 + "1" + "}" * 40)}, "deeper"),
+    ],
+)
+def test_entries_over_the_caps_fail_with_the_reason(catalog_client, engine, body, words):
+    answer = catalog_client.post("/items/batch", json={"items": [{"id": "Z", **body}]})
+    result = answer.json()["results"][0]
+    assert result["status"] == "failed" and words in result["error"]
+    assert engine.store.count_items() == 0

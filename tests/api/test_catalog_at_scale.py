@@ -120,7 +120,7 @@ def test_a_catalog_of_2000_products_and_an_hour_of_changes(shop, media, engine):
         r.external_id: engine.store.item_vectors("image-text", engine.item(r.external_id).id)[0]
         for r in renewed
     }
-    for n, row in enumerate(renewed):
+    for n in range(len(renewed)):
         media.put(f"/p/{1500 + n}.jpg", jpeg(10_000 + n))
     answer = client.post("/items/batch", json=batch(renewed)).json()
     assert answer["counts"]["updated"] == 50 and answer["embedded"] == 50
