@@ -72,7 +72,7 @@ PUT_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/ItemWrite"}},
+            "application/json": {"schema": ItemWrite.model_json_schema()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",

@@ -50,7 +50,9 @@ def test_urls_and_a_manifest_then_a_re_run_fetches_only_what_changed(
 
     code, out, err = xmodal("search", "photo", "--json", "-k", "20")
     hits = json.loads(out)["hits"]
-    assert sorted(h["external_id"] for h in hits) == sorted([*urls, *(f"{n:05d}" for n in range(4))])
+    assert sorted(h["external_id"] for h in hits) == sorted(
+        [*urls, *(f"{n:05d}" for n in range(4))]
+    )
 
 
 def test_nothing_to_index_is_a_one_line_error(xmodal):
