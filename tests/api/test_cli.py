@@ -246,7 +246,7 @@ def test_index_schema_types_the_metadata_columns(xmodal, library, tiny_spec, tmp
     meta.write_text("file,zip,size\n" + "".join(f"lib/{i}.jpg,0123{i},4{i}\n" for i in range(4)))
     for args, message in [
         (("--metadata", str(meta), "--schema", "size=string"), "unknown type 'string'"),
-        (("--schema", "size=text"), "give --metadata too"),
+        (("--schema", "size=text"), "of --metadata or --manifest"),
         (("--metadata", str(meta), "--schema", "colour=text"), "'colour', not a column"),
     ]:
         code, _, err = xmodal("index", str(library), "--model", tiny_spec, *args)
