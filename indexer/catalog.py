@@ -56,6 +56,8 @@ from .progress import NoProgress, Progress
 
 UPLOAD = "upload"  # the uri of an item whose media came in the request itself
 
+# Why an entry that only gives metadata fails: there is no item to change.
+NO_SUCH_ITEM = "no such item: give a url or the data"
 # What became of an entry.
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 
@@ -349,9 +351,7 @@ class Catalog:
         """The same media (or none given): only the row may change."""
         item_id = catalog_item_id(entry.external_id)
         if before is None:
-            return EntryResult(
-                entry.external_id, item_id, FAILED, "no such item: give a url or the data"
-            )
+            return EntryResult(entry.external_id, item_id, FAILED, NO_SUCH_ITEM)
         after = before
         if entry.metadata is not None and entry.metadata != before.metadata:
             after = replace(after, metadata=dict(entry.metadata))

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from xmodal.indexer.catalog import Catalog, CatalogEntry, EntryResult
+from xmodal.indexer.catalog import NO_SUCH_ITEM, Catalog, CatalogEntry, EntryResult
 from xmodal.indexer.fetch import check_source
 from xmodal.indexer.jobs import JobRunner
 from xmodal.search.errors import InvalidQueryError, SourceError, UnknownItemError
@@ -42,7 +42,7 @@ from ..schemas import ErrorResponse
 
 router = APIRouter(tags=["catalog"], dependencies=[Depends(require_write)])
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 503)
 }
 ExternalId = Annotated[
     str,
@@ -100,13 +100,15 @@ async def put_item(external_id: ExternalId, request: Request, catalog: CatalogDe
     in base64, or a multipart upload (`file`, with `metadata` as a JSON field).
 
     The same media are never embedded again, and a change of metadata alone never
-    re-embeds. 201 when created, 200 when updated or unchanged, 422 with the reason
-    when its media cannot be fetched or decoded."""
+    re-embeds. 201 when created, 200 when updated or unchanged; 400 with the reason
+    when its media cannot be fetched or decoded, 404 for metadata alone of an item that
+    does not exist."""
     entry = await _entry_of(external_id, request)
     result = (await run_in_threadpool(catalog.put_chunk, [entry]))[0]
     body = EntryOut.of(result).model_dump()
     if result.status == "failed":
-        return JSONResponse({"detail": f"item {external_id!r}: {result.error}", **body}, 422)
+        status = 404 if result.error == NO_SUCH_ITEM else 400
+        return JSONResponse({"detail": f"item {external_id!r}: {result.error}", **body}, status)
     return JSONResponse(body, 201 if result.status == "created" else 200)
 
 

@@ -46,7 +46,7 @@ def similar_items(
     filter: Annotated[
         str | None,
         Query(
-            max_length=16_384,
+            max_length=2048,
             description='Metadata filter as JSON, e.g. {"category": "shoes", "in_stock": true}.',
         ),
     ] = None,

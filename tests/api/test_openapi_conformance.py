@@ -11,6 +11,7 @@ MAX_EXAMPLES per operation, derandomized (a fixed seed).
 
 from __future__ import annotations
 
+import base64
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +31,7 @@ from xmodal.api import create_app
 from xmodal.api.keys import KeyRing, Scope
 from xmodal.api.settings import Settings
 from xmodal.indexer import index_paths
+from xmodal.indexer.catalog import CatalogEntry
 from xmodal.search import Engine, Store
 from xmodal.search.rerank.settings import RerankSettings
 from xmodal.search.store import item_id_for
@@ -50,7 +52,18 @@ OPERATIONS = {
     "DELETE /keys/{key_id}",
     "GET /health",
     "GET /metrics",
+    "GET /items/{item_id}/similar",
+    "PUT /items/{external_id}",
+    "DELETE /items/{external_id}",
+    "POST /items/batch",
+    "POST /items/delete",
+    "POST /jobs",
+    "GET /jobs",
+    "GET /jobs/{job_id}",
+    "GET /jobs/{job_id}/results",
+    "DELETE /jobs/{job_id}",
 }
+SKUS = [f"sku-{n}" for n in range(4)]
 
 
 # Every check, as configured here: a request the schema allows may still be refused for
@@ -87,7 +100,12 @@ def api_schema(tmp_path, make_image, tiny_encoder, tiny_audio_encoder, tiny_vlm)
     admin = ring.create(Scope.ADMIN, name="schemathesis")[1]
     spare = [ring.create(Scope.SEARCH, name=f"spare {i}")[0].id for i in range(3)]
     settings_ = Settings(data=engine.store.path, rerank=rerank, server={"thumbnail_size": 32})
-    with live_server(create_app(settings_, engine)) as url:
+    app = create_app(settings_, engine)
+    picture = paths[0].read_bytes()
+    for sku in SKUS:  # catalog items, for the routes that name one by the caller's id
+        app.state.catalog.put_chunk([CatalogEntry(sku, data=picture, metadata={"n": 1})])
+    job = app.state.jobs.store.create("batch", [{"id": SKUS[0], "metadata": {"n": 2}}])
+    with live_server(app) as url:
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json", config=CONFIG)
 
         @schema.hook
@@ -99,6 +117,11 @@ def api_schema(tmp_path, make_image, tiny_encoder, tiny_audio_encoder, tiny_vlm)
             if parameters and "key_id" in parameters:
                 known = st.sampled_from(spare).map(lambda id_: {**parameters, "key_id": id_})
                 return st.one_of(st.just(parameters), known)
+            if parameters and "external_id" in parameters:
+                known = st.sampled_from(SKUS).map(lambda id_: {**parameters, "external_id": id_})
+                return st.one_of(st.just(parameters), known)
+            if parameters and "job_id" in parameters:
+                return st.one_of(st.just(parameters), st.just({**parameters, "job_id": job.id}))
             if not parameters or "item_id" not in parameters:
                 return st.just(parameters)
             indexed = st.sampled_from(ids).map(lambda id_: {**parameters, "item_id": id_})
@@ -116,6 +139,12 @@ def api_schema(tmp_path, make_image, tiny_encoder, tiny_audio_encoder, tiny_vlm)
             if path in uploads:
                 real = {key: v for key, v in body.items() if key != "filter"}
                 return st.one_of(st.just(body), st.just({**real, "file": uploads[path]}))
+            if path == "/items/{external_id}" and context.operation.method.upper() == "PUT":
+                data = base64.b64encode(picture).decode("ascii")
+                return st.one_of(st.just(body), st.just({"data": data, "metadata": {"n": 3}}))
+            if path == "/jobs":  # a public URL (the job then fails: no network here)
+                public = {**body, "manifest": "https://example.com/catalog.csv"}
+                return st.one_of(st.just(body), st.just(public))
             if path == "/explain":
                 pictures = st.sampled_from(ids[:5]).map(lambda id_: {**body, "item_id": id_})
                 return st.one_of(st.just(body), pictures)
