@@ -210,15 +210,6 @@ def shown_uri(uri: str, root: str) -> str:
     return path.name
 
 
-# The item parts of the two responses, derived from ItemRecord's declaration.
-if TYPE_CHECKING:
-    ItemFields = BaseModel
-    HitItemFields = BaseModel
-else:
-    ItemFields = create_model("ItemFields", **item_fields("item"))
-    HitItemFields = create_model("HitItemFields", **item_fields("hit"))
-
-
 THUMBNAIL_URL_DESCRIPTION = (
     "Relative URL of the item's thumbnail (a video's at its best moment); null for a "
     "sound. Signed (`exp`, `sig`) on a keyed server: it works without a key, in an "
@@ -244,7 +235,17 @@ class MediaUrls(BaseModel):
         }
 
 
-class ItemOut(ItemFields, MediaUrls):
+# The item parts of the two responses, derived from ItemRecord's declaration, after
+# their media URLs.
+if TYPE_CHECKING:
+    ItemFields = MediaUrls
+    HitItemFields = MediaUrls
+else:
+    ItemFields = create_model("ItemFields", __base__=MediaUrls, **item_fields("item"))
+    HitItemFields = create_model("HitItemFields", __base__=MediaUrls, **item_fields("hit"))
+
+
+class ItemOut(ItemFields):
     @classmethod
     def of(
         cls, item: ItemRecord, full_paths: bool = True, links: MediaLinks = PLAIN_LINKS
@@ -260,7 +261,7 @@ class ExplainedBy(NamedTuple):
     model: str | None = None
 
 
-class HitOut(HitItemFields, MediaUrls):
+class HitOut(HitItemFields):
     score: float = Field(description="Cosine similarity of the best segment, in its space.")
     matched: Literal["picture", "sound"] = Field(
         description="What matched: the pictures (images, video keyframes) or the sound "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 
@@ -78,7 +78,7 @@ def _facet(key: str, column: pd.Series) -> Facet | None:
     if kinds == {"list"}:
         facet_type: FacetType = "list"
     elif len(kinds) == 1:
-        facet_type = next(iter(kinds))  # type: ignore[assignment]
+        facet_type = cast(FacetType, next(iter(kinds)))
     else:
         facet_type = "mixed"
     numbers = [float(v) for v in scalars if _scalar_type(v) == "number"]
