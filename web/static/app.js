@@ -174,6 +174,7 @@ function showHits(answer) {
 }
 
 function showPager(count) {
+  ui.prev.parentElement.hidden = !count && !state.page;
   ui.prev.disabled = state.page === 0;
   ui.next.disabled = count < PAGE_SIZE;
   ui.pageLabel.textContent = count || state.page ? `Page ${state.page + 1}` : "";
@@ -499,6 +500,8 @@ function askForKey(reason) {
   ui.keyReason.textContent = reason && sessionStorage.getItem(KEY_STORAGE)
     ? `That key was refused: ${reason}` : "This server needs an API key.";
   ui.keyForm.hidden = false;
+  ui.facets.textContent = "Filters appear once the server accepts a key.";
+  showPager(0);
   setStatus("An API key is needed to search this server.");
   ui.keyInput.focus();
 }
