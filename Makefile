@@ -9,10 +9,15 @@ PIP    := $(PY) -m pip
 # another (multi-GB) build. Override for your platform, e.g. a CPU wheel index.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DATA ?= demo-data
+# The browser tests (tests/web) drive Debian's Chromium and check with axe-core.
+CHROMIUM ?= /usr/bin/chromium
+AXE_VERSION ?= 4.10.3
+AXE := build/axe/axe.min.js
+SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: demo test lint format install clean bench docs reference-model eval-reference \
+.PHONY: demo test lint format install clean bench docs browser reference-model eval-reference \
 	reference-audio-model eval-reference-audio reference-vlm-model
 
 $(VENV)/.installed: pyproject.toml setup.py
@@ -47,8 +52,20 @@ format: install
 	$(VENV)/bin/ruff format $(SOURCES)
 	$(VENV)/bin/ruff check --fix $(SOURCES)
 
-test: lint
-	$(PY) -m pytest -q
+# Debian's Chromium (never a browser downloaded by Playwright), installed when missing.
+browser:
+	@command -v chromium >/dev/null || [ -x $(CHROMIUM) ] || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+
+# axe-core, the accessibility checker the page's tests run, at a pinned version from npm.
+$(AXE):
+	mkdir -p build/axe
+	cd build/axe && npm pack --silent axe-core@$(AXE_VERSION) && \
+		tar -xzf axe-core-$(AXE_VERSION).tgz package/axe.min.js && \
+		mv package/axe.min.js axe.min.js && rmdir package
+
+test: lint browser $(AXE)
+	XMODAL_CHROMIUM=$$(command -v chromium || echo $(CHROMIUM)) $(PY) -m pytest -q
 
 bench: install
 	$(PY) bench/index_throughput.py

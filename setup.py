@@ -24,6 +24,8 @@ for layer in LAYERS:
 package_data = {
     "xmodal.search.model_configs": ["*.json"],
     "xmodal.search.models": ["*.pt", "*.card.json", "xmodal-ref-audio/*", "xmodal-ref-vlm/*"],
+    # The search page and the widget, served by the API (api/pages.py).
+    "xmodal.web": ["static/*"],
 }
 
 setup(packages=packages, package_dir=package_dir, package_data=package_data)

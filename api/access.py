@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -41,6 +42,8 @@ from .keys import (
     Scope,
     retry_after_seconds,
 )
+from .media_links import MediaLinks
+from .pages import PAGE_POLICY, is_page_path
 from .rate_limit import TokenBuckets
 from .schemas import ErrorResponse
 
@@ -87,6 +90,8 @@ class Caller:
 
 
 LOCAL = Caller(Scope.ADMIN)
+# Whoever opens a signed media URL (api/media_links.py): search's rights, for that file.
+SIGNED_URL = Caller(Scope.SEARCH)
 
 
 class ExposureRefused(XmodalError):
@@ -209,6 +214,13 @@ class Access:
                     f"key {key.id} is over its rate of {rate}", retry_after_seconds(wait)
                 )
         return caller
+
+    def is_keyed(self) -> bool:
+        """Whether the server has keys now (a damaged key file counts as keyed)."""
+        try:
+            return self.ring.keyed
+        except KeyFileError:
+            return True
 
     def redact_paths(self, request: Request, message: str) -> str:
         """`message` as the request's caller may see it: the server's paths (indexed
@@ -333,7 +345,8 @@ def host_name(host_header: str) -> str:
 
 
 class SecurityHeaders:
-    """nosniff on every response; the strict content policy on all but the docs pages."""
+    """nosniff on every response; the strict content policy on all but the docs pages
+    and the search page's files (api/pages.py), which get the page's own policy."""
 
     def __init__(self, app: ASGIApp, docs_paths: Iterable[str]) -> None:
         self.app = app
@@ -343,14 +356,21 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        strict = scope["path"] not in self.docs_paths
+        path = scope["path"]
+        policy = (
+            None
+            if path in self.docs_paths
+            else PAGE_POLICY
+            if is_page_path(path)
+            else CONTENT_POLICY
+        )
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers["X-Content-Type-Options"] = "nosniff"
-                if strict:
-                    headers.setdefault("Content-Security-Policy", CONTENT_POLICY)
+                if policy is not None:
+                    headers.setdefault("Content-Security-Policy", policy)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -403,20 +423,38 @@ class KeyOriginsCORS(CORSMiddleware):
 class KeyGate:
     """On a keyed server, 401 for a request with no valid key before its body is read
     (an upload is not received for nothing); the routes' dependencies then check the
-    scope, the origin and the key's rate. `public` paths (/health, the docs) pass."""
+    scope, the origin and the key's rate. `public` paths (/health, the docs, the search
+    page's files) pass; so does a GET of a signed media URL (api/media_links.py) sent
+    without a key, until it expires."""
 
-    def __init__(self, app: ASGIApp, access: Access, public: Iterable[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, access: Access, public: Iterable[str], links: MediaLinks
+    ) -> None:
         self.app = app
         self.access = access
         self.public = frozenset(public)
+        self.links = links
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public:
+        if scope["type"] != "http" or scope["path"] in self.public or is_page_path(scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         secret = credentials.strip() if scheme.lower() == "bearer" else headers.get("x-api-key")
+        if not secret:
+            signed = self._signed(scope)
+            if signed is not None:
+                if signed:
+                    scope.setdefault("state", {})["authenticated"] = SIGNED_URL
+                    await self.app(scope, receive, send)
+                    return
+                refused = NotAuthenticated("this media URL's signature is expired or invalid")
+                response = JSONResponse(
+                    {"detail": str(refused)}, status_code=401, headers=refused.headers
+                )
+                await response(scope, receive, send)
+                return
         try:
             # Kept for the route's dependency (request.state): one key lookup a request.
             scope.setdefault("state", {})["authenticated"] = self.access.authenticate(secret)
@@ -429,6 +467,13 @@ class KeyGate:
         except KeyFileError:
             pass  # the route's dependency answers the 503 that says why
         await self.app(scope, receive, send)
+
+    def _signed(self, scope: AsgiScope) -> bool | None:
+        """Whether the request opens a signed URL (None: it carries no signature)."""
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else quote(scope["path"])
+        query = scope.get("query_string", b"").decode("latin-1")
+        return self.links.allows(scope["method"], path, query)
 
 
 class ClientRateLimit:
@@ -459,20 +504,23 @@ class ClientRateLimit:
         await response(scope, receive, send)
 
 
-def install_access(app: FastAPI, settings: Settings, access: Access) -> None:
+def install_access(app: FastAPI, settings: Settings, access: Access) -> MediaLinks:
     """Keep `access` as the app's policy and add the middlewares (the last added runs
-    first)."""
+    first); gives the media URLs' signer that the gate checks (app.state.media_links)."""
     app.state.access = access
+    links = MediaLinks(settings.data, settings.security.media_url_seconds, access.is_keyed)
+    app.state.media_links = links
     pages = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
     docs = [path for path in pages if path]
     public = ["/health", *docs, *([app.openapi_url] if app.openapi_url else [])]
-    app.add_middleware(KeyGate, access=access, public=public)
+    app.add_middleware(KeyGate, access=access, public=public, links=links)
     app.add_middleware(ClientRateLimit, access=access)
     app.add_middleware(KeyOriginsCORS, ring=access.ring)
     app.add_middleware(
         TrustedHosts, check=HostCheck(settings.server.host, settings.security.allowed_hosts)
     )
     app.add_middleware(SecurityHeaders, docs_paths=docs)
+    return links
 
 
 __all__ = [

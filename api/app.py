@@ -21,7 +21,8 @@ from .keys import KeyRing
 from .limits import BodyLimit, BodyLimits
 from .metrics import Metrics
 from .observe import ObserveRequests
-from .routes import catalog, explain, health, items, keys, metrics, search
+from .pages import install_pages
+from .routes import catalog, explain, facets, health, items, keys, metrics, search
 from .thumbnails import ThumbnailCache
 
 DESCRIPTION = """Cross-modal semantic search over indexed media.
@@ -30,7 +31,9 @@ Once keys exist (`xmodal keys create`), every route but `/health` needs one, sen
 `Authorization: Bearer KEY` or `X-API-Key: KEY`: the search, item and explain routes a
 key of scope `search` (or `write`, `admin`; or a `publishable` key from one of its web
 origins), the key routes `admin`. Without `admin`, item locations are shown relative to
-their indexed folder. Too many requests get 429 with `Retry-After`."""
+their indexed folder. Too many requests get 429 with `Retry-After`. The thumbnail, media
+and heatmap URLs in answers are signed (`exp`, `sig`): they need no key until they
+expire. The search page (`/`) and its files are open: they hold no data."""
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -91,11 +94,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         search.router_for(engine.query, engine.reranking.settings, server),
         explain.router_for(engine.query),
         items.router,
+        facets.router,
     ):
         app.include_router(router, dependencies=searching, responses=ACCESS_ERRORS)
     app.include_router(keys.router, responses=ACCESS_ERRORS)  # admin: the router says so
     app.include_router(catalog.router, responses=ACCESS_ERRORS)  # write: the router says so
     app.include_router(health.router)
+    install_pages(app)  # GET /, /widget.js, /static/...: open, no data in them
     observed = Metrics(engine, app.state.catalog.counters) if settings.server.metrics else None
     if observed is not None:
         app.state.metrics = observed

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, get_args,
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from xmodal.search.facets import Facet, Facets
 from xmodal.search.hits import Hit, SearchResult
 from xmodal.search.media import MediaKind
 from xmodal.search.rerank.apply import moment_of
@@ -18,6 +19,7 @@ from xmodal.search.store import ItemRecord
 from xmodal.search.store.locations import FILE_URI, display_name
 from xmodal.search.store.records import ITEM_COLUMNS
 
+from .media_links import PLAIN_LINKS, MediaLinks
 from .rerank_schemas import (
     ExplainReportOut,
     ExplanationOut,
@@ -208,19 +210,47 @@ def shown_uri(uri: str, root: str) -> str:
     return path.name
 
 
-# The item parts of the two responses, derived from ItemRecord's declaration.
+THUMBNAIL_URL_DESCRIPTION = (
+    "Relative URL of the item's thumbnail (a video's at its best moment); null for a "
+    "sound. Signed (`exp`, `sig`) on a keyed server: it works without a key, in an "
+    "`<img>`, until it expires (security.media_url_seconds)."
+)
+MEDIA_URL_DESCRIPTION = (
+    "Relative URL of the original file (Range requests supported); signed as "
+    "`thumbnail_url` on a keyed server, for a `<video>` or `<audio>` element."
+)
+
+
+class MediaUrls(BaseModel):
+    thumbnail_url: str | None = Field(None, description=THUMBNAIL_URL_DESCRIPTION)
+    media_url: str = Field(description=MEDIA_URL_DESCRIPTION)
+
+    @staticmethod
+    def values(item: ItemRecord, links: MediaLinks, moment: float | None = None) -> dict[str, Any]:
+        """The URLs of an item's thumbnail (at `moment` seconds for a video) and file."""
+        picture = item.kind != MediaKind.AUDIO
+        return {
+            "thumbnail_url": links.thumbnail(item.id, moment) if picture else None,
+            "media_url": links.media(item.id),
+        }
+
+
+# The item parts of the two responses, derived from ItemRecord's declaration, after
+# their media URLs.
 if TYPE_CHECKING:
-    ItemFields = BaseModel
-    HitItemFields = BaseModel
+    ItemFields = MediaUrls
+    HitItemFields = MediaUrls
 else:
-    ItemFields = create_model("ItemFields", **item_fields("item"))
-    HitItemFields = create_model("HitItemFields", **item_fields("hit"))
+    ItemFields = create_model("ItemFields", __base__=MediaUrls, **item_fields("item"))
+    HitItemFields = create_model("HitItemFields", __base__=MediaUrls, **item_fields("hit"))
 
 
 class ItemOut(ItemFields):
     @classmethod
-    def of(cls, item: ItemRecord, full_paths: bool = True) -> ItemOut:
-        return cls(**item_values(item, "item", full_paths))
+    def of(
+        cls, item: ItemRecord, full_paths: bool = True, links: MediaLinks = PLAIN_LINKS
+    ) -> ItemOut:
+        return cls(**item_values(item, "item", full_paths), **MediaUrls.values(item, links))
 
 
 class ExplainedBy(NamedTuple):
@@ -258,14 +288,22 @@ class HitOut(HitItemFields):
     )
 
     @classmethod
-    def of(cls, hit: Hit, explained: ExplainedBy | None = None, full_paths: bool = True) -> HitOut:
+    def of(
+        cls,
+        hit: Hit,
+        explained: ExplainedBy | None = None,
+        full_paths: bool = True,
+        links: MediaLinks = PLAIN_LINKS,
+    ) -> HitOut:
         explanation = None
+        moment = moment_of(hit)
         if hit.explanation is not None:
             assert explained is not None, "an explained hit's heatmap URL needs the query"
-            url = heatmap_url(hit.item.id, explained.text, moment_of(hit), explained.model)
-            explanation = ExplanationOut.of(hit.explanation, url)
+            url = heatmap_url(hit.item.id, explained.text, moment, explained.model)
+            explanation = ExplanationOut.of(hit.explanation, links.sign_relative(url))
         return cls(
             **item_values(hit.item, "hit", full_paths),
+            **MediaUrls.values(hit.item, links, moment),
             score=hit.score,
             matched=hit.matched,
             calibrated_score=None if hit.calibrated is None else round(hit.calibrated, 4),
@@ -291,14 +329,64 @@ class SearchResponse(BaseModel):
         result: SearchResult,
         explained: ExplainedBy | None = None,
         full_paths: bool = True,
+        links: MediaLinks = PLAIN_LINKS,
     ) -> SearchResponse:
         """The response to a search; `explained` is needed for the hits' heatmap URLs;
-        without `full_paths`, the hits' locations relative to their indexed roots."""
+        without `full_paths`, the hits' locations relative to their indexed roots;
+        `links` signs the hits' media URLs on a keyed server."""
         return cls(
-            hits=[HitOut.of(h, explained, full_paths) for h in result.hits],
+            hits=[HitOut.of(h, explained, full_paths, links) for h in result.hits],
             took_ms=result.took_ms,
             rerank=None if result.rerank is None else RerankOut.of(result.rerank),
             explain=None if result.explain is None else ExplainReportOut.of(result.explain),
+        )
+
+
+class FacetValueOut(BaseModel):
+    value: str | float | bool
+    count: int = Field(description="Items holding this value (a list, among its elements).")
+
+
+class FacetOut(BaseModel):
+    key: str = Field(description="The metadata key, nested keys dotted, as filters name it.")
+    type: Literal["string", "number", "boolean", "list", "mixed"]
+    count: int = Field(description="Items with a value for this key.")
+    values: list[FacetValueOut] | None = Field(
+        None,
+        description="The distinct values (a list's elements) with their counts, the most "
+        "common first; null when there are more than 50, or long ones.",
+    )
+    min: float | None = Field(None, description="Numbers: the smallest.")
+    max: float | None = Field(None, description="Numbers: the largest.")
+
+    @classmethod
+    def of(cls, facet: Facet) -> FacetOut:
+        values = None
+        if facet.values is not None:
+            values = [FacetValueOut(value=v.value, count=v.count) for v in facet.values]
+        return cls(
+            key=facet.key,
+            type=facet.type,
+            count=facet.count,
+            values=values,
+            min=facet.min,
+            max=facet.max,
+        )
+
+
+class FacetsResponse(BaseModel):
+    items: int = Field(description="Indexed items.")
+    kinds: dict[str, int] = Field(description="Indexed items by kind (image, video, audio).")
+    keys: list[FacetOut] = Field(description="Metadata keys, the most common first (50 at most).")
+    truncated: bool = Field(description="Whether more keys exist than are listed.")
+
+    @classmethod
+    def of(cls, facets: Facets) -> FacetsResponse:
+        return cls(
+            items=facets.items,
+            kinds=facets.kinds,
+            keys=[FacetOut.of(f) for f in facets.keys],
+            truncated=facets.truncated,
         )
 
 
@@ -327,6 +415,14 @@ class HealthResponse(BaseModel):
     )
     pid: int | None = Field(
         None, description="The server's process id (`xmodal search` checks it)."
+    )
+    reranker: str | None = Field(
+        None,
+        description="The reranker a search's `rerank: true` asks for (rerank.model; it may "
+        "still be unavailable: the search's `rerank` then says why).",
+    )
+    max_explain: int | None = Field(
+        None, description="Most hits of one search a request may have explained."
     )
 
 

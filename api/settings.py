@@ -151,6 +151,15 @@ class SecuritySettings(SettingsGroup):
         "proxy on it) are not limited by address; null: no limit.",
     )
 
+    media_url_seconds: int = Field(
+        3600,
+        ge=60,
+        le=7 * 86400,
+        description="How long the signed thumbnail, media and heatmap URLs of a keyed "
+        "server's answers stay valid, in seconds (at least this, at most a quarter more: "
+        "expiries are rounded so that a page's URLs stay the same a while and cache).",
+    )
+
     @field_validator("client_rate")
     @classmethod
     def _rate(cls, value: str | None) -> str | None:

@@ -12,6 +12,7 @@ queries by example stay in the space of the example.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from xmodal.search.encoders import (
     create_encoder,
 )
 from xmodal.search.errors import InvalidQueryError, ModelLoadError, UnknownItemError
+from xmodal.search.facets import Facets, facets_of
 from xmodal.search.filters import validate_filter
 from xmodal.search.hits import Hit, SearchResult, SegmentHit
 from xmodal.search.media import (
@@ -125,6 +127,8 @@ class Engine:
             self._audio = Space(
                 store, AUDIO_TEXT, audio_encoder, ann, q.text_cache_size, q.text_batch_wait_ms
             )
+        self._facets: tuple[tuple[int, int], Facets] | None = None
+        self._facets_lock = threading.Lock()
         # Refuse a different model before any work is done with it.
         for space in self._spaces():
             if store.space(space.name) is not None:
@@ -277,6 +281,22 @@ class Engine:
             space.warm()
         if self.reranking.settings.preload:
             self.reranking.preload()
+
+    def facets(self) -> Facets:
+        """The indexed items' metadata keys, with their types, counts and (when few)
+        values: what a search page builds its filters from. Computed once per store
+        version (a pass over the items' metadata)."""
+        view = next((v for v in (s.view() for s in self._spaces()) if v is not None), None)
+        if view is None:
+            return Facets(items=0, kinds={})
+        with self._facets_lock:
+            cached = self._facets
+            if cached is not None and cached[0] == view.version:
+                return cached[1]
+            # Every snapshot holds every indexed item: one space's is enough.
+            found = facets_of(view.snapshot.items)
+            self._facets = (view.version, found)
+            return found
 
     # -- spaces ------------------------------------------------------------
     def _spaces(self) -> list[Space[Any]]:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from xmodal.search import QuerySettings
 
-from ..deps import EngineDep
+from ..deps import EngineDep, SignedUrl
 from ..rerank_schemas import (
     MODEL_DESCRIPTION,
     MODEL_SPEC_CHARS,
@@ -93,6 +93,7 @@ def router_for(limits: QuerySettings) -> APIRouter:
         methods=["GET"],
         operation_id="explain_heatmap",
         response_class=Response,
+        dependencies=[SignedUrl],
         responses={
             200: {"content": {"image/png": {}}, "description": "The heatmap"},
             **ERRORS,

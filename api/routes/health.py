@@ -46,5 +46,7 @@ def health(engine: EngineDep, caller: OptionalCaller) -> HealthResponse:
         store_format=store.format_version,
         model=engine.encoder.spec,
         audio_model=None if engine.audio_encoder is None else engine.audio_encoder.spec,
+        reranker=engine.reranking.settings.model,
+        max_explain=engine.reranking.settings.max_explain,
         **process,
     )

@@ -16,7 +16,7 @@ from xmodal.search.media import KINDS, SNIFF_BYTES, MediaKind
 from xmodal.search.store import CATALOG_ROOT, display_name
 
 from ..access import SearchCaller, refuse_path_filters
-from ..deps import EngineDep, ThumbnailsDep
+from ..deps import EngineDep, MediaLinksDep, SignedUrl, ThumbnailsDep
 from ..schemas import ErrorResponse, ItemOut, MediaKindName, SearchResponse
 
 router = APIRouter(prefix="/items", tags=["items"])
@@ -24,11 +24,13 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
 
 
 @router.get("/{item_id}", operation_id="get_item", response_model=ItemOut, responses=NOT_FOUND)
-def get_item(item_id: str, engine: EngineDep, caller: SearchCaller) -> ItemOut:
+def get_item(
+    item_id: str, engine: EngineDep, caller: SearchCaller, links: MediaLinksDep
+) -> ItemOut:
     item = engine.item(item_id)
     if engine.store.leaves_roots(item):  # indexed by an older version: nothing is said
         raise UnknownItemError(item_id)
-    return ItemOut.of(item, caller.sees_paths)
+    return ItemOut.of(item, caller.sees_paths, links)
 
 
 @router.get(
@@ -41,6 +43,7 @@ def similar_items(
     item_id: str,
     engine: EngineDep,
     caller: SearchCaller,
+    links: MediaLinksDep,
     k: Annotated[int, Query(ge=1, description="Results per page.")] = 10,
     offset: Annotated[int, Query(ge=0)] = 0,
     filter: Annotated[
@@ -58,13 +61,14 @@ def similar_items(
     spec = parse_filter_json(filter, engine.query)
     refuse_path_filters(caller, spec)
     result = engine.search_similar(item_id, k, offset, spec, kinds or None)
-    return SearchResponse.of(result, full_paths=caller.sees_paths)
+    return SearchResponse.of(result, full_paths=caller.sees_paths, links=links)
 
 
 @router.get(
     "/{item_id}/thumbnail",
     operation_id="get_thumbnail",
     response_class=FileResponse,
+    dependencies=[SignedUrl],
     responses={
         200: {"content": {"image/jpeg": {}}},
         404: {"model": ErrorResponse, "description": "No such item, or a sound (no picture)"},
@@ -97,6 +101,7 @@ async def get_thumbnail(
     "/{item_id}/media",
     operation_id="get_media",
     response_class=FileResponse,
+    dependencies=[SignedUrl],
     responses={
         200: {
             "description": "The original file, as its type",

@@ -25,7 +25,7 @@ from xmodal.search.media import MediaKind
 from xmodal.search.rerank.settings import RerankSettings
 
 from ..access import SearchCaller, refuse_path_filters
-from ..deps import EngineDep, SettingsDep, UploadLimiterDep
+from ..deps import EngineDep, MediaLinksDep, SettingsDep, UploadLimiterDep
 from ..errors import PayloadTooLarge
 from ..schemas import (
     K_DESCRIPTION,
@@ -67,7 +67,11 @@ def router_for(
     PageSize = Annotated[int, Form(ge=1, le=limits.max_k, description=K_DESCRIPTION)]
 
     def search(
-        body: SearchRequest, engine: EngineDep, response: Response, caller: SearchCaller
+        body: SearchRequest,
+        engine: EngineDep,
+        response: Response,
+        caller: SearchCaller,
+        links: MediaLinksDep,
     ) -> SearchResponse:
         """Text -> media, indexed item -> similar media (the item itself excluded), or
         vector of a space -> the media nearest to it.
@@ -103,7 +107,8 @@ def router_for(
             )
         response.headers["Server-Timing"] = server_timing(result.timings)
         model = None if rerank_request is None else rerank_request.model
-        return SearchResponse.of(result, ExplainedBy(body.text or "", model), caller.sees_paths)
+        explained = ExplainedBy(body.text or "", model)
+        return SearchResponse.of(result, explained, caller.sees_paths, links)
 
     validate_body_with(search, search_request_model(limits, rerank))
     router.add_api_route(
@@ -124,6 +129,7 @@ def router_for(
             engine: EngineDep,
             settings: SettingsDep,
             caller: SearchCaller,
+            links: MediaLinksDep,
             uploads: UploadLimiterDep,
             file: Annotated[UploadFile, File(description=upload)],
             # Not nullable: a multipart form has no null, only absent fields.
@@ -146,7 +152,7 @@ def router_for(
                 partial(search_by, data, k, offset, filter_spec, kinds or None), limiter=uploads
             )
             response.headers["Server-Timing"] = server_timing(result.timings)
-            return SearchResponse.of(result, full_paths=caller.sees_paths)
+            return SearchResponse.of(result, full_paths=caller.sees_paths, links=links)
 
         route.__doc__ = doc
         router.add_api_route(

@@ -54,7 +54,9 @@ def picture_of(
     if item.kind == MediaKind.IMAGE:
         return decode_image(source, limits, draft_to=(side, side)).image
     if item.kind == MediaKind.VIDEO:
-        return frame_at(source, seconds or 0.0, short_side=side)
+        # Within the video, as thumbnails are: a moment of 1e308 s once overflowed the seek.
+        moment = min(seconds or 0.0, item.duration or seconds or 0.0)
+        return frame_at(source, moment, short_side=side)
     return None
 
 

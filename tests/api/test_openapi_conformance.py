@@ -47,6 +47,7 @@ OPERATIONS = {
     "GET /items/{item_id}",
     "GET /items/{item_id}/thumbnail",
     "GET /items/{item_id}/media",
+    "GET /facets",
     "GET /keys",
     "POST /keys",
     "DELETE /keys/{key_id}",

@@ -284,7 +284,15 @@ def test_openapi_documents_reranking_and_explanations(client):
     assert "/explain" in paths
     heatmap = paths["/items/{item_id}/explain.png"]["get"]
     assert list(heatmap["responses"]["200"]["content"]) == ["image/png"]
-    assert {p["name"] for p in heatmap["parameters"]} == {"item_id", "q", "t", "model"}
+    # exp and sig: a signed heatmap URL of a keyed server's answer (api/media_links.py).
+    assert {p["name"] for p in heatmap["parameters"]} == {
+        "item_id",
+        "q",
+        "t",
+        "model",
+        "exp",
+        "sig",
+    }
     assert {"400", "404", "503"} <= set(paths["/explain"]["post"]["responses"])
 
     request = schemas["SearchRequest"]["properties"]
