@@ -185,3 +185,148 @@ def test_the_host_pages_css_does_not_change_the_widget(shop, watched):
     assert plain_styles[".title"]["color"] != "rgb(255, 0, 0)"
     assert hostile_picture == plain_picture
     assert watched.script_errors() == []
+
+
+def test_loading_empty_and_error_states_keep_the_size_of_the_cards(shop, watched):
+    page = watched.page
+    held = []
+    # The first answer waits until the test has seen the loading state.
+    page.route("**/items/SKU-1/similar?*", lambda route: held.append(route))
+    page.goto(
+        shop.page(
+            '<xmodal-similar id="ready" item="SKU-1" limit="3"></xmodal-similar>'
+            '<xmodal-similar id="empty" item="SKU-NEW-TODAY"></xmodal-similar>'
+            """<xmodal-similar id="error" item="SKU-1" filter="{oops"></xmodal-similar>"""
+        )
+    )
+    wait_for_state(page, "loading", "#ready")
+    ready = page.locator("#ready")
+    skeletons = ready.evaluate("(host) => host.shadowRoot.querySelectorAll('li.skeleton').length")
+    assert skeletons == 3
+    loading_box = ready.bounding_box()
+    for _ in range(500):  # until the route handler has the request (it runs on page events)
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert held, "the similar request was not held"
+    held[0].continue_()
+    wait_for_state(page, "ready", "#ready")
+    wait_for_state(page, "empty", "#empty")
+    wait_for_state(page, "error", "#error")
+    # Within a pixel: line heights are laid out in 1/64 px.
+    for state in ("#ready", "#empty", "#error"):
+        assert page.locator(state).bounding_box()["height"] == pytest.approx(
+            loading_box["height"], abs=0.5
+        )
+    assert watched.script_errors() == []
+
+
+def test_the_cards_are_reached_with_the_keyboard_and_show_their_focus(shop, watched):
+    page = watched.page
+    page.goto(
+        shop.page('<xmodal-similar item="SKU-1" limit="4" link-field="url"></xmodal-similar>')
+    )
+    wait_for_state(page, "ready")
+    page.get_by_role(
+        "button", name="Add to cart"
+    ).focus()  # the product's "Add to cart", just before the widget
+    page.keyboard.press("Tab")
+    focused = "(host) => host.shadowRoot.activeElement && host.shadowRoot.activeElement.className"
+    host = page.locator("xmodal-similar")
+    assert host.evaluate(focused) == "list"  # the scrollable list first
+    page.keyboard.press("Tab")
+    first = host.evaluate("(host) => host.shadowRoot.activeElement.getAttribute('href')")
+    page.keyboard.press("ArrowRight")
+    second = host.evaluate("(host) => host.shadowRoot.activeElement.getAttribute('href')")
+    links = [card["href"] for card in cards(page)]
+    assert [first, second] == links[:2]
+    ring = host.evaluate("(host) => getComputedStyle(host.shadowRoot.activeElement).boxShadow")
+    assert ring != "none"
+
+
+def test_a_template_of_the_sites_own_fills_its_fields_as_text(shop, watched):
+    page = watched.page
+    page.goto(
+        shop.page(
+            """<xmodal-similar item="SKU-1" limit="50" link-field="url" currency="USD" locale="en-US">
+              <template>
+                <style>.mine { display: block; border: 2px solid rgb(0, 128, 0); }</style>
+                <a class="mine" data-field="link"><img data-field="image">
+                  <b data-field="title"></b> <i data-field="price"></i>
+                  <small data-field="in_stock"></small></a>
+              </template>
+            </xmodal-similar>"""
+        )
+    )
+    wait_for_state(page, "ready")
+    host = page.locator("xmodal-similar")
+    filled = host.evaluate(
+        """(host) => [...host.shadowRoot.querySelectorAll('li.card')].map((card) => ({
+          id: card.dataset.id,
+          title: card.querySelector('b').textContent,
+          price: card.querySelector('i').textContent,
+          stock: card.querySelector('small').textContent,
+          href: card.querySelector('a').getAttribute('href'),
+          alt: card.querySelector('img').alt,
+          border: getComputedStyle(card.querySelector('.mine')).borderTopColor,
+        }))"""
+    )
+    items = catalog()
+    assert len(filled) == len(items) - 1
+    for card in filled:
+        metadata = items[card["id"]]
+        assert card["title"] == card["alt"] == metadata["title"]
+        assert card["stock"] == str(metadata["in_stock"]).lower()
+        assert card["border"] == "rgb(0, 128, 0)"
+        if card["id"] == "SKU-XSS":
+            assert card["price"] == "<b>free</b>" and card["href"] is None
+        else:
+            assert card["price"] == f"${metadata['price']:,.2f}"
+            assert card["href"] == metadata["url"]
+    assert page.evaluate("window.__xss") is None
+    assert watched.script_errors() == []
+
+
+VISIBLE_PICTURES_SHOWN = """(host) => {
+  const width = document.documentElement.clientWidth;
+  const visible = [...host.shadowRoot.querySelectorAll('li.card img')].filter((img) => {
+    const box = img.getBoundingClientRect();
+    return box.right > 0 && box.left < width;
+  });
+  return visible.length > 0 && visible.every((img) => img.complete && img.naturalWidth > 0);
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 360])
+def test_screenshots_of_a_product_page(shop, watched, width):
+    page = watched.page
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(
+        shop.page(
+            '<xmodal-similar item="SKU-1" limit="8" title-field="title" price-field="price" '
+            'link-field="url" currency="EUR" heading="You may also like"></xmodal-similar>'
+        )
+    )
+    wait_for_state(page, "ready")
+    host = page.locator("xmodal-similar")
+    page.wait_for_function(VISIBLE_PICTURES_SHOWN, arg=host.element_handle())
+    box = host.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= width  # scrolls inside, not the page
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"widget-{width}.png"
+    page.screenshot(path=path, full_page=True)
+    assert path.stat().st_size > 10_000
+    assert watched.script_errors() == []
+
+
+def test_the_next_button_scrolls_the_list_and_brings_the_previous_one(shop, watched):
+    page = watched.page
+    page.goto(shop.page('<xmodal-similar item="SKU-1" limit="8"></xmodal-similar>'))
+    wait_for_state(page, "ready")
+    prev, step_next = page.locator("xmodal-similar .prev"), page.locator("xmodal-similar .next")
+    step_next.wait_for(state="visible")
+    assert prev.is_hidden()
+    step_next.click()
+    prev.wait_for(state="visible")
+    assert page.locator("xmodal-similar .list").evaluate("(list) => list.scrollLeft") > 0
