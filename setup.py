@@ -24,6 +24,7 @@ for layer in LAYERS:
 package_data = {
     "xmodal.search.model_configs": ["*.json"],
     "xmodal.search.models": ["*.pt", "*.card.json", "xmodal-ref-audio/*", "xmodal-ref-vlm/*"],
+    "xmodal.web.static": ["*"],  # the search page and widget.js, served as they are
 }
 
 setup(packages=packages, package_dir=package_dir, package_data=package_data)

@@ -36,6 +36,7 @@ def test_the_wheel_holds_one_namespace_and_what_the_program_needs(tmp_path):
         "xmodal/indexer/pipeline.py",
         "xmodal/api/cli.py",
         "xmodal/web/__init__.py",
+        "xmodal/web/static/widget.js",  # served at /widget.js
         "xmodal/synthetic/shapes.py",  # the demo's generators
         "xmodal/search/models/xmodal-ref.pt",  # the reference models
         "xmodal/search/models/xmodal-ref-audio/model.safetensors",
