@@ -206,8 +206,8 @@ a.box:hover .title{text-decoration:underline}
     _heading() {
       const text = this.getAttribute("heading");
       const heading = el("h2");
-      heading.textContent = text === null ? TEXT.heading : text;
-      if (!heading.textContent) heading.className = "sr"; // still names the list for screen readers
+      heading.textContent = text || TEXT.heading;
+      if (text === "") heading.className = "sr"; // hidden, still naming the list for screen readers
       return heading;
     }
 
