@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from tests.web import widget_fixtures
-from tests.web.widget_fixtures import REPO, XSS_TITLE, cards, catalog, shown_text, wait_for_state
+from tests.web.widget_fixtures import (
+    REPO,
+    XSS_TITLE,
+    cards,
+    catalog,
+    jpeg,
+    shown_text,
+    wait_for_state,
+)
 
 # The widget's own fixtures until tests/web/conftest.py holds the shared ones.
 shop, chromium, watched = widget_fixtures.shop, widget_fixtures.chromium, widget_fixtures.watched
@@ -330,3 +338,45 @@ def test_the_next_button_scrolls_the_list_and_brings_the_previous_one(shop, watc
     step_next.click()
     prev.wait_for(state="visible")
     assert page.locator("xmodal-similar .list").evaluate("(list) => list.scrollLeft") > 0
+
+
+def test_signed_thumbnail_urls_are_shown_as_they_are_and_sounds_keep_the_placeholder(shop, watched):
+    # The server's answer as it will be once it signs thumbnail URLs (another branch).
+    hits = [
+        {
+            "id": "a1",
+            "external_id": "SKU-A",
+            "kind": "image",
+            "metadata": {"title": "A"},
+            "thumbnail_url": "/items/a1/thumbnail?exp=1900000000&sig=c2lnbmVk",
+        },
+        {"id": "b2", "external_id": "SKU-B", "kind": "audio", "metadata": {"title": "B"}},
+    ]
+    page = watched.page
+    page.route(
+        "**/items/SKU-1/similar?*",
+        lambda route: route.fulfill(
+            json={"hits": hits, "took_ms": 1.0},
+            headers={"Access-Control-Allow-Origin": shop.origin},
+        ),
+    )
+    thumbnail_requests = []
+    page.route(
+        "**/items/a1/thumbnail?*",
+        lambda route: (
+            thumbnail_requests.append(route.request.headers),
+            route.fulfill(body=jpeg(3), content_type="image/jpeg"),
+        ),
+    )
+    page.goto(shop.page('<xmodal-similar item="SKU-1"></xmodal-similar>'))
+    wait_for_state(page, "ready")
+    pictures = page.locator("xmodal-similar li.card img")
+    page.wait_for_function(
+        "(img) => img.complete && img.naturalWidth > 0", arg=pictures.first.element_handle()
+    )
+    assert len(thumbnail_requests) == 1 and "x-api-key" not in thumbnail_requests[0]
+    assert pictures.first.get_attribute("src") == (
+        f"{shop.api}/items/a1/thumbnail?exp=1900000000&sig=c2lnbmVk"
+    )
+    assert pictures.nth(1).get_attribute("src") is None
+    assert [card["title"] for card in cards(page)] == ["A", "B"]
