@@ -39,6 +39,7 @@ def test_the_wheel_holds_one_namespace_and_what_the_program_needs(tmp_path):
         "xmodal/web/static/index.html",  # the search page, served by the API
         "xmodal/web/static/app.js",
         "xmodal/web/static/style.css",
+        "xmodal/web/static/widget.js",  # served at /widget.js
         "xmodal/synthetic/shapes.py",  # the demo's generators
         "xmodal/search/models/xmodal-ref.pt",  # the reference models
         "xmodal/search/models/xmodal-ref-audio/model.safetensors",
