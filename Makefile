@@ -65,7 +65,7 @@ $(AXE):
 		mv package/axe.min.js axe.min.js && rmdir package
 
 test: lint browser $(AXE)
-	XMODAL_CHROMIUM=$$(command -v chromium || echo $(CHROMIUM)) $(PY) -m pytest -q
+	CHROMIUM_PATH=$$(command -v chromium || echo $(CHROMIUM)) $(PY) -m pytest -q
 
 bench: install
 	$(PY) bench/index_throughput.py

@@ -27,7 +27,7 @@ import pytest
 from tests.api.live import live_server
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path(os.environ.get("XMODAL_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 AXE = REPO / "build" / "axe" / "axe.min.js"
 SCREENSHOTS = REPO / "build" / "screenshots"
 # The video's three shots, 2 s each: (colour, shape) of the one large object in each.
@@ -161,7 +161,7 @@ def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail(
             f"no Chromium at {CHROMIUM}: `make test` installs Debian's (apt-get install "
-            "chromium), or set XMODAL_CHROMIUM to one"
+            "chromium), or set CHROMIUM_PATH to one"
         )
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
