@@ -207,17 +207,10 @@ def _b64(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
-        try:
-            yield browser
-        finally:
-            browser.close()
+def chromium(browser: Any) -> Any:
+    """The session's Chromium (tests/web/conftest.py): one Playwright per process, since
+    a second sync Playwright cannot start while the first one's loop runs."""
+    return browser
 
 
 @dataclass
