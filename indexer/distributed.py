@@ -22,6 +22,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,8 +64,8 @@ def import_ray() -> Any:
 class RayOptions:
     """Where and how wide a Ray run goes."""
 
-    # The cluster: None starts a local one (or uses the one this process already joined);
-    # "auto" or "ray://head:10001" joins a running cluster.
+    # The cluster, unless this process already joined one: None or "local" starts one on
+    # this machine; "auto" or "ray://head:10001" joins a running one.
     address: str | None = None
     actors: int = 1  # embedding actors (one model each; one GPU each on a GPU cluster)
     decode_actors: int = 0  # CPU actors decoding files; 0: the cluster's CPUs left over
@@ -118,7 +119,8 @@ class RayIndexer(Indexer):
         if not candidates:
             prepare()
             return
-        started_cluster = _connect(ray, self.ray_options.address)
+        address = self.ray_options.address
+        started_cluster = _connect(ray, None if address == "local" else address)
         try:
             dataset = self._dataset(ray, candidates, sound, pictures)
             stream = self._embedded(dataset, report)
@@ -221,6 +223,20 @@ def _after_first(items: Iterable[Decoded], first: Callable[[], None]) -> Iterato
         yield item
     if not called:
         first()
+
+
+@contextmanager
+def connected(address: str | None) -> Iterator[None]:
+    """Within: this process is joined to the Ray cluster at `address` ("local" or None:
+    a new one on this machine; "auto": the one this machine belongs to; "ray://HEAD:
+    10001": a remote one). Runs inside reuse it instead of each joining its own."""
+    ray = import_ray()
+    started = _connect(ray, None if address == "local" else address)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _connect(ray: Any, address: str | None) -> bool:

@@ -21,21 +21,6 @@ pytestmark = pytest.mark.slow
 WHEN = {"indexed_at"}
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        # The workers start from this environment, not the tests' patched one.
-        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}},
-    )
-    yield ray
-    ray.shutdown()
-
-
 def ray_options(**overrides):
     from xmodal.indexer.distributed import RayOptions
 
@@ -110,6 +95,17 @@ def test_a_ray_run_gives_what_a_local_run_gives_item_by_item(
     again = index_on_ray(on_ray, [lib], options, metadata=metadata)
     assert (again.embedded, again.unchanged, again.removed, again.encoded) == (0, 7, 0, 0)
     assert [path for path, _ in again.failed] == [str(lib / "broken.jpg")]  # tried again
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch):
+    import sys
+
+    from xmodal.indexer.distributed import import_ray
+    from xmodal.search import SourceError
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(SourceError, match=r"pip install 'xmodal\[ray\]'"):
+        import_ray()
 
 
 def test_an_interrupted_ray_run_resumes_without_duplicates_or_losses(
