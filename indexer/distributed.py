@@ -123,7 +123,7 @@ class RayIndexer(Indexer):
         started_cluster = _connect(ray, None if address == "local" else address)
         try:
             dataset = self._dataset(ray, candidates, sound, pictures)
-            stream = self._embedded(dataset, report)
+            stream = self._embedded(dataset, candidates, report)
             # The store is changed (orphans, removed items) once the workers' models
             # loaded and the first files came back, so that a model that cannot load
             # fails the run before it changed anything, as a local run does.
@@ -161,7 +161,8 @@ class RayIndexer(Indexer):
             batch_size=options.batch_size,
         )
         rows = [
-            {"candidate": pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)} for c in candidates
+            {"position": position, "candidate": pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)}
+            for position, c in enumerate(candidates)
         ]
         # Small blocks, so that decoding spreads over the actors from the first files.
         blocks = max(1, min(len(rows), 4 * decode_actors, max(1, len(rows) // 4)))
@@ -184,11 +185,16 @@ class RayIndexer(Indexer):
             num_cpus=0 if gpus else 1,
         )
 
-    def _embedded(self, dataset: Dataset, report: IndexReport) -> Iterator[Decoded]:
+    def _embedded(
+        self, dataset: Dataset, candidates: list[Candidate], report: IndexReport
+    ) -> Iterator[Decoded]:
         """Each file as it comes back; its sound's vectors are kept for `_encode_audio`."""
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            for row in batch["embedded"]:
+            for position, row in zip(batch["position"], batch["embedded"], strict=True):
                 embedded: Embedded = pickle.loads(row)
+                # The caller's own Candidate, not the workers' copy: its `outcome` is
+                # what a catalog run reads back.
+                embedded.decoded.candidate = candidates[int(position)]
                 self._computed += embedded.encoded
                 report.times.encode += embedded.encode_seconds
                 if embedded.sound is not None:

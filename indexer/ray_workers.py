@@ -1,7 +1,8 @@
 """What Ray's workers run for indexer/distributed.py: decoding on CPU actors, embedding
 on an actor pool whose actors load their models once.
 
-Rows travel between the stages as pickled bytes (one `candidate` or `decoded` column):
+Rows travel between the stages as pickled bytes (a `candidate`, `decoded` or `embedded`
+column, beside the candidate's `position` in the run's list):
 a Candidate and a Decoded are plain dataclasses whose model inputs are numpy arrays,
 so a row needs no schema of its own. This module imports no Ray: the classes are
 handed to `Dataset.map_batches`, which builds them on the workers.
@@ -75,7 +76,7 @@ class DecodeWorker:
             else:
                 result = decode_candidate(candidate, self._encoder, self._options)
             decoded.append(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-        return {"decoded": np.array(decoded, dtype=object)}
+        return {"position": batch["position"], "decoded": np.array(decoded, dtype=object)}
 
 
 class _NoPictures:
@@ -124,7 +125,7 @@ class EmbedWorker:
         for embedded in files:
             embedded.encode_seconds = seconds / len(files)
         rows = [pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL) for e in files]
-        return {"embedded": np.array(rows, dtype=object)}
+        return {"position": batch["position"], "embedded": np.array(rows, dtype=object)}
 
     def _encode_pictures(self, inputs: list[np.ndarray]) -> np.ndarray:
         if not inputs:

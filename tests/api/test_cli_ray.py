@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from xmodal.search.store import catalog_item_id
+
 pytestmark = pytest.mark.slow
 
 
@@ -27,3 +29,19 @@ def test_index_on_ray_reports_as_a_local_run(xmodal, make_image, tiny_spec, tmp_
 
     code, out, _ = xmodal(*index)  # the local run finds nothing new
     assert code == 0 and json.loads(out)["unchanged"] == 3
+
+
+def test_a_manifest_on_ray_writes_its_items(xmodal, make_image, tiny_spec, tmp_path, ray_cluster):
+    paths = [make_image(tmp_path / "media" / f"{seed}.jpg", seed=seed) for seed in range(3)]
+    manifest = tmp_path / "products.csv"
+    manifest.write_text(
+        "sku,url,colour\n" + "".join(f"p{i},{p},red\n" for i, p in enumerate(paths))
+    )
+    index = ["index", "--manifest", str(manifest), "--model", tiny_spec, "--json"]
+
+    code, out, err = xmodal(*index, "--ray", "local", "--ray-batch-size", "2")
+    assert code == 0, err
+    assert json.loads(out)["created"] == 3
+
+    code, out, _ = xmodal("search", "--image", str(paths[1]), "-k", "1", "--json")
+    assert code == 0 and json.loads(out)["hits"][0]["id"] == catalog_item_id("p1")
