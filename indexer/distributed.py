@@ -172,7 +172,7 @@ class RayIndexer(Indexer):
             fn_constructor_args=(replace(specs, audio=None), decode_options),
             batch_size=4,
             batch_format="numpy",
-            concurrency=decode_actors,
+            compute=ray.data.ActorPoolStrategy(size=decode_actors),
             num_cpus=1,
         )
         return decoded.map_batches(
@@ -180,7 +180,7 @@ class RayIndexer(Indexer):
             fn_constructor_args=(specs,),
             batch_size=mine.batch_size or options.batch_size,
             batch_format="numpy",
-            concurrency=mine.actors,
+            compute=ray.data.ActorPoolStrategy(size=mine.actors),
             num_gpus=gpus or None,
             num_cpus=0 if gpus else 1,
         )
