@@ -31,7 +31,7 @@ import numpy as np
 
 from xmodal.search.encoders import IMAGE_TEXT
 from xmodal.search.engine import Engine
-from xmodal.search.errors import SourceError
+from xmodal.search.errors import ModelLoadError, SourceError
 from xmodal.search.media import kinds_in_space
 
 from .audio_encode import EncodedAudio
@@ -76,6 +76,10 @@ class RayOptions:
 class RayIndexer(Indexer):
     """The local Indexer with its decode and encode stages on a Ray cluster (see the
     module's docstring); `run` and `index_catalog` work as the local ones."""
+
+    # The actors' classes (tests put in ones that fail on purpose).
+    decode_worker: type[DecodeWorker] = DecodeWorker
+    embed_worker: type[EmbedWorker] = EmbedWorker
 
     def __init__(
         self,
@@ -168,7 +172,7 @@ class RayIndexer(Indexer):
         blocks = max(1, min(len(rows), 4 * decode_actors, max(1, len(rows) // 4)))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks)
         decoded = dataset.map_batches(
-            DecodeWorker,
+            self.decode_worker,
             fn_constructor_args=(replace(specs, audio=None), decode_options),
             batch_size=4,
             batch_format="numpy",
@@ -176,7 +180,7 @@ class RayIndexer(Indexer):
             num_cpus=1,
         )
         return decoded.map_batches(
-            EmbedWorker,
+            self.embed_worker,
             fn_constructor_args=(specs,),
             batch_size=mine.batch_size or options.batch_size,
             batch_format="numpy",
@@ -190,7 +194,11 @@ class RayIndexer(Indexer):
     ) -> Iterator[Decoded]:
         """Each file as it comes back; its sound's vectors are kept for `_encode_audio`."""
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            for position, row in zip(batch["position"], batch["embedded"], strict=True):
+            for position, row, failed in zip(
+                batch["position"], batch["embedded"], batch["model_error"], strict=True
+            ):
+                if failed:  # before anything was written: the store is as it was
+                    raise ModelLoadError(f"on the Ray workers: {failed}")
                 embedded: Embedded = pickle.loads(row)
                 # The caller's own Candidate, not the workers' copy: its `outcome` is
                 # what a catalog run reads back.

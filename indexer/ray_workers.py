@@ -19,6 +19,7 @@ import numpy as np
 
 from xmodal.search.encoders import AudioTextEncoder, ImageTextEncoder
 from xmodal.search.encoders.registry import create_audio_encoder, create_encoder
+from xmodal.search.errors import ModelLoadError
 from xmodal.search.media import AudioOptions
 
 from .audio_encode import AudioEncoder, EncodedAudio
@@ -55,8 +56,20 @@ def _image_encoder(specs: ModelSpecs, device: str) -> ImageTextEncoder | None:
     if specs.image is None:
         return None
     encoder = create_encoder(specs.image, device=device)
-    encoder.load()  # here, once: a model that cannot load fails the actor, so the run
+    encoder.load()  # here, once per actor
     return encoder
+
+
+def _failed_rows(batch: Batch, column: str, error: str) -> Batch:
+    """A batch's rows answered with why the models did not load: the driver raises it
+    (ModelLoadError) before it changed the store. An actor that raised instead would
+    die, and Ray would hand the driver its text only."""
+    rows = [b"" for _ in batch["position"]]
+    return {
+        "position": batch["position"],
+        column: np.array(rows, dtype=object),
+        "model_error": np.array([error] * len(rows), dtype=object),
+    }
 
 
 class DecodeWorker:
@@ -64,10 +77,17 @@ class DecodeWorker:
     (which needs the model's preprocessing: loaded once, on the CPU)."""
 
     def __init__(self, specs: ModelSpecs, options: DecodeOptions):
-        self._encoder = _image_encoder(specs, "cpu")
         self._options = options
+        self._error = ""
+        self._encoder: ImageTextEncoder | None = None
+        try:
+            self._encoder = _image_encoder(specs, "cpu")
+        except ModelLoadError as error:
+            self._error = str(error)
 
     def __call__(self, batch: Batch) -> Batch:
+        if self._error:
+            return _failed_rows(batch, "decoded", self._error)
         decoded = []
         for row in batch["candidate"]:
             candidate = pickle.loads(row)
@@ -76,7 +96,11 @@ class DecodeWorker:
             else:
                 result = decode_candidate(candidate, self._encoder, self._options)
             decoded.append(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-        return {"position": batch["position"], "decoded": np.array(decoded, dtype=object)}
+        return {
+            "position": batch["position"],
+            "decoded": np.array(decoded, dtype=object),
+            "model_error": np.array([""] * len(decoded), dtype=object),
+        }
 
 
 class _NoPictures:
@@ -94,15 +118,23 @@ class EmbedWorker:
 
     def __init__(self, specs: ModelSpecs):
         self._specs = specs
-        self._images = _image_encoder(specs, specs.device)
+        self._error = ""
+        self._images: ImageTextEncoder | None = None
         self._audio: AudioEncoder | None = None
-        if specs.audio is not None:
-            assert specs.audio_options is not None
-            encoder: AudioTextEncoder = create_audio_encoder(specs.audio, device=specs.device)
-            encoder.load()
-            self._audio = AudioEncoder(encoder, specs.audio_options, specs.batch_size)
+        try:
+            self._images = _image_encoder(specs, specs.device)
+            if specs.audio is not None:
+                assert specs.audio_options is not None
+                encoder: AudioTextEncoder = create_audio_encoder(specs.audio, device=specs.device)
+                encoder.load()
+                self._audio = AudioEncoder(encoder, specs.audio_options, specs.batch_size)
+        except ModelLoadError as error:
+            self._error = str(error)
 
     def __call__(self, batch: Batch) -> Batch:
+        failed = next((e for e in batch["model_error"] if e), "") or self._error
+        if failed:
+            return _failed_rows(batch, "embedded", failed)
         files = [Embedded(pickle.loads(row)) for row in batch["decoded"]]
         started = time.perf_counter()
         pictures = [e for e in files if e.decoded.prepared and not e.decoded.failed]
@@ -125,7 +157,11 @@ class EmbedWorker:
         for embedded in files:
             embedded.encode_seconds = seconds / len(files)
         rows = [pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL) for e in files]
-        return {"position": batch["position"], "embedded": np.array(rows, dtype=object)}
+        return {
+            "position": batch["position"],
+            "embedded": np.array(rows, dtype=object),
+            "model_error": batch["model_error"],
+        }
 
     def _encode_pictures(self, inputs: list[np.ndarray]) -> np.ndarray:
         if not inputs:

@@ -3,6 +3,8 @@ item; re-runs do nothing; an interrupted run resumes exactly."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +145,59 @@ def test_an_interrupted_ray_run_resumes_without_duplicates_or_losses(
     owners = store.segments_table(IMAGE_TEXT).column("item_id").to_pylist()
     assert len(ids) == len(set(ids)) == 7 == store.count_items()
     assert sorted(owners) == sorted(ids)  # one vector per item: no orphans, none twice
+
+
+def dying_embed_worker(marker: Path):
+    """An embedding actor whose process is killed (SIGKILL) as it takes its second
+    batch, once (the marker file says it happened)."""
+    from xmodal.indexer.ray_workers import EmbedWorker
+
+    class Dying(EmbedWorker):
+        calls = 0
+
+        def __call__(self, batch):
+            Dying.calls += 1
+            if Dying.calls == 2 and not marker.exists():
+                marker.write_text("killed")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().__call__(batch)
+
+    return Dying
+
+
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(ray_cluster, tiny_encoder, tmp_path):
+    from xmodal.indexer.distributed import RayIndexer
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for seed in range(8):
+        photo(seed).save(lib / f"{seed}.jpg")
+    store = Store(tmp_path / "data")
+    options = IndexOptions(batch_size=2, write_batch_size=2, decode_workers=1)
+    marker = tmp_path / "killed"
+    indexer = RayIndexer(Engine(store, tiny_encoder), options, ray_options=ray_options())
+    indexer.embed_worker = dying_embed_worker(marker)
+
+    report = indexer.run([lib])
+    assert marker.exists()  # the actor was killed; Ray restarted it and ran its batch again
+    assert (report.indexed, report.failed) == (8, [])
+    ids = store.items_table(["id"]).column("id").to_pylist()
+    owners = store.segments_table(IMAGE_TEXT).column("item_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 8
+    assert sorted(owners) == sorted(ids)
+
+
+def test_a_model_the_workers_cannot_load_fails_the_run_before_any_write(ray_cluster, tmp_path):
+    from xmodal.search import ModelLoadError, create_encoder
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    photo(0).save(lib / "0.jpg")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    encoder = create_encoder(f"open_clip:xmodal-tiny/{broken}", device="cpu")
+    store = Store(tmp_path / "data")
+
+    with pytest.raises(ModelLoadError, match="on the Ray workers: could not load"):
+        index_on_ray(Engine(store, encoder), [lib])
+    assert store.count_items(None) == 0
