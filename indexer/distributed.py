@@ -110,6 +110,7 @@ class RayIndexer(Indexer):
         # in a local run, so that one that cannot load is said once and the run goes on
         # without sound; the actors load it again.
         ray = import_ray()
+        self._computed, self._sounds = 0, {}  # per call: a catalog calls once per chunk
         sound = self._wants_sound(candidates)
         pictures = any(c.kind in kinds_in_space(IMAGE_TEXT) for c in candidates)
         loading = time.perf_counter()
