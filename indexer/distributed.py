@@ -169,8 +169,9 @@ class RayIndexer(Indexer):
             {"position": position, "candidate": pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)}
             for position, c in enumerate(candidates)
         ]
-        # Small blocks, so that decoding spreads over the actors from the first files.
-        blocks = max(1, min(len(rows), 4 * decode_actors, max(1, len(rows) // 4)))
+        # Several blocks per decode actor, so that decoding spreads over the actors from
+        # the first files, and blocks of at most a few hundred files on large runs.
+        blocks = max(1, min(len(rows), max(4 * decode_actors, len(rows) // 256)))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks)
         decoded = dataset.map_batches(
             self.decode_worker,
