@@ -193,6 +193,27 @@ def index(
     batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
     workers: Annotated[int | None, typer.Option(help="Decode threads.")] = None,
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first unreadable file.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Decode and embed on a Ray cluster: `local` starts one on this machine, "
+            "`auto` joins the one this machine belongs to, ray://HEAD:10001 a remote one. "
+            "Files must be at the same paths on every node. Needs pip install 'xmodal[ray]'.",
+            show_default=False,
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Embedding actors on Ray: one model each, one GPU each on GPU nodes."
+        ),
+    ] = 1,
+    ray_batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Files per embedding call on Ray (default: --batch-size)."),
+    ] = None,
     wait: WaitOpt = None,
     no_wait: NoWaitOpt = False,
     as_json: JsonOpt = False,
@@ -200,8 +221,11 @@ def index(
     """Index images, videos and sounds under PATHS, at URLs, or listed in a --manifest;
     re-runs only process what changed. One writer at a time per data directory: a
     second one waits (--wait, --no-wait)."""
+    from contextlib import nullcontext
+
     from xmodal.indexer import DecodeOptions, ManifestOptions, index_paths
     from xmodal.indexer.column_types import parse_schema
+    from xmodal.indexer.distributed import RayOptions, connected, index_on_ray
     from xmodal.indexer.metadata_file import read_metadata_file
     from xmodal.search import Engine
 
@@ -230,23 +254,30 @@ def index(
         raise SourceError("nothing to index: give files, folders, URLs or --manifest")
     column_types = parse_schema(schema) if schema is not None else None
     metadata_map = read_metadata_file(metadata, column_types) if metadata else None
-    if urls or manifest:
-        options = ManifestOptions(url_column=url_column, id_column=id_column, schema=column_types)
+    ray_options = None
+    if ray is not None:
+        ray_options = RayOptions(ray, actors=ray_actors, batch_size=ray_batch_size or 0)
+    with connected(ray) if ray is not None else nullcontext():
+        if urls or manifest:
+            options = ManifestOptions(
+                url_column=url_column, id_column=id_column, schema=column_types
+            )
+            with writer_lock(settings, wait, no_wait):
+                index_catalog(settings, urls, manifest, options, console, as_json, ray_options)
+            if not local:
+                return
+        progress = None if as_json else progress_for(errors, settings.log)
         with writer_lock(settings, wait, no_wait):
-            index_catalog(settings, urls, manifest, options, console, as_json)
-        if not local:
-            return
-    progress = None if as_json else progress_for(errors, settings.log)
-    with writer_lock(settings, wait, no_wait):
-        engine = Engine.from_settings(settings)
-        report = index_paths(
-            engine,
-            local,
-            settings.indexing,
-            metadata_map,
-            progress,
-            DecodeOptions.from_settings(settings),
-        )
+            engine = Engine.from_settings(settings)
+            decode = DecodeOptions.from_settings(settings)
+            if ray_options is None:
+                report = index_paths(
+                    engine, local, settings.indexing, metadata_map, progress, decode
+                )
+            else:
+                report = index_on_ray(
+                    engine, local, settings.indexing, metadata_map, progress, decode, ray_options
+                )
     if as_json:
         print(json.dumps(_report_json(report), indent=2))
         return

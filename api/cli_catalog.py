@@ -18,6 +18,7 @@ from rich.table import Table
 
 from xmodal.api.settings import Settings
 from xmodal.indexer.catalog import Catalog, CatalogEntry, EntryResult, entry_of_row
+from xmodal.indexer.distributed import RayIndexer, RayOptions
 from xmodal.indexer.manifest import ManifestOptions, ManifestProblem, read_manifest
 from xmodal.indexer.options import DecodeOptions
 from xmodal.search import Engine
@@ -51,10 +52,17 @@ def index_catalog(
     options: ManifestOptions,
     console: Console,
     as_json: bool,
+    ray_options: RayOptions | None = None,
 ) -> dict[str, Any]:
-    """Fetch, embed and write the entries; returns the run's summary (printed too)."""
+    """Fetch, embed and write the entries; returns the run's summary (printed too).
+    With `ray_options`, each chunk is decoded and embedded on that Ray cluster (the
+    caller has joined it)."""
     started = time.perf_counter()
     engine = Engine.from_settings(settings)
+    decode = DecodeOptions.from_settings(settings)
+    on_ray = None
+    if ray_options is not None:
+        on_ray = RayIndexer(engine, settings.indexing, None, decode, ray_options)
     counts: dict[str, int] = dict.fromkeys(("created", "updated", "unchanged", "failed"), 0)
     failures: list[tuple[str, str]] = []
     with (
@@ -62,9 +70,10 @@ def index_catalog(
             engine,
             settings.fetch,
             settings.indexing,
-            DecodeOptions.from_settings(settings),
+            decode,
             trusted=True,
             chunk_size=settings.catalog.chunk_items,
+            indexer=on_ray,
         ) as catalog,
         Progress(
             SpinnerColumn(),

@@ -4,6 +4,7 @@ Downloads (catalog URLs) are xmodal.indexer.fetch's Fetcher, imported from there
 brings aiohttp, which the rest of the indexer does not need."""
 
 from .discover import Plan, plan_run
+from .distributed import RayIndexer, RayOptions, index_on_ray
 from .fetched import Fetched, FetchRequest
 from .manifest import ManifestOptions, ManifestProblem, ManifestRow, parse_schema, read_manifest
 from .options import AudioIndexing, DecodeOptions, FetchSettings, IndexOptions
@@ -26,6 +27,9 @@ __all__ = [
     "NoProgress",
     "Plan",
     "Progress",
+    "RayIndexer",
+    "RayOptions",
+    "index_on_ray",
     "index_paths",
     "parse_schema",
     "plan_run",

@@ -185,12 +185,14 @@ class Catalog:
         trusted: bool = False,
         progress: Progress | None = None,
         chunk_size: int = 256,
+        indexer: Indexer | None = None,
     ):
         self.engine = engine
         self.store = engine.store
         self.fetch_settings = fetch or FetchSettings()
         self.trusted = trusted
-        self.indexer = Indexer(engine, options, progress or NoProgress(), decode)
+        # `indexer`: another one for the same engine (indexer/distributed.RayIndexer).
+        self.indexer = indexer or Indexer(engine, options, progress or NoProgress(), decode)
         self.chunk_size = chunk_size
         self.counters = CatalogCounters()
         self._lock = threading.Lock()

@@ -91,7 +91,7 @@ class Indexer:
         # The image model loads in the background while files are found and decoded. It
         # starts when discovery finds the first picture to index: a re-run with nothing
         # new, or a sound library, never loads it.
-        image_load = BackgroundLoad(self.encoder)
+        image_load = self._image_load()
         pictures = kinds_in_space(IMAGE_TEXT)
 
         def found(candidate: Candidate) -> None:
@@ -136,12 +136,16 @@ class Indexer:
         started = time.perf_counter()
         report = IndexReport()
         with self.store.writing():
-            image_load = BackgroundLoad(self.encoder)
+            image_load = self._image_load()
             if any(c.kind in kinds_in_space(IMAGE_TEXT) for c in candidates):
                 image_load.start()
             self._index_candidates(candidates, {}, report, image_load, lambda: None)
         report.times.wall = time.perf_counter() - started
         return report
+
+    def _image_load(self) -> BackgroundLoad:
+        """How this run loads the image model: beside discovery, in a thread of its own."""
+        return BackgroundLoad(self.encoder)
 
     def _index_candidates(
         self,

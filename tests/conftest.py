@@ -169,6 +169,22 @@ def audio_engine(tmp_path: Path, tiny_encoder, tiny_audio_encoder):
     return Engine(Store(tmp_path / "data"), tiny_encoder, audio_encoder=tiny_audio_encoder)
 
 
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A Ray cluster on this machine for one test module: 2 CPUs, no dashboard."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        # The workers start from this environment, not from the tests' patched one.
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}},
+    )
+    yield ray
+    ray.shutdown()
+
+
 def photo(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
     """A smooth, photo-like picture that differs visibly from one seed to the next."""
     rng = np.random.default_rng(seed)

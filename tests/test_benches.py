@@ -21,6 +21,7 @@ FIGURES = {
     "filters.py": "sku $in 50 (metadata)",
     "index_throughput.py": "cold: steady state / model-only =",
     "ingest.py": "URL ingestion / local-file ingestion =",
+    "ray_index.py": "Ray / local =",
     "rerank.py": "(target <= 150 ms):",
     "text_batching.py": "batched/plain",
     "video_keyframes.py": "segments span",
