@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from xmodal.search.engine import Engine
-from xmodal.search.errors import SourceError
+from xmodal.search.errors import SourceError, UnknownItemError
 from xmodal.search.media import SNIFF_BYTES, MediaKind, sniff_kind
 from xmodal.search.store import (
     CATALOG_ROOT,
@@ -484,7 +484,7 @@ class Catalog:
         for name in names:
             try:
                 found[name] = self.store.find_item(name).id
-            except Exception:  # UnknownItemError: not there, nothing to delete
+            except UnknownItemError:  # not there: nothing to delete
                 continue
         if found:
             with self._lock:
