@@ -469,6 +469,18 @@ class Store:
             reader = table.search().select(list(columns)).limit(None).to_batches(batch_rows)
             yield from reader
 
+    def segments_table_of(self, space: str) -> str:
+        """The name of the LanceDB table holding a space's segments."""
+        return segments_table_name(space)
+
+    def dataset(self, table: str, version: int | None = None) -> Any:
+        """A Lance dataset of one table, at `version` or the latest: readers that apply a
+        new version from its changed fragments (search/space/snapshot.py) read through it."""
+        import lance
+
+        with self._reading(table):
+            return lance.dataset(str(self.path / "lance" / f"{table}.lance"), version=version)
+
     def segments_version(self, space: str) -> int:
         """The segments table's current version (one LanceDB commit each)."""
         name = segments_table_name(space)
