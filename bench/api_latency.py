@@ -30,6 +30,8 @@ and wall time per request), then as three servers of the same store started side
 side, sent the same requests over loopback. Rounds alternate between them (one busy
 at a time, each round starting with another), so that their figures share the
 machine's state; prints each one's figures and the difference to the first.
+
+Latency while an indexer writes, and the server's memory: bench/live_latency.py.
 """
 
 from __future__ import annotations
@@ -127,34 +129,53 @@ def build_store(data: Path, items: int, seed: int) -> list[str]:
     return ids
 
 
-def save_index(data: Path):
-    """What `xmodal index` does after its writes: sync the ANN index and save it."""
+def save_index(data: Path, kind: str | None = None):
+    """What `xmodal index` does after its writes: sync the ANN index and save it.
+    `kind`: the index kind (as `XMODAL_ANN__KIND`); None: the default policy ("auto")."""
     from xmodal.search import Engine
+    from xmodal.search.settings import AnnSettings
 
-    engine = Engine.open(data, model="xmodal-ref")
+    ann = None if kind is None else AnnSettings(kind=kind)
+    engine = Engine.open(data, model="xmodal-ref", ann=ann)
     return engine.refresh_indexes(save=True)["image-text"]
 
 
-def start_server(data: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+def launch_server(data: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`xmodal serve` started in its own session (see wait_ready, stop_server)."""
     xmodal = Path(sys.executable).with_name("xmodal")
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [str(xmodal), "serve", "--data", str(data), "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         env={**os.environ, **(env or {})},
     )
+
+
+def wait_ready(process: subprocess.Popen, port: int, seconds: float = 600) -> None:
+    """Until the server answers /health; stopped and SystemExit past `seconds`."""
     import httpx
 
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
+                return
         except httpx.HTTPError:
             time.sleep(0.2)
+    stop_server(process)
+    raise SystemExit(f"the server did not start within {seconds:.0f} s")
+
+
+def start_server(data: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+    process = launch_server(data, port, env)
+    wait_ready(process, port)
+    return process
+
+
+def stop_server(process: subprocess.Popen) -> None:
     os.killpg(process.pid, signal.SIGTERM)
-    raise SystemExit("the server did not start within 600 s")
+    process.wait(timeout=30)
 
 
 def parse_server_timing(header: str) -> dict[str, float]:
@@ -162,33 +183,46 @@ def parse_server_timing(header: str) -> dict[str, float]:
     return {name: float(value) for name, value in parts}
 
 
+class SearchClient:
+    """One keep-alive connection sending `POST /search`, reopened after a failure.
+    http.client rather than httpx: the generator shares the 2 cores with the server,
+    and httpx spends several times more CPU per request."""
+
+    def __init__(self, base: str, headers: dict[str, str] | None = None):
+        host, port = base.removeprefix("http://").split(":")
+        self.address = (host, int(port))
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self.connection = http.client.HTTPConnection(*self.address, timeout=30)
+
+    def post(self, body: dict) -> tuple[float, int, dict[str, float]]:
+        """(seconds, status, the Server-Timing split); status 0: no answer."""
+        payload = json.dumps(body).encode()
+        started = time.perf_counter()
+        try:
+            self.connection.request("POST", "/search", payload, self.headers)
+            response = self.connection.getresponse()
+            response.read()
+            status = response.status
+            split = parse_server_timing(response.getheader("server-timing") or "")
+        except (OSError, http.client.HTTPException):
+            self.connection.close()
+            self.connection = http.client.HTTPConnection(*self.address, timeout=30)
+            status, split = 0, {}
+        return time.perf_counter() - started, status, split
+
+    def close(self) -> None:
+        self.connection.close()
+
+
 def run_level(
     base: str, bodies: list[dict], clients: int, headers: dict[str, str] | None = None
 ) -> dict:
-    # http.client rather than httpx: the generator shares the 2 cores with the server,
-    # and httpx spends several times more CPU per request.
-    host, port = base.removeprefix("http://").split(":")
     per_client = [bodies[i::clients] for i in range(clients)]
 
     def client_loop(mine: list[dict]) -> list[tuple[float, int, dict[str, float]]]:
-        results = []
-        connection = http.client.HTTPConnection(host, int(port), timeout=30)
-        sent = {"Content-Type": "application/json", **(headers or {})}
-        for body in mine:
-            payload = json.dumps(body).encode()
-            started = time.perf_counter()
-            try:
-                connection.request("POST", "/search", payload, sent)
-                response = connection.getresponse()
-                response.read()
-                status = response.status
-                split = parse_server_timing(response.getheader("server-timing") or "")
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                connection = http.client.HTTPConnection(host, int(port), timeout=30)
-                status, split = 0, {}
-            results.append((time.perf_counter() - started, status, split))
-        connection.close()
+        client = SearchClient(base, headers)
+        results = [client.post(body) for body in mine]
+        client.close()
         return results
 
     started = time.perf_counter()
@@ -393,8 +427,7 @@ def compare_observability(data: Path, ids: list[str], args: argparse.Namespace) 
         print("\nobservability overhead: see p50 +ms above")
     finally:
         for process, _ in servers.values():
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+            stop_server(process)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -482,8 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keys:
             compare_with_a_key(base, data, args, by_item, by_text)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_server(server)
         scratch.cleanup()
     return 0
 
@@ -531,8 +563,7 @@ def compare_with_a_key(
                     f"{keyed['errors']:6d}"
                 )
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_server(server)
     print_key_check_cost(data, keyed_data, secret)
 
 

@@ -21,6 +21,7 @@ FIGURES = {
     "filters.py": "sku $in 50 (metadata)",
     "index_throughput.py": "cold: steady state / model-only =",
     "ingest.py": "URL ingestion / local-file ingestion =",
+    "live_latency.py": "live p99 / idle p99 =",
     "ray_index.py": "Ray / local =",
     "rerank.py": "(target <= 150 ms):",
     "text_batching.py": "batched/plain",
