@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """Build the API over a store. Tests inject settings and an engine with a tiny model."""
     settings = settings or Settings()
     engine = engine or Engine.from_settings(settings)
+    if settings.server.live_refresh:
+        engine.serve_live()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -94,6 +94,13 @@ class ServerSettings(SettingsGroup):
 
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    live_refresh: bool = Field(
+        True,
+        description="Answer queries from the newest store version already applied while a "
+        "newer one (an indexer's commit) is applied in the background, instead of making "
+        "the first query after a commit wait for it. Writes through this server are "
+        "searchable when their request returns either way.",
+    )
     threads: int = Field(
         default_factory=lambda: max(2, min(64, 2 * (os.cpu_count() or 1))),
         ge=1,

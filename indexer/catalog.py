@@ -266,6 +266,7 @@ class Catalog:
         """Write a chunk of entries (a later entry with the same id wins)."""
         with self._lock:
             results = self._put(entries)
+        self.engine.catch_up()  # searchable when the write returns, also in a live server
         self.counters.count(results)
         return results
 
@@ -489,6 +490,7 @@ class Catalog:
         if found:
             with self._lock:
                 self.store.delete_items(sorted(set(found.values())))
+            self.engine.catch_up()
             self.counters.deleted += len(set(found.values()))
         return list(found)
 
@@ -497,6 +499,7 @@ class Catalog:
         if item_ids:
             with self._lock:
                 self.store.delete_items(list(item_ids))
+            self.engine.catch_up()
             self.counters.deleted += len(item_ids)
         return len(item_ids)
 

@@ -127,6 +127,7 @@ class Engine:
             self._audio = Space(
                 store, AUDIO_TEXT, audio_encoder, ann, q.text_cache_size, q.text_batch_wait_ms
             )
+        self._live = False  # serve_live
         self._facets: tuple[tuple[int, int], Facets] | None = None
         self._facets_lock = threading.Lock()
         # Refuse a different model before any work is done with it.
@@ -232,6 +233,21 @@ class Engine:
             reports[space.name] = space.index.refresh(save=save, rebuild=rebuild)
         return reports
 
+    def serve_live(self) -> None:
+        """Answer queries from the newest store version already applied while a newer
+        one is applied in a background thread (a server: no query waits for an indexer's
+        commit to be read). Writes made through this engine's own callers are followed
+        by `catch_up`, so they are searchable when the write returns."""
+        self._live = True
+        for space in self._spaces():
+            space.serve_live()
+
+    def catch_up(self) -> None:
+        """Wait until every space serves the store's current version."""
+        for space in self._spaces():
+            if self._store.space(space.name) is not None:
+                space.index.view(wait=True)
+
     def index_reports(self) -> dict[str, RefreshReport | None]:
         """Per space, how its vector index was last brought up to date: the kind it
         searches with now ("exact", "hnsw", ...), whether it was built or loaded, and
@@ -294,7 +310,7 @@ class Engine:
             if cached is not None and cached[0] == view.version:
                 return cached[1]
             # Every snapshot holds every indexed item: one space's is enough.
-            found = facets_of(view.snapshot.items)
+            found = facets_of(view.snapshot.live_items)
             self._facets = (view.version, found)
             return found
 
@@ -363,7 +379,7 @@ class Engine:
         # A video found by both its pictures and its sound is listed once, by the better.
         best: dict[str, Found] = {}
         for entry in sorted(found, key=lambda e: -(e[4] or 0.0)):
-            best.setdefault(str(entry[1].snapshot.items.ids[entry[3].item_code]), entry)
+            best.setdefault(entry[1].snapshot.item_id(entry[3].item_code), entry)
         if request is None:
             hits = self._hits(list(best.values())[offset : offset + k])
         else:
@@ -514,10 +530,10 @@ class Engine:
             if snapshot is None:
                 continue
             # The caller's own id first (as Store.find_item), then xmodal's.
-            known = [i for i in (catalog_item_id(item_id), item_id) if i in snapshot.code_of]
-            if not known:
+            codes = (snapshot.code_for(i) for i in (catalog_item_id(item_id), item_id))
+            code = next((c for c in codes if c is not None), None)
+            if code is None:
                 continue
-            code = int(snapshot.code_of.get_loc(known[0]))
             vectors = snapshot.item_vectors(code)
             if len(vectors) == 0:
                 continue  # e.g. a silent video has no sound segments

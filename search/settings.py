@@ -127,7 +127,18 @@ class AnnSettings(SettingsGroup):
         description="Build a missing index when a query needs it; else search exactly until "
         "`xmodal reindex`.",
     )
-    mmap: bool = Field(True, description="Memory-map saved indexes instead of reading them.")
+    mmap: bool = Field(
+        True,
+        description="Memory-map saved indexes and their vectors instead of reading them "
+        "into memory.",
+    )
+    max_growing: int = Field(
+        50_000,
+        ge=0,
+        description="Segments added since the index was saved that are ranked exactly "
+        "beside it; past this many they are merged into a new copy of the index, off the "
+        "request path (an indexing run's save does it too).",
+    )
 
     def kind_for(self, segments: int) -> str:
         """The index a space of `segments` vectors gets: the one policy for every caller."""

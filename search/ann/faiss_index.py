@@ -73,6 +73,7 @@ class FaissIndex(VectorIndex):
         self._allowed: tuple[bytes, Any, float, np.ndarray] | None = None
         self._plain_params: tuple[IndexParams, Any] | None = None
         self._gpu: Any = None  # a GPU copy for unfiltered search, made on first use
+        self.source: Path | None = None  # the file it was loaded from
 
     def _build_empty(self) -> Any:
         faiss, p = self._faiss, self.params
@@ -115,6 +116,27 @@ class FaissIndex(VectorIndex):
     def __len__(self) -> int:
         total = 0 if self._index is None else int(self._index.ntotal)
         return total - len(self._removed)
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Train IVF-PQ's quantizers on a sample before the first add (else the first add
+        trains on what it is given); other kinds need no training."""
+        if self.kind == "ivfpq" and self._index is None:
+            self._index = self._train_ivfpq(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def copy(self) -> FaissIndex:
+        """An independent copy in memory (of a memory-mapped index too)."""
+        copied = FaissIndex(self.params, self._index, self.full_vectors)
+        if self._index is not None:
+            try:
+                copied._index = self._faiss.clone_index(self._index)
+            except RuntimeError:
+                # Memory-mapped inverted lists (IVF) can be neither cloned nor serialized:
+                # read the file they map into memory instead.
+                if self.source is None:
+                    raise
+                copied._index = self._faiss.read_index(str(self.source))
+        copied._removed = set(self._removed)
+        return copied
 
     def add(self, vectors: np.ndarray, labels: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -280,6 +302,7 @@ class FaissIndex(VectorIndex):
             index = faiss.read_index(str(path))
         loaded = cls(IndexParams(**sidecar["params"]), index, full_vectors)
         loaded._removed = set(sidecar["removed"])
+        loaded.source = path
         return loaded
 
 

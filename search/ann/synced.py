@@ -5,10 +5,12 @@ key is `keys[L]`, where a key hashes the segment id together with its vector's
 bytes. A re-embedded segment (same id, new vector) therefore gets a new key, so an
 updated item can never be found through its old vector.
 
-`sync` brings the index to a snapshot of the store incrementally: keys the index
-lacks are added under fresh labels, keys the store no longer has are removed.
-Labels are never reused, so a label in flight in a concurrent query can only point
-to the segment it was given for, or to nothing.
+A writer saves the index with every label's vector (`vectors.npy`) as a generation
+(`IndexDirectory`); a server memory-maps both and never changes them: rows deleted
+since are masked out per query, rows added since are ranked exactly beside it
+(search/space/labels.py), and a merge makes a new index (`extended`) rather than
+changing the one queries read. Labels are never reused, so a label in flight in a
+concurrent query can only point to the segment it was given for, or to nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ from .faiss_index import FaissIndex, create_index
 
 STATE_FORMAT = 1
 SAVED_FILES = ("index.faiss", "keys.npy", "alive.npy")
+# Saved since issue 17 (older generations lack it: their vectors are then read from the
+# store and kept in memory): every label's vector, memory-mapped by servers.
+VECTORS_FILE = "vectors.npy"
 # Removed labels still cost graph traversal (HNSW cannot delete): rebuild past this share.
 REBUILD_DEAD_SHARE = 0.25
 
@@ -64,31 +68,14 @@ def segment_keys(segment_ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     return (mixed & np.uint64(0x7FFF_FFFF_FFFF_FFFF)).astype(np.int64)
 
 
-@dataclass(frozen=True)
-class SyncReport:
-    added: int
-    removed: int
-    seconds: float
-
-
-class LabelMap:
-    """Labels to the rows of one snapshot and back."""
-
-    def __init__(self, label_of_row: np.ndarray, labels: int):
-        self.label_of_row = label_of_row
-        self.row_of_label = np.full(labels, -1, np.int64)
-        self.row_of_label[label_of_row] = np.arange(len(label_of_row), dtype=np.int64)
-
-    def rows(self, labels: np.ndarray) -> np.ndarray:
-        """Rows of labels; -1 for labels this snapshot does not have (added after it)."""
-        inside = (labels >= 0) & (labels < len(self.row_of_label))
-        rows = np.full(len(labels), -1, np.int64)
-        rows[inside] = self.row_of_label[labels[inside]]
-        return rows
+LabelVectors = Callable[[np.ndarray], np.ndarray]  # labels -> (n, dim) float32
 
 
 class SyncedIndex:
-    """A VectorIndex plus the key of each label and which labels are alive."""
+    """A VectorIndex plus the key of each label, which labels were alive when it was
+    made, and where each label's full vector is (`vectors`: the saved file, memory-mapped,
+    or the rows of the snapshot it was built from). A server never changes one while
+    it serves: a merge makes a new one (`extended`)."""
 
     def __init__(
         self,
@@ -96,13 +83,25 @@ class SyncedIndex:
         keys: np.ndarray | None = None,
         alive: np.ndarray | None = None,
         store_version: tuple[int, int] | None = None,
+        vectors: LabelVectors | None = None,
+        mapped: np.ndarray | None = None,
     ):
         self.index = index
         self.keys = np.zeros(0, np.int64) if keys is None else keys
         self.alive = np.zeros(0, bool) if alive is None else alive
         self.store_version = store_version
-        # Searches read while a sync writes: FAISS indexes are not safe to change mid-search.
+        self.mapped = mapped  # the saved vectors by label, memory-mapped (None: not saved)
+        self.vectors = vectors if vectors is not None else self._mapped_vectors
+        if isinstance(index, FaissIndex):  # IVF-PQ re-ranks its candidates on these
+            index.full_vectors = self.vectors
+        # FAISS indexes are not safe to change mid-search: writers that grow one in place
+        # (an indexing run's own copy) hold this; a served one is never changed.
         self.lock = ReadWriteLock()
+
+    def _mapped_vectors(self, labels: np.ndarray) -> np.ndarray:
+        if self.mapped is None:
+            raise StoreError("this index holds no vectors of its own")
+        return np.asarray(self.mapped[labels], dtype=np.float32)
 
     @property
     def kind(self) -> str:
@@ -112,59 +111,88 @@ class SyncedIndex:
         return int(self.alive.sum())
 
     @property
+    def labels(self) -> int:
+        return len(self.keys)
+
+    @property
     def dead_share(self) -> float:
         return 0.0 if len(self.keys) == 0 else 1.0 - len(self) / len(self.keys)
 
-    def sync(
-        self, keys: np.ndarray, vectors: np.ndarray, store_version: tuple[int, int]
-    ) -> tuple[LabelMap, SyncReport]:
-        """Make the index hold exactly the snapshot rows `keys`/`vectors`."""
-        with self.lock.writing():
-            return self._sync(keys, vectors, store_version)
-
-    def _sync(
-        self, keys: np.ndarray, vectors: np.ndarray, store_version: tuple[int, int]
-    ) -> tuple[LabelMap, SyncReport]:
-        started = time.perf_counter()
-        live = np.flatnonzero(self.alive)
-        known = pd.Index(self.keys[live])
-        if not known.is_unique or not pd.Index(keys).is_unique:
-            raise StoreError("duplicate segment keys: rebuild the index (xmodal reindex)")
-        found = known.get_indexer(keys)
-        label_of_row = np.full(len(keys), -1, np.int64)
-        label_of_row[found >= 0] = live[found[found >= 0]]
-        kept = np.zeros(len(self.keys), bool)
-        kept[label_of_row[found >= 0]] = True
-        gone = np.flatnonzero(self.alive & ~kept)
-        if len(gone):
-            self.index.remove(gone.astype(np.int64))
-            self.alive[gone] = False
-        new_rows = np.flatnonzero(found < 0)
-        if len(new_rows):
-            first = len(self.keys)
-            labels = np.arange(first, first + len(new_rows), dtype=np.int64)
-            self.index.add(vectors[new_rows], labels)
-            self.keys = np.concatenate([self.keys, keys[new_rows]])
-            self.alive = np.concatenate([self.alive, np.ones(len(new_rows), bool)])
-            label_of_row[new_rows] = labels
-        self.store_version = store_version
-        report = SyncReport(len(new_rows), len(gone), time.perf_counter() - started)
-        return LabelMap(label_of_row, len(self.keys)), report
-
-    def search_rows(
-        self,
-        query: np.ndarray,
-        k: int,
-        label_map: LabelMap,
-        allowed: np.ndarray | None = None,
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and snapshot rows of the k best segments, best first; `allowed`
-        (a bool mask over labels) restricts the candidates before ranking."""
+        """Scores and labels of the k best, best first (-1 labels pad a short answer);
+        `allowed` (a bool mask over labels) restricts the candidates before ranking."""
         with self.lock.reading():
             scores, labels = self.index.search(query[None, :], k, allowed=allowed)
-        rows = label_map.rows(labels[0])
-        found = rows >= 0
-        return scores[0][found], rows[found]
+        return scores[0], labels[0]
+
+    @classmethod
+    def build(
+        cls,
+        kind: str,
+        dim: int,
+        keys: np.ndarray,
+        vectors: LabelVectors,
+        store_version: tuple[int, int],
+        batch: int = 65_536,
+        **params: Any,
+    ) -> SyncedIndex:
+        """A new index of `len(keys)` vectors, labels 0..n-1 (`vectors(labels)` gives them).
+        IVF-PQ trains on the whole first batch-sized sample it is given."""
+        index = create_index(kind, dim, **params)
+        count = len(keys)
+        if kind == "ivfpq" and count:
+            # The quantizers train on the data: give the first add a sample of all of it.
+            limit = params.get("train_size") or 0
+            sample = np.sort(
+                np.random.default_rng(0).choice(
+                    count, size=min(count, max(limit, 256 * 1024)), replace=False
+                )
+            )
+            if isinstance(index, FaissIndex):
+                index.train(vectors(sample))
+        for start in range(0, count, batch):
+            labels = np.arange(start, min(start + batch, count), dtype=np.int64)
+            index.add(vectors(labels), labels)
+        return cls(index, keys.copy(), np.ones(count, bool), store_version, vectors)
+
+    def extended(
+        self,
+        remove: np.ndarray,
+        keys: np.ndarray,
+        vectors: np.ndarray,
+        store_version: tuple[int, int],
+        more_vectors: LabelVectors,
+    ) -> SyncedIndex:
+        """A copy with the labels `remove` taken out and `vectors` added under new labels
+        (len(self.keys) onwards); `more_vectors(new labels - first new)` gives those again
+        for re-ranking. This one is left as it is, so queries go on reading it."""
+        with self.lock.reading():
+            copied = self.index.copy()
+        if len(remove):
+            copied.remove(remove.astype(np.int64))
+        first = len(self.keys)
+        labels = np.arange(first, first + len(keys), dtype=np.int64)
+        if len(labels):
+            copied.add(vectors, labels)
+        alive = np.concatenate([self.alive, np.ones(len(keys), bool)])
+        alive[remove] = False
+        old = self.vectors
+
+        def by_label(wanted: np.ndarray) -> np.ndarray:
+            wanted = np.asarray(wanted, np.int64)
+            out = np.empty((len(wanted), copied.dim), np.float32)
+            before = wanted < first
+            if before.any():
+                out[before] = old(wanted[before])
+            if not before.all():
+                out[~before] = more_vectors(wanted[~before] - first)
+            return out
+
+        return SyncedIndex(
+            copied, np.concatenate([self.keys, keys]), alive, store_version, by_label
+        )
 
     # -- persistence -----------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -175,6 +203,7 @@ class SyncedIndex:
         self.index.save(directory / "index.faiss")
         np.save(directory / "keys.npy", self.keys)
         np.save(directory / "alive.npy", self.alive)
+        self._save_vectors(directory / VECTORS_FILE)
         state = {
             "format": STATE_FORMAT,
             "kind": self.kind,
@@ -182,20 +211,28 @@ class SyncedIndex:
             "count": len(self),
             "labels": len(self.keys),
             "saved_at": time.time(),
-            "bytes": {name: (directory / name).stat().st_size for name in SAVED_FILES},
+            "bytes": {
+                name: (directory / name).stat().st_size for name in (*SAVED_FILES, VECTORS_FILE)
+            },
         }
         (directory / "state.json").write_text(json.dumps(state, indent=1))
-        for name in (*SAVED_FILES, "state.json"):
+        for name in (*SAVED_FILES, VECTORS_FILE, "state.json"):
             fsync_file(directory / name)
         fsync_folder(directory)
 
+    def _save_vectors(self, path: Path, batch: int = 65_536) -> None:
+        """Every label's vector, written a batch at a time (never all in memory)."""
+        out = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.float32, shape=(len(self.keys), self.index.dim)
+        )
+        for start in range(0, len(self.keys), batch):
+            labels = np.arange(start, min(start + batch, len(self.keys)), dtype=np.int64)
+            out[start : start + len(labels)] = self.vectors(labels)
+        out.flush()
+        del out
+
     @classmethod
-    def load(
-        cls,
-        directory: Path,
-        full_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
-        mmap: bool = True,
-    ) -> SyncedIndex:
+    def load(cls, directory: Path, mmap: bool = True) -> SyncedIndex:
         """A saved index; StoreError when any of its files is missing, cut short or
         inconsistent with the others (checked before FAISS reads the index)."""
         state = json.loads((directory / "state.json").read_text())
@@ -212,10 +249,22 @@ class SyncedIndex:
             )
         if int(alive.sum()) != int(state.get("count", alive.sum())):
             raise StoreError(f"index in {directory}: alive.npy does not match its state")
-        index = FaissIndex.load(directory / "index.faiss", mmap=mmap, full_vectors=full_vectors)
+        index = FaissIndex.load(directory / "index.faiss", mmap=mmap)
+        mapped = None
+        if (directory / VECTORS_FILE).exists():
+            mapped = np.load(directory / VECTORS_FILE, mmap_mode="r" if mmap else None)
+            if mapped.shape != (labels, index.dim):
+                raise StoreError(
+                    f"index in {directory}: {VECTORS_FILE} holds {mapped.shape}, not "
+                    f"({labels}, {index.dim})"
+                )
         version = tuple(state["store_version"])
         return cls(
-            index, keys.astype(np.int64, copy=False), alive, (int(version[0]), int(version[1]))
+            index,
+            keys.astype(np.int64, copy=False),
+            alive,
+            (int(version[0]), int(version[1])),
+            mapped=mapped,
         )
 
 
@@ -223,7 +272,9 @@ def check_sizes(directory: Path, state: dict[str, Any]) -> None:
     """StoreError unless every saved file exists with the size the save recorded (saves
     before sizes were recorded: exists and is not empty)."""
     sizes = state.get("bytes") or {}
-    for name in SAVED_FILES:
+    for name in (*SAVED_FILES, VECTORS_FILE):
+        if name == VECTORS_FILE and name not in sizes:
+            continue  # a generation saved before vectors were
         try:
             size = (directory / name).stat().st_size
         except OSError as error:
@@ -257,12 +308,6 @@ def fsync_folder(path: Path) -> None:
         pass  # some file systems refuse fsync on a folder; the rename is still atomic
     finally:
         os.close(fd)
-
-
-def empty_index(kind: str, dim: int, **params: Any) -> SyncedIndex:
-    """A fresh index; its first sync adds a whole snapshot (labels 0..n-1 in row order)."""
-    index: VectorIndex = create_index(kind, dim, **params)
-    return SyncedIndex(index)
 
 
 class IndexDirectory:

@@ -34,7 +34,7 @@ def best_moments(
     touch or overlap (consecutive keyframe spans, overlapping audio windows) merge into
     one span, which takes its best segment's score and id."""
     rows = snapshot.item_rows(code)
-    scores = snapshot.vectors[rows] @ vector
+    scores = snapshot.vectors_of(rows) @ vector
     best = float(scores.max())
     chosen = sorted(
         (float(snapshot.starts[row]), float(snapshot.ends[row]), float(score), int(row))

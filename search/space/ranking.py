@@ -4,7 +4,9 @@ Every query path ranks the same way; only where the best segments come from diff
 - `ExactScan`: one matrix product over every segment of the snapshot (optionally
   masked by a filter);
 - `ExactRows`: a product over the few rows a selective filter leaves;
-- `AnnSearch`: the space's ANN index (optionally restricted to a filter's labels).
+- `AnnSearch`: the space's ANN index (optionally restricted to a filter's labels);
+- `RowsInMemory`: the rows added since the ANN index was saved, ranked exactly, merged
+  with the index's own by `Merged`.
 An item's score is its best segment's. Items with many segments (video keyframes,
 audio windows) can crowd a batch of segments, so `rank_items` asks its source for
 four times more until the page is full or the source has nothing more to give.
@@ -18,8 +20,9 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from xmodal.search.ann.synced import LabelMap, SyncedIndex
+    from xmodal.search.ann.synced import SyncedIndex
 
+    from .labels import LabelMap
     from .snapshot import Snapshot
 
 
@@ -117,7 +120,7 @@ class ExactRows:
     ):
         if exclude_code is not None:
             rows = rows[snapshot.item_codes[rows] != exclude_code]
-        scores = snapshot.vectors[rows] @ query.astype(np.float32, copy=False)
+        scores = snapshot.vectors_of(rows) @ query.astype(np.float32, copy=False)
         order = np.argsort(-scores, kind="stable")
         self.rows, self.scores = rows[order], scores[order]
 
@@ -154,9 +157,56 @@ class AnnSearch:
     def best(self, take: int) -> tuple[np.ndarray, np.ndarray, bool]:
         n = len(self.snapshot)
         take = min(take, n)
-        scores, rows = self.ann.search_rows(self.query, take, self.label_map, self.labels)
+        allowed = self.labels if self.labels is not None else self.label_map.alive
+        scores, labels = self.ann.search(self.query, take, allowed)
+        rows = self.label_map.rows(labels)
+        found = rows >= 0
+        scores, rows = scores[found], rows[found]
         exhausted = take >= n or len(rows) < take
         if self.exclude_code is not None:
             keep = self.snapshot.item_codes[rows] != self.exclude_code
             scores, rows = scores[keep], rows[keep]
         return rows, scores, exhausted
+
+
+class RowsInMemory:
+    """Rows the ANN index does not hold yet (added since it was saved), ranked exactly
+    from one product over the memory they sit in."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        query: np.ndarray,
+        rows: np.ndarray,
+        exclude_code: int | None = None,
+    ):
+        if exclude_code is not None:
+            rows = rows[snapshot.item_codes[rows] != exclude_code]
+        scores = snapshot.ram_scores(rows, query)
+        order = np.argsort(-scores, kind="stable")
+        self.rows, self.scores = rows[order], scores[order]
+
+    def first_take(self, needed: int) -> int:
+        return max(needed * 4, 64)
+
+    def best(self, take: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        return self.rows[:take], self.scores[:take], take >= len(self.rows)
+
+
+class Merged:
+    """The best of two sources, as one."""
+
+    def __init__(self, first: Candidates, second: Candidates):
+        self.first, self.second = first, second
+
+    def first_take(self, needed: int) -> int:
+        return self.first.first_take(needed)
+
+    def best(self, take: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        rows_a, scores_a, done_a = self.first.best(take)
+        rows_b, scores_b, done_b = self.second.best(take)
+        rows = np.concatenate([rows_a, rows_b])
+        scores = np.concatenate([scores_a, scores_b])
+        order = np.argsort(-scores, kind="stable")[:take]
+        exhausted = done_a and done_b and len(rows) <= take
+        return rows[order], scores[order], exhausted

@@ -1,95 +1,453 @@
 """One space as of one store version: its items, its segments and their vectors.
 
-The vectors are read from the store once per store version into one float32
-matrix, so an exact query is a single matrix-vector product (search/space/ranking.py).
-Deleted or updated items cannot be returned: any write changes the version and the
-next query builds a new snapshot first.
+The first snapshot of a space reads its tables whole; every later one is the previous
+snapshot plus what the new version changed (changes.py), so a commit of a thousand
+rows costs about a thousand rows, not the table. Nothing is ever changed in place: a
+snapshot serving queries stays as it is while the next one is built beside it.
+
+Rows are kept where they were first put, and a row the store no longer has is only
+marked dead, so positions never move:
+- **codes** number item ids, once and for good (`CodeLookup`): a segment names its
+  item by code, and a new version of an item's row keeps its code, so a metadata
+  update never touches its segments. `code_row` points each code at its current item
+  row, or at -1 while the item is deleted, failed, or not written yet (the indexer
+  commits segments before their item).
+- **segment rows** carry their Lance row address; a deleted one is marked dead. A row
+  is *servable* while it lives and its item does.
+- **vectors** live in one place each: in a memory-mapped file by ANN label (`Mapped`,
+  saved with the index by the writer), or in memory (`ram`) for rows the saved file
+  does not hold (a space searched exactly, rows added since the save). `slot` says
+  where: below `mapped.rows` a label, above it a position in `ram` plus that count.
 
 A store written before the writer lock can hold two rows of one item or one segment
-(racing runs); a snapshot keeps one of each (the newest item row, the last segment
-row) so queries never see an item twice, until the next write run repairs the store.
+(racing runs); the first snapshot keeps one of each (the newest item row, the last
+segment row), so queries never see an item twice, until the next write run repairs it.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from xmodal.search.ann.synced import segment_keys
 from xmodal.search.filters import ItemTable
 from xmodal.search.store import INDEXED, ItemRecord, Store
+from xmodal.search.store.schema import ITEMS
 from xmodal.search.store.store import item_from_row, last_of_each, newest_of_each
+
+from .changes import ROW_ADDRESS, TableChange, fragment_deletions, read_rows
+
+SEGMENT_COLUMNS = ("id", "item_id", "start", "end", "vector")
+
+
+class CodeLookup:
+    """Item ids to codes, append-only: a big sealed index from the first read plus a
+    small dict of ids met since, copied when it grows (never changed in place)."""
+
+    def __init__(self, sealed: pd.Index, grown: dict[str, int], ids: np.ndarray):
+        self.sealed, self.grown, self.ids = sealed, grown, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def get(self, item_id: str) -> int:
+        code = self.grown.get(item_id)
+        if code is not None:
+            return code
+        try:
+            return int(self.sealed.get_loc(item_id))
+        except KeyError:
+            return -1
+
+    def with_ids(self, ids: np.ndarray) -> tuple[CodeLookup, np.ndarray]:
+        """Codes of `ids`, new ids numbered from the end; and the lookup knowing them."""
+        codes = (
+            self.sealed.get_indexer(ids) if len(self.sealed) else np.full(len(ids), -1, np.int64)
+        ).astype(np.int64)
+        missing = np.flatnonzero(codes < 0)
+        if not len(missing):
+            return self, codes
+        grown, new = dict(self.grown), []
+        for position in missing.tolist():
+            key = ids[position]
+            code = grown.get(key)
+            if code is None:
+                code = grown[key] = len(self.ids) + len(new)
+                new.append(key)
+            codes[position] = code
+        if not new:
+            return CodeLookup(self.sealed, grown, self.ids), codes
+        return CodeLookup(
+            self.sealed, grown, np.concatenate([self.ids, np.array(new, object)])
+        ), codes
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """Vectors by ANN label in a memory-mapped file the writer saved with the index;
+    `label_of` finds the label of a segment by its key (segment_keys)."""
+
+    vectors: np.ndarray  # (labels, dim) float32, memory-mapped
+    keys: pd.Index  # key of every live label -> position in `labels`
+    labels: np.ndarray  # int64 labels, aligned with `keys`
+
+    @property
+    def rows(self) -> int:
+        return len(self.vectors)
+
+    def label_of(self, keys: np.ndarray) -> np.ndarray:
+        found = self.keys.get_indexer(keys)
+        return np.where(found >= 0, self.labels[np.maximum(found, 0)], -1)
 
 
 class Snapshot:
-    def __init__(self, store: Store, space: str, version: tuple[int, int]):
-        self.version = version
-        # Items are read once per version too, so that building hits needs no store query.
-        items = store.items_table()
-        indexed = pc.equal(items.column("status"), INDEXED)
-        # One chunk: `take` over a many-chunked table cost ~0.6 ms per page of hits.
-        self.item_table = items.filter(indexed).combine_chunks()
-        ids = self.item_table.column("id").to_numpy(zero_copy_only=False)
+    """Build the first with `Snapshot.read`, the next ones with `apply`."""
+
+    # -- reading a version whole ------------------------------------------------
+    @classmethod
+    def read(
+        cls,
+        store: Store,
+        table: str,
+        version: tuple[int, int],
+        mapped: Mapped | None = None,
+        keyed: bool = False,
+    ) -> Snapshot:
+        """The space in `table` as of `version` (items, segments). With `mapped`, the
+        vectors of rows found in it are not kept in memory; `keyed` keeps every row's
+        key (spaces with an ANN index need them to save it)."""
+        self = cls.__new__(cls)
+        self.version, self.table = version, table
+        with store.reading(ITEMS):
+            items_set = store.dataset(ITEMS, version[0])
+            self.item_fragments = fragment_deletions(items_set)
+            items = items_set.to_table(with_row_address=True)
+        items = items.filter(pc.equal(items.column("status"), INDEXED)).combine_chunks()
+        ids = items.column("id").to_numpy(zero_copy_only=False)
+        keep = np.arange(len(ids))
         if not pd.Index(ids).is_unique:
-            table = self.item_table
-            keep = newest_of_each(table.column("id"), table.column("indexed_at"))
-            self.item_table = table.take(pa.array(keep)).combine_chunks()
-            ids = self.item_table.column("id").to_numpy(zero_copy_only=False)
-        # Filter columns and metadata are built on the first filter that needs them: most
-        # queries have none, and at a million items they take seconds per store version.
-        self.items = ItemTable.of(self.item_table, ids)
-        self.code_of = pd.Index(ids)
+            keep = newest_of_each(items.column("id"), items.column("indexed_at"))
+        lookup = CodeLookup(pd.Index(pd.unique(ids)), {}, pd.unique(ids).astype(object))
+        codes = lookup.sealed.get_indexer(ids).astype(np.int64)
+        self._set_items(items, ids, codes, keep, lookup)
 
-        segments = store.segments_table(space)
-        if pc.count_distinct(segments.column("id")).as_py() < segments.num_rows:
-            segments = segments.take(pa.array(last_of_each(segments.column("id"))))
-        item_ids = segments.column("item_id").to_numpy(zero_copy_only=False)
-        codes = self.code_of.get_indexer(item_ids)
-        keep = codes >= 0  # orphans of an interrupted run have no item row
-        every = bool(keep.all())  # the usual case: no copies below
+        segments_set = store.dataset(table, version[1])
+        self.segment_fragments = fragment_deletions(segments_set)
+        parts: dict[str, list[np.ndarray]] = {
+            n: [] for n in (*SEGMENT_COLUMNS, ROW_ADDRESS, "key", "slot")
+        }
+        ram: list[np.ndarray] = []
+        ram_count, dim = 0, int(segments_set.schema.field("vector").type.list_size)
+        for batch in _guarded(store, table, read_rows(segments_set, SEGMENT_COLUMNS)):
+            vectors = _vectors(batch.column("vector"))
+            segment_ids = batch.column("id").to_numpy(zero_copy_only=False)
+            keys = segment_keys(segment_ids, vectors) if keyed or mapped else None
+            labels = mapped.label_of(keys) if mapped is not None and keys is not None else None
+            in_ram = np.ones(len(vectors), bool) if labels is None else labels < 0
+            slots = np.empty(len(vectors), np.int64)
+            base = mapped.rows if mapped is not None else 0
+            slots[in_ram] = base + ram_count + np.arange(int(in_ram.sum()))
+            if labels is not None:
+                slots[~in_ram] = labels[~in_ram]
+            ram.append(np.ascontiguousarray(vectors[in_ram], dtype=np.float32))
+            ram_count += int(in_ram.sum())
+            parts["id"].append(segment_ids)
+            parts["item_id"].append(batch.column("item_id").to_numpy(zero_copy_only=False))
+            parts["start"].append(_floats(batch.column("start")))
+            parts["end"].append(_floats(batch.column("end")))
+            parts[ROW_ADDRESS].append(batch.column(ROW_ADDRESS).to_numpy())
+            parts["slot"].append(slots)
+            if keys is not None:
+                parts["key"].append(keys)
 
-        def column(name: str) -> np.ndarray:
-            values = segments.column(name).to_numpy(zero_copy_only=False)
-            return values if every else values[keep]
+        def joined(name: str, dtype: Any) -> np.ndarray:
+            return np.concatenate(parts[name]) if parts[name] else np.zeros(0, dtype)
 
-        self.item_codes = (codes if every else codes[keep]).astype(np.int64)
-        self.segment_ids = column("id")
-        self.starts = column("start")
-        self.ends = column("end")
-        vector_column = segments.column("vector").combine_chunks()
-        dim = vector_column.type.list_size
-        matrix = vector_column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-        self.vectors = np.ascontiguousarray(matrix if every else matrix[keep], dtype=np.float32)
-        self._score_lock = threading.Lock()
-        # Rows grouped by item, so one item's segments are a slice (video moments need them all).
-        self._rows_by_item = np.argsort(self.item_codes, kind="stable")
-        self._item_offsets = np.searchsorted(
-            self.item_codes[self._rows_by_item], np.arange(len(self.items.ids) + 1)
+        segment_ids = joined("id", object)
+        self.lookup, self.item_codes = self.lookup.with_ids(joined("item_id", object))
+        self.code_row = _padded(self.code_row, len(self.lookup))
+        self.segment_ids = segment_ids
+        self.starts, self.ends = joined("start", np.float64), joined("end", np.float64)
+        self.addresses = joined(ROW_ADDRESS, np.uint64).astype(np.uint64)
+        self.slot = joined("slot", np.int64)
+        self.keys = joined("key", np.int64) if parts["key"] else None
+        self.live = np.ones(len(segment_ids), bool)
+        if len(segment_ids) and not pd.Index(segment_ids).is_unique:
+            self.live[:] = False
+            self.live[last_of_each(pa.array(segment_ids, pa.string()))] = True
+        self.mapped = mapped
+        self.ram = np.concatenate(ram) if ram else np.zeros((0, dim), np.float32)
+        self.dim = dim
+        self.sealed_segments = len(segment_ids)
+        order = np.argsort(self.item_codes, kind="stable")
+        self._sealed_order = order
+        self._sealed_offsets = np.searchsorted(
+            self.item_codes[order], np.arange(len(self.lookup) + 1)
         )
+        self._finish()
+        return self
 
+    def _set_items(
+        self,
+        items: pa.Table,
+        ids: np.ndarray,
+        codes: np.ndarray,
+        keep: np.ndarray,
+        lookup: CodeLookup,
+    ) -> None:
+        self.sealed_items = items
+        self.grown_items = items.schema.empty_table()
+        self.item_table = items
+        self.item_addresses = items.column(ROW_ADDRESS).to_numpy().astype(np.uint64)
+        self.item_row_code = codes
+        self.lookup = lookup
+        self.code_row = np.full(len(lookup), -1, np.int64)
+        self.code_row[codes[keep]] = keep
+        # Filter columns and metadata are built on the first filter that needs them: most
+        # queries have none, and at a million items they take seconds. The sealed part's
+        # stay with every later snapshot; only the rows grown since are built again.
+        self._sealed_filters = ItemTable.of(items, ids)
+        self._grown_filters: ItemTable | None = None
+
+    def _finish(self) -> None:
+        """What follows from the rows: which serve, and the grown rows grouped by item."""
+        item_live = self.code_row >= 0
+        self.servable = self.live & item_live[self.item_codes]
+        self.servable.setflags(write=False)
+        self.count = int(self.servable.sum())
+        self.item_count = int(item_live.sum())
+        grown_codes = self.item_codes[self.sealed_segments :]
+        self._grown_order = self.sealed_segments + np.argsort(grown_codes, kind="stable")
+        self._grown_sorted = self.item_codes[self._grown_order]
+        self._score_lock = threading.Lock()
+
+    # -- applying a newer version --------------------------------------------------
+    def apply(
+        self, version: tuple[int, int], items: TableChange, segments: TableChange
+    ) -> Snapshot:
+        """This snapshot brought to `version` by the changes of its two tables."""
+        new = copy.copy(self)
+        new.version = version
+        new.__dict__.pop("live_items", None)
+        new.item_fragments, new.segment_fragments = items.fragments, segments.fragments
+        new._apply_items(items)
+        new._apply_segments(segments)
+        new._finish()
+        return new
+
+    def _apply_items(self, change: TableChange) -> None:
+        code_row = self.code_row.copy()
+        gone = np.flatnonzero(change.deleted(self.item_addresses))
+        if len(gone):
+            codes = self.item_row_code[gone]
+            current = code_row[codes] == gone
+            code_row[codes[current]] = -1
+        added = change.added
+        if added.num_rows:
+            added = added.filter(pc.equal(added.column("status"), INDEXED))
+        if added.num_rows:
+            ids = added.column("id").to_numpy(zero_copy_only=False)
+            self.lookup, codes = self.lookup.with_ids(ids)
+            code_row = _padded(code_row, len(self.lookup))
+            first = self.item_table.num_rows
+            latest = np.flatnonzero(~pd.Index(ids).duplicated(keep="last"))
+            code_row[codes[latest]] = first + latest
+            self.grown_items = pa.concat_tables([self.grown_items, added]).combine_chunks()
+            self.item_table = pa.concat_tables([self.sealed_items, self.grown_items])
+            self.item_addresses = np.concatenate(
+                [self.item_addresses, added.column(ROW_ADDRESS).to_numpy().astype(np.uint64)]
+            )
+            self.item_row_code = np.concatenate([self.item_row_code, codes])
+            self._grown_filters = None
+        self.code_row = code_row
+
+    def _apply_segments(self, change: TableChange) -> None:
+        gone = change.deleted(self.addresses)
+        if gone.any():
+            self.live = self.live & ~gone
+        added = change.added
+        if added.num_rows:
+            vectors = _vectors(added.column("vector"))
+            segment_ids = added.column("id").to_numpy(zero_copy_only=False)
+            self.lookup, codes = self.lookup.with_ids(
+                added.column("item_id").to_numpy(zero_copy_only=False)
+            )
+            self.code_row = _padded(self.code_row, len(self.lookup))
+            base = (self.mapped.rows if self.mapped is not None else 0) + len(self.ram)
+            self.item_codes = np.concatenate([self.item_codes, codes])
+            self.segment_ids = np.concatenate([self.segment_ids, segment_ids])
+            self.starts = np.concatenate([self.starts, _floats(added.column("start"))])
+            self.ends = np.concatenate([self.ends, _floats(added.column("end"))])
+            self.addresses = np.concatenate(
+                [self.addresses, added.column(ROW_ADDRESS).to_numpy().astype(np.uint64)]
+            )
+            self.slot = np.concatenate([self.slot, base + np.arange(len(vectors))])
+            if self.keys is not None:
+                self.keys = np.concatenate([self.keys, segment_keys(segment_ids, vectors)])
+            self.live = np.concatenate([self.live, np.ones(len(vectors), bool)])
+            self.ram = np.concatenate([self.ram, np.ascontiguousarray(vectors, dtype=np.float32)])
+
+    def with_mapped(self, mapped: Mapped, labels: np.ndarray, keys: np.ndarray) -> Snapshot:
+        """The same version with the vectors of rows holding a label (`labels` per row,
+        -1 for none) read from `mapped` instead of memory (after the writer saved them)."""
+        new = copy.copy(self)
+        labelled = labels >= 0
+        kept = np.flatnonzero(~labelled)
+        slots = np.empty(len(labels), np.int64)
+        slots[labelled] = labels[labelled]
+        slots[kept] = mapped.rows + np.arange(len(kept))
+        new.ram = np.ascontiguousarray(self.vectors_of(kept))
+        new.slot, new.mapped, new.keys = slots, mapped, keys
+        return new
+
+    # -- what queries read -----------------------------------------------------
     def __len__(self) -> int:
+        """Servable segments."""
+        return self.count
+
+    @property
+    def rows(self) -> int:
+        """Segment rows, dead ones included (the length of every per-row array)."""
         return len(self.item_codes)
 
-    def records(self, codes: list[int]) -> list[ItemRecord]:
+    def item_id(self, code: int) -> str:
+        return str(self.lookup.ids[code])
+
+    def code_for(self, item_id: str) -> int | None:
+        """The code of an indexed item of this version, None for any other id."""
+        code = self.lookup.get(item_id)
+        return code if code >= 0 and self.code_row[code] >= 0 else None
+
+    def records(self, codes: Sequence[int]) -> list[ItemRecord]:
         """Item records by code, as of this snapshot's version."""
-        rows = self.item_table.take(pa.array(codes, type=pa.int64())).to_pylist()
-        return [item_from_row(row) for row in rows]
+        rows = self.code_row[np.asarray(codes, np.int64)]
+        taken = self.item_table.take(pa.array(rows, type=pa.int64())).to_pylist()
+        return [item_from_row(row) for row in taken]
 
     def item_rows(self, code: int) -> np.ndarray:
-        """Snapshot rows of one item's segments."""
-        return self._rows_by_item[self._item_offsets[code] : self._item_offsets[code + 1]]
+        """Servable rows of one item's segments."""
+        parts = []
+        if code + 1 < len(self._sealed_offsets):
+            parts.append(
+                self._sealed_order[self._sealed_offsets[code] : self._sealed_offsets[code + 1]]
+            )
+        lo, hi = np.searchsorted(self._grown_sorted, [code, code + 1])
+        parts.append(self._grown_order[lo:hi])
+        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return rows[self.servable[rows]]
 
     def item_vectors(self, code: int) -> np.ndarray:
         """(n, dim) vectors of one item's segments."""
-        return self.vectors[self.item_rows(code)]
+        return self.vectors_of(self.item_rows(code))
+
+    def vectors_of(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), dim) float32 vectors of segment rows, from wherever each is kept."""
+        slots = self.slot[rows]
+        if self.mapped is None:
+            return self.ram[slots]
+        out = np.empty((len(slots), self.dim), np.float32)
+        inside = slots < self.mapped.rows
+        if inside.any():
+            out[inside] = self.mapped.vectors[slots[inside]]
+        if not inside.all():
+            out[~inside] = self.ram[slots[~inside] - self.mapped.rows]
+        return out
 
     def scores(self, query: np.ndarray) -> np.ndarray:
-        """Cosine similarity of every segment to a unit query vector (a new array)."""
+        """Cosine similarity of every row to a unit query vector (a new array; -inf for
+        rows that do not serve). Spaces searched exactly keep every vector in memory."""
         # One product at a time: BLAS already uses every core for one, and concurrent
         # requests each starting BLAS threads oversubscribe the machine (50 concurrent
         # queries ran 200x slower than serial ones before this lock).
         with self._score_lock:
-            return self.vectors @ query.astype(np.float32, copy=False)
+            if self.mapped is None:
+                scores = self.ram @ query.astype(np.float32, copy=False)
+                scores = scores[self.slot] if len(scores) != len(self.slot) else scores
+            else:
+                scores = np.empty(self.rows, np.float32)
+                for start in range(0, self.rows, 65_536):
+                    rows = np.arange(start, min(start + 65_536, self.rows))
+                    scores[rows] = self.vectors_of(rows) @ query
+        scores[~self.servable] = -np.inf
+        return scores
+
+    def best_scores(self, queries: np.ndarray) -> np.ndarray:
+        """Each query's best similarity over the servable rows (a block at a time)."""
+        best = np.full(len(queries), -np.inf, np.float32)
+        for start in range(0, self.rows, 65_536):
+            rows = np.arange(start, min(start + 65_536, self.rows))
+            rows = rows[self.servable[rows]]
+            if len(rows):
+                best = np.maximum(best, (self.vectors_of(rows) @ queries.T).max(axis=0))
+        return best
+
+    def ram_scores(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """Scores of rows whose vectors are in memory, from one product over the part of
+        memory they span (the rows added since the index was saved sit together)."""
+        if not len(rows):
+            return np.zeros(0, np.float32)
+        base = self.mapped.rows if self.mapped is not None else 0
+        positions = self.slot[rows] - base
+        low = int(positions.min())
+        with self._score_lock:
+            scores = self.ram[low : int(positions.max()) + 1] @ query.astype(np.float32, copy=False)
+        return scores[positions - low]
+
+    def item_mask(self, spec: dict[str, Any], kinds: Sequence[str] | None) -> np.ndarray:
+        """Bool per code: the live items a validated filter and kinds allow."""
+        parts = [self._sealed_filters]
+        if self.grown_items.num_rows:
+            if self._grown_filters is None:
+                self._grown_filters = ItemTable.of(self.grown_items)
+            parts.append(self._grown_filters)
+        physical = np.ones(self.item_table.num_rows, bool)
+        if spec:
+            physical &= np.concatenate([part.matching(spec) for part in parts])
+        if kinds is not None:
+            physical &= np.concatenate(
+                [part.fields["kind"].isin(list(kinds)).to_numpy(dtype=bool) for part in parts]
+            )
+        live = self.code_row >= 0
+        mask = np.zeros(len(self.code_row), bool)
+        mask[live] = physical[self.code_row[live]]
+        return mask
+
+    @cached_property
+    def live_items(self) -> ItemTable:
+        """The indexed items, one row each (facets read them)."""
+        rows = self.code_row[self.code_row >= 0]
+        return ItemTable.of(self.item_table.take(pa.array(np.sort(rows), type=pa.int64())))
+
+
+def _guarded(
+    store: Store, table: str, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of a table, damage reported as the store reports it."""
+    with store.reading(table):
+        yield from batches
+
+
+def _padded(values: np.ndarray, length: int) -> np.ndarray:
+    if len(values) >= length:
+        return values
+    return np.concatenate([values, np.full(length - len(values), -1, values.dtype)])
+
+
+def _vectors(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    dim = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+def _floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)

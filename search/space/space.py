@@ -73,6 +73,16 @@ class Space(Generic[E]):
             self._exists = True  # spaces are never removed
         return self.index.view()
 
+    def serve_live(self) -> None:
+        """Queries never wait for a new store version (SpaceIndex.background); each new
+        view gets its calibration before it serves."""
+        self.index.background = True
+        self.index.prepare = self._prepare
+
+    def _prepare(self, view: SpaceView) -> None:
+        if self._null_vectors is not None:  # text queries came: they will want it
+            self.calibration(view)
+
     def holds_any(self, kinds: frozenset[str] | None) -> bool:
         return kinds is None or bool(kinds & self.kinds)
 
@@ -120,9 +130,5 @@ def null_best_scores(view: SpaceView, queries: np.ndarray) -> np.ndarray:
     if len(snapshot) == 0:
         return np.full(len(queries), -np.inf)
     if view.ann is None:
-        best = np.full(len(queries), -np.inf, np.float32)
-        for start in range(0, len(snapshot), 65_536):  # bounded memory for big exact spaces
-            block = snapshot.vectors[start : start + 65_536] @ queries.T
-            best = np.maximum(best, block.max(axis=0))
-        return best
+        return snapshot.best_scores(queries)
     return np.array([ranked[0].score if (ranked := view.rank(q, 1)) else -np.inf for q in queries])

@@ -1,5 +1,6 @@
-"""One store version of a space as queries see it: the snapshot, the ANN index synced to
-it (when the space uses one), and the rows each filter allows."""
+"""One store version of a space as queries see it: the snapshot, the ANN index and which
+row each of its labels stands for (when the space uses one), and the rows each filter
+allows."""
 
 from __future__ import annotations
 
@@ -11,10 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.search.ann.synced import LabelMap, SyncedIndex
+from xmodal.search.ann.synced import SyncedIndex
 from xmodal.search.settings import AnnSettings
 
-from .ranking import AnnSearch, Candidates, ExactRows, ExactScan, RankedItem, rank_items
+from .labels import LabelMap
+from .ranking import (
+    AnnSearch,
+    Candidates,
+    ExactRows,
+    ExactScan,
+    Merged,
+    RankedItem,
+    RowsInMemory,
+    rank_items,
+)
 from .snapshot import Snapshot
 
 MASK_CACHE_SIZE = 32
@@ -70,17 +81,15 @@ class SpaceView:
 
     def _build_filter(self, spec: dict[str, Any], kinds: tuple[str, ...] | None) -> RowFilter:
         snapshot = self.snapshot
-        mask = snapshot.items.matching(spec) if spec else None
-        if kinds is not None:
-            wanted = snapshot.items.fields["kind"].isin(list(kinds)).to_numpy(dtype=bool)
-            mask = wanted if mask is None else mask & wanted
-        assert mask is not None
-        rows = mask[snapshot.item_codes]
+        mask = snapshot.item_mask(spec, kinds)
+        rows = mask[snapshot.item_codes] & snapshot.servable
         count = int(rows.sum())
         labels = None
-        if self.label_map is not None and count > self.settings.exact_filter_below:
-            labels = np.zeros(len(self.label_map.row_of_label), bool)
-            labels[self.label_map.label_of_row[rows]] = True
+        label_map = self.label_map
+        if label_map is not None and count > self.settings.exact_filter_below:
+            labels = np.zeros(label_map.labels, bool)
+            held = label_map.label_of_row[rows]
+            labels[held[held >= 0]] = True
             labels.setflags(write=False)  # shared by queries; lets FAISS reuse its selector
         return RowFilter(rows, count, labels)
 
@@ -108,7 +117,13 @@ class SpaceView:
         broad = allowed is None or allowed.labels is not None
         if self.ann is not None and self.label_map is not None and broad:
             labels = None if allowed is None else allowed.labels
-            return AnnSearch(snapshot, self.ann, self.label_map, query, labels, exclude_code)
+            indexed = AnnSearch(snapshot, self.ann, self.label_map, query, labels, exclude_code)
+            growing = self.label_map.growing
+            if allowed is not None:
+                growing = growing[allowed.rows[growing]]
+            if not len(growing):
+                return indexed
+            return Merged(indexed, RowsInMemory(snapshot, query, growing, exclude_code))
         if allowed is None:
             return ExactScan(snapshot, query, None, exclude_code)
         if self.ann is None and allowed.count > self.settings.exact_filter_below:

@@ -171,6 +171,11 @@ class Store:
                 table,
             ) from error
 
+    def reading(self, table: str) -> AbstractContextManager[None]:
+        """For readers of a table outside this class (Lance datasets, `dataset`): its
+        damage is reported as StoreDamagedError naming it, as the store's own reads do."""
+        return self._reading(table)
+
     @contextmanager
     def _writing(self, table: str) -> Iterator[None]:
         """A write: under the writer lock, and a damaged table named as on reads."""
@@ -643,8 +648,9 @@ class Store:
         return marked
 
     # -- versions and upkeep ------------------------------------------------
-    def version(self, space: str) -> tuple[int, int]:
+    def version(self, space: str, table: str | None = None) -> tuple[int, int]:
         """(items version, segments version): changes whenever anything a query reads changes.
+        `table`: that segments table rather than the one the space names now.
 
         Asking LanceDB costs ~0.4 ms a table (a round trip through its event loop
         thread), which every query pays. A commit adds a manifest to the table's
@@ -653,22 +659,30 @@ class Store:
         the last MTIME_MARGIN are always re-read, because a filesystem's mtime clock
         ticks coarsely and a second commit in the same tick would leave it unchanged.
         """
-        token = self._change_token(space)
-        cached = self._versions.get(space)
+        name = table or self.segments_table_of(space)
+        token = self._change_token(name)
+        cached = self._versions.get(name)
         if token is not None and cached is not None and cached[0] == token:
             return cached[1]
-        with self._reading(f"{ITEMS} or {segments_table_name(space)}"):
-            version = (self._items.version, self._segments(space).version)
+        with self._reading(f"{ITEMS} or {name}"):
+            version = (self._items.version, self._segments_by_name(space, name).version)
         if token is not None and time.time_ns() - max(token) > MTIME_MARGIN_NS:
-            self._versions[space] = (token, version)
+            self._versions[name] = (token, version)
         return version
 
-    def _change_token(self, space: str) -> tuple[int, int] | None:
-        folders = self._version_folders.get(space)
+    def _segments_by_name(self, space: str, table: str) -> Any:
+        if table == self.segments_table_of(space):
+            return self._segments(space)
+        handle = self._segment_tables.get(table)
+        if handle is None:
+            handle = self._segment_tables[table] = self._open(table)
+        return handle
+
+    def _change_token(self, table: str) -> tuple[int, int] | None:
+        folders = self._version_folders.get(table)
         if folders is None:
-            folders = self._version_folders[space] = tuple(
-                str(self.path / "lance" / f"{name}.lance" / "_versions")
-                for name in (ITEMS, segments_table_name(space))
+            folders = self._version_folders[table] = tuple(
+                str(self.path / "lance" / f"{name}.lance" / "_versions") for name in (ITEMS, table)
             )
         try:
             return (os.stat(folders[0]).st_mtime_ns, os.stat(folders[1]).st_mtime_ns)

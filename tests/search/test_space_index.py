@@ -10,7 +10,7 @@ import pytest
 
 from tests.search.test_ann import clustered
 from xmodal.search import AnnSettings, Engine, Store
-from xmodal.search.ann.synced import IndexDirectory, SyncedIndex, empty_index, segment_keys
+from xmodal.search.ann.synced import IndexDirectory, SyncedIndex, segment_keys
 from xmodal.search.encoders import IMAGE_TEXT
 from xmodal.search.space.index import index_root
 from xmodal.search.store.records import ItemRecord, SegmentRecord, item_id_for, segment_id_for
@@ -102,37 +102,44 @@ def test_keys_follow_id_and_vector_bits():
     assert segment_keys(np.array(["other"], dtype=object), vectors[:1])[0] != keys[0]
 
 
-def test_sync_adds_removes_and_never_reuses_labels():
+def built(kind: str, vectors: np.ndarray, keys: np.ndarray, version=(1, 1)) -> SyncedIndex:
+    return SyncedIndex.build(kind, DIM, keys, lambda labels: vectors[labels], version)
+
+
+def test_extended_copy_adds_removes_and_never_reuses_labels():
     vectors = clustered(400, dim=DIM)
     ids = np.array([f"s{i}" for i in range(400)], dtype=object)
     keys = segment_keys(ids, vectors)
-    synced = empty_index("flat", DIM)
-    labels, report = synced.sync(keys[:300], vectors[:300], (1, 1))
-    assert (report.added, report.removed) == (300, 0)
-    # Next version: rows 0-99 deleted, 300-399 added, row 150 re-embedded (same id).
-    changed = vectors.copy()
-    changed[150] = vectors[0]
-    keys2 = segment_keys(ids, changed)
-    labels2, report = synced.sync(keys2[100:], changed[100:], (2, 2))
-    assert (report.added, report.removed) == (101, 101)  # 100 new + 150 anew; 100 old + old 150
-    assert len(synced) == 300 and labels2.label_of_row.max() == 300 + 101 - 1
-    scores, rows = synced.search_rows(vectors[0], 5, labels2)
-    assert rows[0] == 150 - 100 and scores[0] == pytest.approx(1.0, abs=1e-5)
-    # A label added after a snapshot maps to no row of that older snapshot.
-    assert (labels.rows(np.array([350, 10, -1])) == [-1, 10, -1]).all()
+    first = built("flat", vectors[:300], keys[:300])
+    assert len(first) == 300 and first.labels == 300
+    # Next version: labels 0-99 removed, rows 300-399 added under new labels 300-399.
+    second = first.extended(
+        np.arange(100), keys[300:], vectors[300:], (2, 2), lambda offsets: vectors[300 + offsets]
+    )
+    assert (len(second), second.labels, len(first)) == (300, 400, 300)  # the first unchanged
+    scores, labels = second.search(vectors[350], 5)
+    assert labels[0] == 350 and scores[0] == pytest.approx(1.0, abs=1e-5)
+    _, labels = second.search(vectors[5], 50)
+    assert not (set(labels.tolist()) & set(range(100)))  # removed labels never come back
+    _, labels = first.search(vectors[5], 1)
+    assert labels[0] == 5  # queries still reading the first copy see it as it was
+    assert (second.vectors(np.array([5, 350])) == vectors[[5, 350]]).all()
 
 
-def test_saved_generations_switch_atomically(tmp_path):
+def test_saved_generations_switch_atomically_with_their_vectors(tmp_path):
     vectors = clustered(200, dim=DIM)
     keys = segment_keys(np.array([f"s{i}" for i in range(200)], dtype=object), vectors)
     directory = IndexDirectory(tmp_path / "idx")
-    synced = empty_index("hnsw", DIM)
-    synced.sync(keys, vectors, (3, 4))
+    synced = built("hnsw", vectors, keys, (3, 4))
     first = directory.save(synced)
     second = directory.save(synced)
     assert directory.current() == second and not first.exists()
     loaded = SyncedIndex.load(second)
     assert loaded.store_version == (3, 4) and len(loaded) == 200
+    # The vectors come back memory-mapped, by label: nothing of them is read into memory.
+    assert (
+        isinstance(loaded.mapped, np.memmap) and (loaded.vectors(np.arange(200)) == vectors).all()
+    )
     (tmp_path / "idx" / "junk.partial").mkdir()  # a crash mid-save leaves the pointer alone
     assert directory.current() == second
 
