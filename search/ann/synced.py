@@ -168,6 +168,8 @@ class SyncedIndex:
         """A copy with the labels `remove` taken out and `vectors` added under new labels
         (len(self.keys) onwards); `more_vectors(new labels - first new)` gives those again
         for re-ranking. This one is left as it is, so queries go on reading it."""
+        if not isinstance(self.index, FaissIndex):
+            raise StoreError(f"a {self.kind} index cannot be copied")
         with self.lock.reading():
             copied = self.index.copy()
         if len(remove):

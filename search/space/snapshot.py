@@ -76,7 +76,7 @@ class CodeLookup:
         missing = np.flatnonzero(codes < 0)
         if not len(missing):
             return self, codes
-        grown, new = dict(self.grown), []
+        grown, new = dict(self.grown), list[str]()
         for position in missing.tolist():
             key = ids[position]
             code = grown.get(key)
@@ -111,6 +111,42 @@ class Mapped:
 
 class Snapshot:
     """Build the first with `Snapshot.read`, the next ones with `apply`."""
+
+    version: tuple[int, int]  # (items, segments) table versions
+    table: str  # the segments table
+    item_fragments: dict[int, int]  # fragment_deletions of the items table version
+    segment_fragments: dict[int, int]
+    # items: rows as read (sealed) and added since (grown), codes and where they point
+    sealed_items: pa.Table
+    grown_items: pa.Table
+    item_table: pa.Table  # sealed then grown rows
+    item_addresses: np.ndarray  # uint64 Lance row address per item row
+    item_row_code: np.ndarray  # code per item row
+    lookup: CodeLookup
+    code_row: np.ndarray  # item row per code, -1: not indexed in this version
+    # segments: one entry per row, in the order rows were met
+    item_codes: np.ndarray
+    segment_ids: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    addresses: np.ndarray
+    live: np.ndarray  # the store still has the row
+    slot: np.ndarray  # where its vector is (see the module's docstring)
+    keys: np.ndarray | None  # segment_keys, kept for spaces with an ANN index
+    mapped: Mapped | None
+    ram: np.ndarray  # vectors held in memory
+    dim: int
+    sealed_segments: int  # rows read by the first snapshot of the chain
+    servable: np.ndarray
+    count: int
+    item_count: int
+    _sealed_order: np.ndarray
+    _sealed_offsets: np.ndarray
+    _grown_order: np.ndarray
+    _grown_sorted: np.ndarray
+    _sealed_filters: ItemTable
+    _grown_filters: ItemTable | None
+    _score_lock: threading.Lock
 
     # -- reading a version whole ------------------------------------------------
     @classmethod
