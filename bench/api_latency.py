@@ -96,12 +96,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_store(data: Path, items: int, seed: int) -> list[str]:
-    """Item ids of a store holding `items` clustered unit vectors (one segment each)."""
+def build_store(data: Path, items: int, seed: int, model: str = "xmodal-ref") -> list[str]:
+    """Item ids of a store holding `items` clustered unit vectors (one segment each), in
+    the image-text space of `model` (its dimension)."""
     from xmodal.search import Engine
     from xmodal.search.store import ItemRecord, SegmentRecord, segment_id_for
 
-    engine = Engine.open(data, model="xmodal-ref")
+    engine = Engine.open(data, model=model)
     engine.bind_space()
     dim = engine.encoder.dim
     rng = np.random.default_rng(seed)
@@ -129,14 +130,14 @@ def build_store(data: Path, items: int, seed: int) -> list[str]:
     return ids
 
 
-def save_index(data: Path, kind: str | None = None):
+def save_index(data: Path, kind: str | None = None, model: str = "xmodal-ref"):
     """What `xmodal index` does after its writes: sync the ANN index and save it.
     `kind`: the index kind (as `XMODAL_ANN__KIND`); None: the default policy ("auto")."""
     from xmodal.search import Engine
     from xmodal.search.settings import AnnSettings
 
     ann = None if kind is None else AnnSettings(kind=kind)
-    engine = Engine.open(data, model="xmodal-ref", ann=ann)
+    engine = Engine.open(data, model=model, ann=ann)
     return engine.refresh_indexes(save=True)["image-text"]
 
 

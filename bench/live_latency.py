@@ -73,7 +73,7 @@ SEARCHABLE_WITHIN = 600.0  # a commit not searchable by then counts as never
 
 
 # -- the store and its index -------------------------------------------------
-def prepare_store(data: Path, items: int, seed: int, reuse: bool) -> list[str]:
+def prepare_store(data: Path, items: int, seed: int, reuse: bool, model: str) -> list[str]:
     """The ids of a store of `items` items at `data`: built, or with `reuse` the one
     there (an earlier run's leftover live items removed first)."""
     if reuse and (data / "lance").exists():
@@ -87,7 +87,7 @@ def prepare_store(data: Path, items: int, seed: int, reuse: bool) -> list[str]:
         if found:
             raise SystemExit(f"{data} holds {found} items, not {items}: not reusing it")
     started = time.perf_counter()
-    ids = build_store(data, items, seed)
+    ids = build_store(data, items, seed, model)
     print(f"store: {items} items written in {time.perf_counter() - started:.1f} s")
     return ids
 
@@ -113,16 +113,25 @@ def remove_live_items(data: Path, ids: list[str] | None = None) -> int:
     return len(ids)
 
 
-def prepare_index(data: Path, kind: str, reuse_index: bool) -> None:
+def prepare_index(data: Path, kind: str, reuse_index: bool, model: str) -> None:
     if reuse_index:
         print("index: reusing the saved one")
         return
     started = time.perf_counter()
-    report = save_index(data, kind)
+    report = save_index(data, kind, model)
     print(
         f"index: {report.kind} over {report.segments} segments, built {report.built}, "
         f"saved {report.saved}, {time.perf_counter() - started:.1f} s"
     )
+
+
+def model_spec(name: str) -> str:
+    """--model as a model spec: random-vit-b-32 is written once (no download)."""
+    if name != "random-vit-b-32":
+        return name
+    from index_throughput import random_checkpoint
+
+    return f"open_clip:ViT-B-32/{random_checkpoint(0)}"
 
 
 def server_env(kind: str) -> dict[str, str]:
@@ -181,8 +190,8 @@ def tiny_baseline(scratch: Path, args: argparse.Namespace) -> tuple[int, dict[st
     """A server of the same kind over a store of --tiny-items items, warmed up the same
     way: (its segments, its memory). Built and served while nothing else runs."""
     data = scratch / "tiny"
-    ids = build_store(data, args.tiny_items, args.seed)
-    save_index(data, args.kind)
+    ids = build_store(data, args.tiny_items, args.seed, model_spec(args.model))
+    save_index(data, args.kind, model_spec(args.model))
     port = free_port()
     server = launch_server(data, port, server_env(args.kind))
     try:
@@ -404,6 +413,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--live-commit", type=int, default=1000, help="items per commit")
     p.add_argument("--live-pause", type=float, default=1.0, help="seconds between commits")
     p.add_argument("--tiny-items", type=int, default=1000, help="--memory's baseline store")
+    p.add_argument(
+        "--model",
+        default="xmodal-ref",
+        help='the space\'s model (its dimension): xmodal-ref (128-d) or "random-vit-b-32" '
+        "(512-d: a seeded random ViT-B-32 checkpoint, as bench/index_throughput.py writes)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--reuse", action="store_true", help="use --data-dir's store if it fits")
@@ -433,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         args.live = args.memory = True
     with tempfile.TemporaryDirectory(prefix="xmodal-live-bench-") as scratch:
         data = args.data_dir or Path(scratch) / "data"
-        ids = prepare_store(data, args.items, args.seed, args.reuse)
-        prepare_index(data, args.kind, args.reuse_index)
+        ids = prepare_store(data, args.items, args.seed, args.reuse, model_spec(args.model))
+        prepare_index(data, args.kind, args.reuse_index, model_spec(args.model))
         tiny = tiny_baseline(Path(scratch), args) if args.memory else None
         written = serve_and_measure(data, ids, args, tiny)
         if args.data_dir and written:
