@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pyarrow as pa
 
 from .records import ITEM_COLUMNS
@@ -47,5 +49,30 @@ def segments_schema(dim: int) -> pa.Schema:
     )
 
 
+# A migration's ledger (search/store/migration.py): one row per item of the space being
+# built, saying which content it embedded; a table per segments table.
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("content_hash", pa.string()),
+        pa.field("segments", pa.int32()),
+        pa.field("error", pa.string()),
+    ]
+)
+
+
 def segments_table_name(space: str) -> str:
+    """The table of a space created by indexing (a migration's tables are named by
+    their model: model_table_name)."""
     return "segments_" + space.replace("-", "_")
+
+
+def model_table_name(space: str, model_identity: str) -> str:
+    """The segments table a migration builds for `space` with a model: its own name per
+    model, so that the old and the new table live side by side."""
+    digest = hashlib.sha256(model_identity.encode("utf-8")).hexdigest()[:8]
+    return f"{segments_table_name(space)}__{digest}"
+
+
+def ledger_table_name(segments_table: str) -> str:
+    return f"ledger_{segments_table}"
