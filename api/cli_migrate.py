@@ -114,7 +114,7 @@ def migrate(
         settings.data, device=settings.device, audio_model="none", limits=settings.images
     )
     engine.store.writer_wait = writer_wait(settings, wait, no_wait)
-    progress = None if as_json else progress_for(errors, settings.log)
+    progress = None if as_json else progress_for(errors, settings.log, "migrating")
     migrator = Migrator(
         engine, settings.indexing, DecodeOptions.from_settings(settings), progress=progress
     )

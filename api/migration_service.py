@@ -115,11 +115,11 @@ class MigrationRunner:
 
     def _run(self, migrator: Migrator, prepared: PreparedMigration, job: MigrationJob) -> None:
         try:
-            job.report = migrator.run(prepared)
-            job.state = "completed"
-            log.info("%s", job.report.summary())
-            # Take up the new model now rather than on the next query.
+            report = migrator.run(prepared)
+            # The new model answers before the job says it is done (not on a later query).
             self.engine.follow_store()
+            job.report, job.state = report, "completed"
+            log.info("%s", report.summary())
         except MigrationStopped:
             job.state = "stopped"
         except Exception as error:
