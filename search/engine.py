@@ -326,8 +326,18 @@ class Engine:
         if now < self._next_model_check:
             return
         self._next_model_check = now + MODEL_CHECK_SECONDS
-        for name, record in self._switched_spaces():
-            self._adopt_in_background(name, record)
+        switched = self._switched_spaces()
+        if not switched:
+            return
+        tables = {record.segments_table for record in self._store.all_spaces()}
+        for name, record in switched:
+            thread = self._adopt_in_background(name, record)
+            current = self._image if name == IMAGE_TEXT else self._audio
+            dropped = current is not None and current.store.segments_table_of(name) not in tables
+            if thread is not None and dropped:
+                # Its vectors were dropped (`migrate --drop-old` soon after the switch):
+                # this query waits for the new model rather than fail.
+                thread.join()
 
     def _switched_spaces(self) -> list[tuple[str, SpaceRecord]]:
         """The spaces whose model in the store is not the one this engine queries with."""
