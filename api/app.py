@@ -20,9 +20,10 @@ from .errors import install_error_handlers
 from .keys import KeyRing
 from .limits import BodyLimit, BodyLimits
 from .metrics import Metrics
+from .migration_service import MigrationRunner
 from .observe import ObserveRequests
 from .pages import install_pages
-from .routes import catalog, explain, facets, health, items, keys, metrics, search
+from .routes import admin, catalog, explain, facets, health, items, keys, metrics, search
 from .thumbnails import ThumbnailCache
 
 DESCRIPTION = """Cross-modal semantic search over indexed media.
@@ -30,7 +31,7 @@ DESCRIPTION = """Cross-modal semantic search over indexed media.
 Once keys exist (`xmodal keys create`), every route but `/health` needs one, sent as
 `Authorization: Bearer KEY` or `X-API-Key: KEY`: the search, item and explain routes a
 key of scope `search` (or `write`, `admin`; or a `publishable` key from one of its web
-origins), the key routes `admin`. Without `admin`, item locations are shown relative to
+origins), the key and `/admin` routes `admin`. Without `admin`, item locations are shown relative to
 their indexed folder. Too many requests get 429 with `Retry-After`. The thumbnail, media
 and heatmap URLs in answers are signed (`exp`, `sig`): they need no key until they
 expire. The search page (`/`) and its files are open: they hold no data."""
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         try:
             yield
         finally:
+            await anyio.to_thread.run_sync(app.state.migrations.stop)
             await anyio.to_thread.run_sync(app.state.jobs.stop)
             app.state.catalog.close()
 
@@ -78,6 +80,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     install_access(app, settings, access)
     app.state.catalog = catalog_for(engine, settings)
     app.state.jobs = job_runner_for(app.state.catalog, settings)
+    # Model migrations hold the catalog's writes off for their commits and switch.
+    app.state.migrations = MigrationRunner(engine, settings, app.state.catalog.holding)
     install_error_handlers(app)
     server = settings.server
     # Room for an upload's other form fields (a filter) and the multipart framing.
@@ -100,6 +104,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     ):
         app.include_router(router, dependencies=searching, responses=ACCESS_ERRORS)
     app.include_router(keys.router, responses=ACCESS_ERRORS)  # admin: the router says so
+    app.include_router(admin.router, responses=ACCESS_ERRORS)  # admin: the router says so
     app.include_router(catalog.router, responses=ACCESS_ERRORS)  # write: the router says so
     app.include_router(health.router)
     install_pages(app)  # GET /, /widget.js, /static/...: open, no data in them

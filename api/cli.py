@@ -1,7 +1,7 @@
 """The `xmodal` command line: the app, its shared options and errors, and index, serve,
 reindex, info, models, demo. search and explain (cli_search.py), eval (cli_eval.py),
-keys (cli_keys.py), export (cli_export.py) and repair (store_commands.py) are modules
-of their own.
+keys (cli_keys.py), export (cli_export.py), migrate (cli_migrate.py) and repair
+(store_commands.py) are modules of their own.
 
 User errors print one line to stderr and exit with status 2 (3 when model weights
 cannot be loaded, 1 when --fail-fast stopped a run, 75 when another writer held the
@@ -409,14 +409,19 @@ def reindex(
 
 @app.command()
 def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
-    """What the store holds: items per kind and status, spaces and models, versions."""
+    """What the store holds: items per kind and status, spaces and models, versions, and
+    migrations to another model under way."""
     from xmodal.search import Store, saved_index_state
+    from xmodal.search.store.migration import migration_statuses
+
+    from .cli_migrate import status_lines
 
     settings = build_settings(data=data)
     store = Store(settings.data)
     items = store.items_table(["kind", "status"]).to_pandas()
     counts = items.groupby(["kind", "status"]).size().to_dict() if len(items) else {}
     indexes = {space.name: saved_index_state(store, space.name) for space in store.spaces()}
+    migrations = migration_statuses(store)
     summary = {
         "data": str(settings.data),
         "store_format": store.format_version,
@@ -425,6 +430,7 @@ def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
         "roots": store.roots(),
         "spaces": [s.__dict__ for s in store.spaces()],
         "indexes": indexes,
+        "migrations": [m.to_dict() for m in migrations],
     }
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -444,6 +450,8 @@ def info(data: DataOpt = None, as_json: JsonOpt = False) -> None:
         else:
             fresh = "up to date" if state["up_to_date"] else "behind the store (synced on load)"
             console.print(f"index {name}: {state['kind']}, {state['count']} vectors, {fresh}")
+    for line in status_lines(migrations):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     for root in store.roots():
         console.print(f"root: {root}")
 
@@ -477,7 +485,7 @@ def demo(
 
 
 # Commands kept in modules of their own, registered on `app` when imported.
-from . import cli_eval, cli_export, store_commands  # noqa: E402,F401
+from . import cli_eval, cli_export, cli_migrate, store_commands  # noqa: E402,F401
 
 
 def main() -> None:

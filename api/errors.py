@@ -16,6 +16,7 @@ from xmodal.search.errors import (
     InvalidQueryError,
     MediaDecodeError,
     MediaTooLarge,
+    MigrationError,
     ModelLoadError,
     ModelMismatchError,
     ModelSpecError,
@@ -48,6 +49,7 @@ STATUS_BY_ERROR: list[tuple[type[XmodalError], int]] = [
     (MediaDecodeError, 415),
     (PayloadTooLarge, 413),
     (ModelMismatchError, 409),
+    (MigrationError, 409),
     (ModelLoadError, 503),
     (StoreError, 503),
 ]

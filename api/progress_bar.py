@@ -39,9 +39,9 @@ class ItemsPerSecond(TextColumn):
 
 
 class RichProgress:
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, activity: str = "indexing"):
         self._progress = Progress(
-            TextColumn("indexing"),
+            TextColumn(activity),
             BarColumn(),
             MofNCompleteColumn(),
             TaskProgressColumn(),
@@ -78,7 +78,9 @@ class LineProgress:
         every_seconds: float = 30.0,
         every_percent: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        activity: str = "indexing",  # what the lines say the run does
     ):
+        self.activity = activity
         self.every_seconds = every_seconds
         self.every_percent = every_percent
         self._clock = clock
@@ -94,7 +96,7 @@ class LineProgress:
         self.total, self.done, self.failed = total, 0, 0
         self._started = self._last_line = self._clock()
         self._next_percent = self.every_percent
-        progress_log.info("indexing %d file(s)", total, extra={"total": total})
+        progress_log.info("%s %d file(s)", self.activity, total, extra={"total": total})
 
     def advance(self, count: int = 1, failed: int = 0) -> None:
         self.done += count
@@ -117,7 +119,8 @@ class LineProgress:
         left = self.total - self.done
         eta = left / rate if rate > 0 else None
         progress_log.info(
-            "indexing: %d/%d files (%.0f%%), %.1f items/s, %d failed, ETA %s",
+            "%s: %d/%d files (%.0f%%), %.1f items/s, %d failed, ETA %s",
+            self.activity,
             self.done,
             self.total,
             percent,
@@ -150,11 +153,14 @@ def format_eta(seconds: float | None) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
-def progress_for(console: Console, settings: LogSettings) -> RunProgress:
-    """A bar when `console` is a terminal, else log lines at the settings' pace."""
+def progress_for(
+    console: Console, settings: LogSettings, activity: str = "indexing"
+) -> RunProgress:
+    """A bar when `console` is a terminal, else log lines at the settings' pace;
+    `activity` names what the run does ("indexing", "migrating")."""
     if console.is_terminal:
-        return RichProgress(console)
-    return LineProgress(settings.progress_seconds, settings.progress_percent)
+        return RichProgress(console, activity)
+    return LineProgress(settings.progress_seconds, settings.progress_percent, activity=activity)
 
 
 __all__ = ["LineProgress", "RichProgress", "format_eta", "progress_for"]

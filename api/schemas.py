@@ -400,6 +400,24 @@ class SpaceOut(BaseModel):
     )
 
 
+class MigrationOut(BaseModel):
+    """Where a space's move to another model stands (docs/operations.md)."""
+
+    space: str
+    state: Literal["building", "ready", "switched"] = Field(
+        description="building: the new model's vectors are being made, queries use the old "
+        "model; ready: all made, the switch comes next; switched: queries use the new model, "
+        "the old one is kept for a rollback until dropped."
+    )
+    old_model: str
+    old_identity: str
+    new_model: str
+    new_identity: str
+    done: int = Field(description="Items embedded with the new model, or recorded as failed.")
+    total: int = Field(description="Items of the space.")
+    failed: int = Field(description="Items the new model could not embed.")
+
+
 class HealthResponse(BaseModel):
     """Fields other than `status` are left out for callers without a key on a keyed
     server; `data` and `pid` are shown to admin keys (and on an open server) only."""
@@ -423,6 +441,9 @@ class HealthResponse(BaseModel):
     )
     max_explain: int | None = Field(
         None, description="Most hits of one search a request may have explained."
+    )
+    migrations: list[MigrationOut] | None = Field(
+        None, description="Moves of a space to another model, when there is one."
     )
 
 

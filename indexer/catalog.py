@@ -29,7 +29,7 @@ import tempfile
 import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -198,6 +198,12 @@ class Catalog:
         self._lock = threading.Lock()
         self._spool: Path | None = None
         self._fetcher: Fetcher | None = None
+
+    def holding(self) -> AbstractContextManager[object]:
+        """Hold off this catalog's writes for a block: a model migration in the same
+        process holds it for its commits and its switch, since threads of one process
+        share the data directory's writer lock."""
+        return self._lock
 
     # -- lifecycle ---------------------------------------------------------
     def _spool_dir(self) -> Path:

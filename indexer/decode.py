@@ -132,6 +132,10 @@ def _video_has_sound(path: Path) -> bool:
 def _decode_video(result: Decoded, encoder: ImagePreparer, options: DecodeOptions) -> None:
     if _hash_unless_same(result, options):
         return
+    if not options.pictures:  # its sound only
+        sound = options.video.sound and options.sound
+        result.has_audio = sound and _video_has_sound(result.candidate.path)
+        return
     video = extract_keyframes(
         result.candidate.path,
         options.video.keyframes,

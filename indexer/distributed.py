@@ -43,6 +43,7 @@ from .pipeline import Indexer
 from .progress import Progress
 from .ray_workers import DecodeWorker, Embedded, EmbedWorker, ModelSpecs
 from .report import IndexReport
+from .writer import ItemWriter
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -104,6 +105,7 @@ class RayIndexer(Indexer):
         report: IndexReport,
         image_load: BackgroundLoad,
         prepare: Callable[[], None],
+        writer: ItemWriter | None = None,
     ) -> None:
         # The image model is loaded by the workers, never here: the driver only binds its
         # space (identity and dimension need no weights). The audio model is tried here as
@@ -132,7 +134,7 @@ class RayIndexer(Indexer):
             # The store is changed (orphans, removed items) once the workers' models
             # loaded and the first files came back, so that a model that cannot load
             # fails the run before it changed anything, as a local run does.
-            self._index(_after_first(stream, prepare), metadata, report, len(candidates))
+            self._index(_after_first(stream, prepare), metadata, report, len(candidates), writer)
         finally:
             if started_cluster:
                 ray.shutdown()

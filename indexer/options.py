@@ -156,6 +156,9 @@ class DecodeOptions:
     # Whether this run indexes sound at all (it has an audio model): without one, audio
     # files fail with a reason and videos are indexed by their pictures only.
     sound: bool = True
+    # Whether videos' keyframes are decoded: not by a run that embeds sound only (a
+    # migration of the audio-text space).
+    pictures: bool = True
     # What a file may cost, from IndexOptions (the indexer sets them from its own).
     max_file_bytes: int = IndexOptions().max_file_bytes
     max_image_bytes: int = IndexOptions().max_image_bytes

@@ -14,14 +14,20 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT, AudioTextEncoder
-from xmodal.search.engine import Engine
+from xmodal.search.encoders import (
+    AUDIO_TEXT,
+    IMAGE_TEXT,
+    AudioTextEncoder,
+    Encoder,
+    ImageTextEncoder,
+)
+from xmodal.search.engine import Engine, audio_window_options
 from xmodal.search.errors import IndexingAborted, ModelLoadError
 from xmodal.search.media import MediaKind, kinds_in_space
 from xmodal.search.store import (
@@ -40,22 +46,40 @@ from .discover import Candidate, plan_run
 from .options import DecodeOptions, IndexOptions
 from .progress import NoProgress, Progress
 from .report import IndexReport
-from .writer import BatchWriter
+from .writer import BatchWriter, ItemWriter
 
 RECENT_VECTORS = 50_000  # content hash -> vector kept in memory to embed duplicates once
 
 
+@dataclass(frozen=True)
+class SpaceTarget:
+    """What a run embeds when not the engine's spaces: one space with a model of its own
+    (a migration to a new model, indexer/migrate.py). Only that space's segments are
+    made, and the writer given to `Indexer.embed` decides where they go."""
+
+    space: str  # IMAGE_TEXT or AUDIO_TEXT
+    encoder: Encoder  # an ImageTextEncoder for IMAGE_TEXT, an AudioTextEncoder for AUDIO_TEXT
+
+
 class Indexer:
+    """Index files into the engine's store. With a `target`, `embed` makes the vectors of
+    one space with the target's model instead (nothing else is written)."""
+
     def __init__(
         self,
         engine: Engine,
         options: IndexOptions | None = None,
         progress: Progress | None = None,
         decode: DecodeOptions | None = None,
+        *,
+        target: SpaceTarget | None = None,
     ):
         self.engine = engine
         self.store = engine.store
-        self.encoder = engine.encoder
+        self.target = target
+        self.encoder: ImageTextEncoder = engine.encoder
+        if target is not None and isinstance(target.encoder, ImageTextEncoder):
+            self.encoder = target.encoder
         self.options = options or IndexOptions()
         self.decode = decode or DecodeOptions(images=engine.limits)
         self.progress = progress or NoProgress()
@@ -76,7 +100,16 @@ class Indexer:
         waits for it, so two runs never plan the same files.
         """
         with self.store.writing():
+            self._use_engine_models()
             return self._run(paths, metadata)
+
+    def _use_engine_models(self) -> None:
+        """The models the store's spaces have now: after a migration switched a space to
+        another model, the engine takes it up and the next run embeds with it. Called
+        under the writer lock, so that no switch happens during the run."""
+        if self.target is None:
+            self.engine.follow_store()
+            self.encoder = self.engine.encoder
 
     def _run(
         self,
@@ -136,10 +169,29 @@ class Indexer:
         started = time.perf_counter()
         report = IndexReport()
         with self.store.writing():
+            self._use_engine_models()
             image_load = self._image_load()
             if any(c.kind in kinds_in_space(IMAGE_TEXT) for c in candidates):
                 image_load.start()
             self._index_candidates(candidates, {}, report, image_load, lambda: None)
+        report.times.wall = time.perf_counter() - started
+        return report
+
+    def embed(self, candidates: list[Candidate], writer: ItemWriter) -> IndexReport:
+        """Decode and embed files into the target space (SpaceTarget), handing each item
+        to `writer` with its segments, or as failed with the reason. Nothing else is
+        written and no writer lock is taken here: the writer takes it to commit."""
+        if self.target is None:
+            raise ValueError("Indexer.embed needs a target space (SpaceTarget)")
+        started = time.perf_counter()
+        report = IndexReport()
+        image_load = self._image_load()
+        if self.target.space == IMAGE_TEXT and candidates:
+            image_load.start()
+        self._index_candidates(candidates, {}, report, image_load, lambda: None, writer)
+        if self._audio is not None:
+            report.times.decode += self._audio.stats.decode_seconds
+            report.times.encode += self._audio.stats.encode_seconds
         report.times.wall = time.perf_counter() - started
         return report
 
@@ -154,9 +206,11 @@ class Indexer:
         report: IndexReport,
         image_load: BackgroundLoad,
         prepare: Callable[[], None],
+        writer: ItemWriter | None = None,
     ) -> None:
-        """Decode, encode and write candidates; `prepare` runs once the models loaded
-        and the spaces are bound, before the first write."""
+        """Decode, encode and write candidates (to `writer`, default a BatchWriter to the
+        store); `prepare` runs once the models loaded and the spaces are bound, before
+        the first write."""
         sound = self._wants_sound(candidates)
         window_size = max(2 * self.options.batch_size, 2 * self.options.decode_workers)
         options = self.options
@@ -166,6 +220,7 @@ class Indexer:
             replace(
                 self.decode,
                 sound=sound,
+                pictures=self.target is None or self.target.space == IMAGE_TEXT,
                 max_file_bytes=options.max_file_bytes,
                 max_image_bytes=options.max_image_bytes,
                 timeout=options.decode_timeout,
@@ -183,12 +238,12 @@ class Indexer:
             audio_encoder = self._load_audio(report) if sound else None
             report.times.load = image_load.seconds + time.perf_counter() - loading
             preparing = time.perf_counter()
-            if image_load.started:
+            if image_load.started and self.target is None:
                 self.engine.bind_space(IMAGE_TEXT)
             self._audio = None if audio_encoder is None else self._bind_audio(audio_encoder)
             prepare()
             report.times.discover += time.perf_counter() - preparing
-            self._index(decoding, metadata, report, len(candidates))
+            self._index(decoding, metadata, report, len(candidates), writer)
         finally:
             decoding.close()
             image_load.join()  # on an error, not left importing while the process exits
@@ -199,9 +254,10 @@ class Indexer:
         metadata: Mapping[str, dict[str, Any]],
         report: IndexReport,
         count: int,
+        writer: ItemWriter | None = None,
     ) -> None:
         """Encode and write the decoded files, batch by batch."""
-        writer = BatchWriter(self.store, self.options.write_batch_size)
+        writer = writer or BatchWriter(self.store, self.options.write_batch_size)
         self.progress.start(count)
         try:
             pending: list[Decoded] = []
@@ -244,22 +300,31 @@ class Indexer:
         files, or videos when their sound is indexed); otherwise audio files fail with
         a reason."""
         decode = self.decode
-        return self.engine.audio_encoder is not None and any(
+        if self.target is not None and self.target.space != AUDIO_TEXT:
+            return False
+        return self._audio_encoder is not None and any(
             c.kind == MediaKind.AUDIO or (c.kind == MediaKind.VIDEO and decode.video.sound)
             for c in candidates
         )
+
+    @property
+    def _audio_encoder(self) -> AudioTextEncoder | None:
+        """The audio model this run embeds sound with: the target's, else the engine's."""
+        if self.target is not None and isinstance(self.target.encoder, AudioTextEncoder):
+            return self.target.encoder
+        return self.engine.audio_encoder
 
     def _load_audio(self, report: IndexReport) -> AudioTextEncoder | None:
         """The loaded audio model; None when it cannot load and was not asked for by
         name: the run goes on without sound (videos by their pictures, audio files
         recorded as not indexed), which `report.notices` says once. One asked for by
         name fails the run here, before any work."""
-        encoder = self.engine.audio_encoder
+        encoder = self._audio_encoder
         assert encoder is not None
         try:
             encoder.load()
         except ModelLoadError as error:
-            if self.engine.audio_model_requested:
+            if self.engine.audio_model_requested or self.target is not None:
                 raise ModelLoadError(
                     f"{error} (the audio model is needed for sound; to index pictures only, "
                     "set --audio-model none or XMODAL_AUDIO_MODEL=none)"
@@ -275,10 +340,11 @@ class Indexer:
 
     def _bind_audio(self, encoder: AudioTextEncoder) -> AudioEncoder:
         """The audio space bound to the loaded model, and the encoder for this run."""
-        self.engine.bind_space(AUDIO_TEXT)
+        if self.target is None:
+            self.engine.bind_space(AUDIO_TEXT)
         audio = self.decode.audio
         options = replace(
-            self.engine.audio_window_options(audio.max_seconds, audio.hop),
+            audio_window_options(encoder, audio.max_seconds, audio.hop),
             silence_dbfs=audio.silence_dbfs,
             timeout=self.options.decode_timeout,
         )
@@ -298,7 +364,7 @@ class Indexer:
         self,
         batch: list[Decoded],
         metadata: Mapping[str, dict[str, Any]],
-        writer: BatchWriter,
+        writer: ItemWriter,
         report: IndexReport,
     ) -> None:
         if not batch:
@@ -392,7 +458,9 @@ class Indexer:
         hashes = {d.content_hash for d in batch}
         known = {h: self._recent[h] for h in hashes if h in self._recent}
         missing = hashes - known.keys()
-        if missing:
+        if missing and self.target is None:
+            # (A migration's new space is not asked: its rows may be of content that
+            # changed since; the recent vectors of the run still embed duplicates once.)
             known.update(self.store.vectors_by_hash(IMAGE_TEXT, missing))
         first_of_hash: dict[str, Decoded] = {}
         for d in batch:
@@ -439,7 +507,7 @@ class Indexer:
         self,
         decoded: Decoded,
         metadata: Mapping[str, dict[str, Any]],
-        writer: BatchWriter,
+        writer: ItemWriter,
         report: IndexReport,
     ) -> None:
         report.failed.append((decoded.candidate.uri, decoded.error))
@@ -456,7 +524,7 @@ class Indexer:
         self,
         decoded: Decoded,
         metadata: Mapping[str, dict[str, Any]],
-        writer: BatchWriter,
+        writer: ItemWriter,
         report: IndexReport,
     ) -> None:
         """Same bytes, new mtime: refresh the item row, keep its vectors."""

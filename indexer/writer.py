@@ -6,8 +6,23 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from xmodal.search.store import ItemRecord, SegmentRecord, Store
+
+
+class ItemWriter(Protocol):
+    """Where an indexing run hands each finished item: BatchWriter writes the item rows
+    and their segments; a migration writes only the segments of its new space
+    (indexer/migrate.py)."""
+
+    seconds: float  # spent writing
+
+    def add(
+        self, item: ItemRecord, segments: dict[str, list[SegmentRecord]], replaces: bool
+    ) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass

@@ -65,6 +65,9 @@ from xmodal.search.store import INDEXED, ItemRecord, SpaceRecord, Store, catalog
 
 log = logging.getLogger(__name__)
 
+# How often queries look whether a migration switched a space to another model (a stat).
+MODEL_CHECK_SECONDS = 1.0
+
 
 class EngineSettings(Protocol):
     """What `Engine.from_settings` reads (xmodal.api.settings.Settings has it)."""
@@ -116,6 +119,8 @@ class Engine:
         self.audio_model_requested = audio_requested
         self.query = query or QuerySettings()
         self.limits = limits or ImageLimits()
+        self.device = device  # where models that the store switches to are loaded
+        self._ann = ann
         # Reranking and explanations: models load on first use, once per process.
         self.reranking = RerankService(rerank, device)
         q = self.query
@@ -130,6 +135,11 @@ class Engine:
         self._live = False  # serve_live
         self._facets: tuple[tuple[int, int], Facets] | None = None
         self._facets_lock = threading.Lock()
+        # Following a migration's switch (_follow_models).
+        self._next_model_check = time.monotonic() + MODEL_CHECK_SECONDS
+        self._adopting: dict[str, threading.Thread] = {}
+        self._adopt_lock = threading.Lock()
+        self._unloadable: dict[str, str] = {}  # space -> model identity that failed to load
         # Refuse a different model before any work is done with it.
         for space in self._spaces():
             if store.space(space.name) is not None:
@@ -275,13 +285,7 @@ class Engine:
         encoder = self.audio_encoder
         if encoder is None:
             raise InvalidQueryError("no audio model is configured for this store")
-        window = encoder.window_seconds
-        return AudioOptions(
-            sample_rate=encoder.sample_rate,
-            window_seconds=window,
-            hop_seconds=hop_seconds or window,
-            max_seconds=max_seconds,
-        )
+        return audio_window_options(encoder, max_seconds, hop_seconds)
 
     def item(self, item_id: str) -> ItemRecord:
         """An item by either id: the caller's own (external_id) or xmodal's."""
@@ -316,7 +320,117 @@ class Engine:
 
     # -- spaces ------------------------------------------------------------
     def _spaces(self) -> list[Space[Any]]:
+        self._follow_models()
         return [s for s in (self._image, self._audio) if s is not None]
+
+    # -- following the store's models (a migration's switch) -----------------------
+    def follow_store(self) -> None:
+        """Take up now, waiting for it to load, the model a migration switched a space to
+        (when it is not already). Writers call it under the writer lock before they
+        embed (indexer/pipeline.py), so that they embed with the space's model."""
+        for name, record in self._switched_spaces():
+            thread = self._adopt_in_background(name, record, retry=True)
+            if thread is not None:
+                thread.join()
+
+    def _follow_models(self) -> None:
+        """At most once a second (a stat of the spaces table), look whether a migration
+        switched a space to another model; if so, a Space with that model is built off
+        the request path, in a thread, and swapped in once loaded and ready to answer.
+        Until then the current one answers, from its own table (Store.pinned)."""
+        now = time.monotonic()
+        if now < self._next_model_check:
+            return
+        self._next_model_check = now + MODEL_CHECK_SECONDS
+        switched = self._switched_spaces()
+        if not switched:
+            return
+        tables = {record.segments_table for record in self._store.all_spaces()}
+        for name, record in switched:
+            thread = self._adopt_in_background(name, record)
+            current = self._image if name == IMAGE_TEXT else self._audio
+            dropped = current is not None and current.store.segments_table_of(name) not in tables
+            if thread is not None and dropped:
+                # Its vectors were dropped (`migrate --drop-old` soon after the switch):
+                # this query waits for the new model rather than fail.
+                thread.join()
+
+    def _switched_spaces(self) -> list[tuple[str, SpaceRecord]]:
+        """The spaces whose model in the store is not the one this engine queries with."""
+        switched = []
+        for space in (self._image, self._audio):
+            if space is None:
+                continue
+            record = self._store.space(space.name)
+            if record is not None and record.model_identity != space.encoder.identity:
+                switched.append((space.name, record))
+        return switched
+
+    def _adopt_in_background(
+        self, name: str, record: SpaceRecord, retry: bool = False
+    ) -> threading.Thread | None:
+        """The thread building the new Space of `name` (started unless one runs); None
+        when its model failed to load before and `retry` is not asked."""
+        with self._adopt_lock:
+            running = self._adopting.get(name)
+            if running is not None and running.is_alive():
+                return running
+            if not retry and self._unloadable.get(name) == record.model_identity:
+                return None
+            thread = threading.Thread(
+                target=self._adopt, args=(name, record), name=f"xmodal-adopt-{name}", daemon=True
+            )
+            self._adopting[name] = thread
+            thread.start()
+            return thread
+
+    def _adopt(self, name: str, record: SpaceRecord) -> None:
+        """Build a Space for the store's model of `name` (loaded, its vectors read, its
+        calibration fitted) and swap it in with one assignment."""
+        q = self.query
+        try:
+            if name == IMAGE_TEXT:
+                image = create_encoder(record.model_spec, device=self.device)
+                self._check_adopted(record, image)
+                space: Space[Any] = Space(
+                    self._store, name, image, self._ann, q.text_cache_size, q.text_batch_wait_ms
+                )
+            else:
+                audio = create_audio_encoder(record.model_spec, device=self.device)
+                self._check_adopted(record, audio)
+                space = Space(
+                    self._store, name, audio, self._ann, q.text_cache_size, q.text_batch_wait_ms
+                )
+            if space.store.segments_table_of(name) != record.segments_table:
+                return  # switched again meanwhile: the next look takes up the newest
+            space.warm()
+            if self._live:
+                space.serve_live()
+        except Exception as error:
+            self._unloadable[name] = record.model_identity
+            log.error(
+                "the %s space was switched to %s, which cannot be loaded here (%s); it is "
+                "answered with %s, from its old vectors, until they are dropped",
+                name,
+                record.model_spec,
+                error,
+                (self._image if name == IMAGE_TEXT else self._audio or self._image).encoder.spec,
+            )
+            return
+        if name == IMAGE_TEXT:
+            self._image = space
+        else:
+            self._audio = space
+        self._unloadable.pop(name, None)
+        log.info("the %s space answers with %s now", name, record.model_spec)
+
+    @staticmethod
+    def _check_adopted(record: SpaceRecord, encoder: Encoder) -> None:
+        if encoder.identity != record.model_identity:
+            raise ModelLoadError(
+                f"{record.model_spec} is {encoder.identity} here, not {record.model_identity} "
+                "as the store recorded"
+            )
 
     def _space(self, name: str) -> Space[Any]:
         for space in self._spaces():
@@ -681,6 +795,20 @@ def audio_model_for_store(store: Store, requested: str | None) -> str | None:
     return model_for_store(store, requested, AUDIO_TEXT, DEFAULT_AUDIO_MODEL)
 
 
+def audio_window_options(
+    encoder: AudioTextEncoder, max_seconds: float, hop_seconds: float = 0.0
+) -> AudioOptions:
+    """Windows cut to what an audio model takes (its rate and clip length); a hop of
+    0 means one window length."""
+    window = encoder.window_seconds
+    return AudioOptions(
+        sample_rate=encoder.sample_rate,
+        window_seconds=window,
+        hop_seconds=hop_seconds or window,
+        max_seconds=max_seconds,
+    )
+
+
 def unit_vector(values: np.ndarray | Sequence[float], dim: int, space: str) -> np.ndarray:
     """A query vector of a space scaled to unit length (float32); InvalidQueryError when
     it has not `dim` values, holds one that is not finite, or is all zeros."""
@@ -702,4 +830,4 @@ def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 3)
 
 
-__all__ = ["Engine", "audio_model_for_store", "model_for_store"]
+__all__ = ["Engine", "audio_model_for_store", "audio_window_options", "model_for_store"]

@@ -72,3 +72,8 @@ class StoreDamagedError(StoreError):
     def __init__(self, message: str, table: str):
         super().__init__(message)
         self.table = table
+
+
+class MigrationError(XmodalError):
+    """A model migration the store's state does not allow: to the model the space already
+    has, a rollback with nothing to roll back to, one while another runs."""

@@ -72,6 +72,23 @@ def tiny_spec(tiny_checkpoint: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+def other_tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A second tiny model: the same architecture (32-d) with other weights (seed 1), so
+    another model identity; what a store migrates to in tests."""
+    import open_clip
+    import torch
+
+    from xmodal.search.encoders.open_clip_encoder import register_builtin_configs
+
+    register_builtin_configs()
+    torch.manual_seed(1)
+    model = open_clip.create_model(TINY_ARCH)
+    path = tmp_path_factory.mktemp("models") / "tiny-other.pt"
+    torch.save(model.state_dict(), path)
+    return f"open_clip:{TINY_ARCH}/{path}"
+
+
+@pytest.fixture(scope="session")
 def tiny_encoder(tiny_spec: str):
     from xmodal.search import create_encoder
 

@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,7 @@ from xmodal.search.ann.faiss_index import FaissIndex
 from xmodal.search.ann.synced import REBUILD_DEAD_SHARE, IndexDirectory, SyncedIndex
 from xmodal.search.settings import AnnSettings
 from xmodal.search.store import Store
-from xmodal.search.store.schema import ITEMS, segments_table_name
+from xmodal.search.store.schema import ITEMS, index_root
 
 from .changes import table_change
 from .labels import LabelMap
@@ -469,14 +468,6 @@ def _live_keys(saved: SyncedIndex) -> tuple[pd.Index, np.ndarray]:
 def _mapped_keys(saved: SyncedIndex) -> Mapped:
     """Key lookup of an index saved without its vectors (before issue 17)."""
     return Mapped(np.zeros((saved.labels, 0), np.float32), *_live_keys(saved))
-
-
-def index_root(data: Path, space: str, table: str | None = None) -> Path:
-    """Where a space's index is saved: `<data>/indexes/<space>/`, or by table name for a
-    space moved to another table by a model migration (each model its own index)."""
-    if table is None or table == segments_table_name(space):
-        return data / "indexes" / space
-    return data / "indexes" / table
 
 
 def saved_index_state(store: Store, space: str) -> dict[str, Any] | None:

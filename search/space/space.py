@@ -42,10 +42,13 @@ class Space(Generic[E]):
         text_cache_size: int = 4096,
         text_batch_wait_ms: float = 0.0,
     ):
-        self.store = store
+        # Pinned to the table the space has now: after a migration switched it to
+        # another model's table, this Space still answers from the vectors of its own
+        # model until the engine replaces it (search/engine.py).
+        self.store = store.pinned(space)
         self.name = space
         self.encoder: E = encoder
-        self.index = SpaceIndex(store, space, ann)
+        self.index = SpaceIndex(self.store, space, ann)
         self.kinds: frozenset[str] = kinds_in_space(space)  # a video has pictures and sound
         self.text_cache_size = text_cache_size
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()

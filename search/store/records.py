@@ -182,7 +182,21 @@ class SegmentRecord:
 
 @dataclass(frozen=True)
 class SpaceRecord:
-    name: str  # e.g. "image-text"
+    # e.g. "image-text"; a migration's spaces beside it are "image-text@next" (being
+    # built with a new model) and "image-text@previous" (kept for a rollback).
+    name: str
     model_spec: str  # as the user wrote it when the space was created
     model_identity: str  # architecture and weights, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k
     dim: int
+    segments_table: str = ""  # the LanceDB table of its segments (Store.segments_table_of)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """What a migration did with one item (search/store/migration.py): the content it
+    embedded into the space being built, how many segments that gave, or why it failed."""
+
+    item_id: str
+    content_hash: str  # the item's content hash when it was embedded
+    segments: int = 0
+    error: str = ""  # not empty: the item could not be embedded with the new model

@@ -38,6 +38,7 @@ from .records import INDEXED
 from .schema import (
     ITEMS,
     ITEMS_SCHEMA,
+    LEDGER_SCHEMA,
     META,
     META_SCHEMA,
     ROOTS,
@@ -280,6 +281,8 @@ def _recreate_empty(data: Path, name: str, repair: TableRepair) -> TableRepair:
     indexed again by the next run)."""
     schemas = {ITEMS: ITEMS_SCHEMA, SPACES: SPACES_SCHEMA, ROOTS: ROOTS_SCHEMA, META: META_SCHEMA}
     schema = schemas.get(name)
+    if schema is None and name.startswith("ledger_"):
+        schema = LEDGER_SCHEMA  # a migration's: it embeds again what the ledger lost
     if schema is None:
         schema = segments_schema(_space_dim(data, name))
     folder = data / "lance" / f"{name}.lance"
@@ -293,7 +296,7 @@ def _recreate_empty(data: Path, name: str, repair: TableRepair) -> TableRepair:
 def _space_dim(data: Path, table_name: str) -> int:
     spaces = _connect(data).open_table(SPACES).to_arrow().to_pylist()
     for row in spaces:
-        if segments_table_name(row["name"]) == table_name:
+        if (row.get("segments_table") or segments_table_name(row["name"])) == table_name:
             return int(row["dim"])
     raise FileNotFoundError(f"no space in {data} owns the table {table_name}")
 
@@ -307,7 +310,7 @@ def _mark_items_in_doubt(store: Store, restored_at: dict[str, float]) -> int:
     indexed = [row for row in items if row["status"] == INDEXED]
     doubtful: set[str] = set()
     for space in store.spaces():
-        table = segments_table_name(space.name)
+        table = space.segments_table
         with_segments = set(store.segment_item_ids(space.name))
         # A video may have no sound: only the kinds that always have segments here count.
         always = {k.value for k in kinds_in_space(space.name)}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import pyarrow as pa
 
 from .records import ITEM_COLUMNS
@@ -47,5 +50,38 @@ def segments_schema(dim: int) -> pa.Schema:
     )
 
 
+# A migration's ledger (search/store/migration.py): one row per item of the space being
+# built, saying which content it embedded; a table per segments table.
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("content_hash", pa.string()),
+        pa.field("segments", pa.int32()),
+        pa.field("error", pa.string()),
+    ]
+)
+
+
+def index_root(data: Path, space: str, table: str | None = None) -> Path:
+    """Where a space's vector index is saved: `<data>/indexes/<space>/`, or by table name
+    for a space a model migration moved to another table (each model its own index)."""
+    if table is None or table == segments_table_name(space):
+        return data / "indexes" / space
+    return data / "indexes" / table
+
+
 def segments_table_name(space: str) -> str:
+    """The table of a space created by indexing (a migration's tables are named by
+    their model: model_table_name)."""
     return "segments_" + space.replace("-", "_")
+
+
+def model_table_name(space: str, model_identity: str) -> str:
+    """The segments table a migration builds for `space` with a model: its own name per
+    model, so that the old and the new table live side by side."""
+    digest = hashlib.sha256(model_identity.encode("utf-8")).hexdigest()[:8]
+    return f"{segments_table_name(space)}__{digest}"
+
+
+def ledger_table_name(segments_table: str) -> str:
+    return f"ledger_{segments_table}"

@@ -16,6 +16,7 @@ reported as StoreDamagedError, one line naming the table and `xmodal repair`
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -42,10 +43,19 @@ from xmodal.search.media.kinds import MediaKind
 
 from .locations import leaves_roots, original_path
 from .media_store import MediaStore
-from .records import CATALOG_ROOT, INDEXED, ItemRecord, SegmentRecord, SpaceRecord, catalog_item_id
+from .records import (
+    CATALOG_ROOT,
+    INDEXED,
+    ItemRecord,
+    LedgerEntry,
+    SegmentRecord,
+    SpaceRecord,
+    catalog_item_id,
+)
 from .schema import (
     ITEMS,
     ITEMS_SCHEMA,
+    LEDGER_SCHEMA,
     META,
     META_SCHEMA,
     ROOTS,
@@ -53,6 +63,7 @@ from .schema import (
     SPACES,
     SPACES_SCHEMA,
     STORE_FORMAT,
+    ledger_table_name,
     segments_schema,
     segments_table_name,
 )
@@ -67,6 +78,9 @@ MTIME_MARGIN_NS = 100_000_000
 # rather than "touched" (repairs mark items whose segments are in doubt).
 STALE_MTIME_NS = -1
 CORE_TABLES = (ITEMS, SPACES, ROOTS, META)
+# Marks the name of a space that queries do not read: "image-text@next", a migration's
+# space being built, and "image-text@previous", the one it replaced.
+STAGED_MARK = "@"
 
 
 def sql_quote(value: str) -> str:
@@ -140,9 +154,13 @@ class Store:
         self._roots = self._open(ROOTS)
         self._meta = self._open(META)
         self._check_format()
+        # Caches keyed by table name (not space name: a space's table changes when a
+        # migration switches it), shared with the store's pinned copies (`pinned`).
         self._segment_tables: dict[str, Any] = {}
         self._version_folders: dict[str, tuple[str, ...]] = {}
         self._versions: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
+        self._space_cache: list[tuple[int, list[SpaceRecord]]] = []  # (mtime token, rows)
+        self._pins: dict[str, str] = {}  # space -> the table it reads, whatever its row says
 
     # -- the writer lock and damage -------------------------------------
     def writing(
@@ -236,19 +254,43 @@ class Store:
         return STORE_FORMAT
 
     # -- spaces ----------------------------------------------------------
-    def spaces(self) -> list[SpaceRecord]:
+    def _space_records(self) -> list[SpaceRecord]:
+        """Every row of the spaces table, one per name. Read again only when the table
+        changed, which its `_versions` folder's mtime tells for a stat (as in `version`):
+        queries resolve their space's table through it."""
+        token = _mtime_ns(self.path / "lance" / f"{SPACES}.lance" / "_versions")
+        cached = self._space_cache[0] if self._space_cache else None
+        if token is not None and cached is not None and cached[0] == token:
+            return cached[1]
         with self._reading(SPACES):
             rows = self._spaces.to_arrow().to_pylist()
-        spaces: dict[str, SpaceRecord] = {}  # by name: a racing older version wrote two
+        records: dict[str, SpaceRecord] = {}  # by name: a racing older version wrote two
         for r in rows:
-            spaces.setdefault(
+            records.setdefault(
                 r["name"],
-                SpaceRecord(r["name"], r["model_spec"], r["model_identity"], int(r["dim"])),
+                SpaceRecord(
+                    r["name"],
+                    r["model_spec"],
+                    r["model_identity"],
+                    int(r["dim"]),
+                    r.get("segments_table") or segments_table_name(r["name"]),
+                ),
             )
-        return list(spaces.values())
+        found = list(records.values())
+        if token is not None and time.time_ns() - token > MTIME_MARGIN_NS:
+            self._space_cache[:] = [(token, found)]
+        return found
+
+    def spaces(self) -> list[SpaceRecord]:
+        """The spaces queries read (a migration's "@next" and "@previous" are not)."""
+        return [s for s in self._space_records() if STAGED_MARK not in s.name]
+
+    def all_spaces(self) -> list[SpaceRecord]:
+        """Every space, a migration's staged ones ("image-text@next") included."""
+        return list(self._space_records())
 
     def space(self, name: str) -> SpaceRecord | None:
-        return next((s for s in self.spaces() if s.name == name), None)
+        return next((s for s in self._space_records() if s.name == name), None)
 
     def bind_space(self, name: str, model_spec: str, model_identity: str, dim: int) -> SpaceRecord:
         """Create the space, or check that it was built with this very model."""
@@ -257,30 +299,143 @@ class Store:
             with self.writing():
                 existing = self.space(name)  # another writer may have bound it meanwhile
                 if existing is None:
-                    record = SpaceRecord(name, model_spec, model_identity, dim)
-                    table = segments_table_name(name)
-                    with self._writing(table):
-                        self._db.create_table(table, schema=segments_schema(dim), exist_ok=True)
-                    with self._writing(SPACES):
-                        self._spaces.add([{**record.__dict__, "segments_table": table}])
-                    return record
+                    return self.add_space(
+                        SpaceRecord(
+                            name, model_spec, model_identity, dim, segments_table_name(name)
+                        )
+                    )
         if existing.model_identity != model_identity or existing.dim != dim:
             raise ModelMismatchError(
                 f"the {name} space in {self.path} was built with {existing.model_spec} "
                 f"({existing.model_identity}, {existing.dim}-d), not {model_spec} "
                 f"({model_identity}, {dim}-d). Use --model {existing.model_spec} with this store, "
-                "or index into a new --data directory to use the other model."
+                "or index into a new --data directory to use the other model "
+                "(or move this store to it: `xmodal migrate --model ...`)."
             )
         return existing
 
-    def _segments(self, space: str) -> Any:
-        table = self._segment_tables.get(space)
-        if table is None:
-            name = segments_table_name(space)
+    def add_space(self, record: SpaceRecord) -> SpaceRecord:
+        """Create a space: its segments table (one left by an interrupted attempt is
+        kept), then its row. StoreError when a space of that name exists."""
+        with self.writing():
+            if self.space(record.name) is not None:
+                raise StoreError(f"the space {record.name} exists already in {self.path}")
+            table = record.segments_table
+            with self._writing(table):
+                self._db.create_table(table, schema=segments_schema(record.dim), exist_ok=True)
+            with self._writing(SPACES):
+                self._spaces.add([record.__dict__])
+        return record
+
+    def set_spaces(self, rows: Sequence[SpaceRecord], remove: Sequence[str] = ()) -> None:
+        """Write these space rows (a row of the same name is replaced) and delete the
+        rows named in `remove`, in one commit of the spaces table: a reader sees all of
+        it or nothing, and a crash leaves the spaces as they were (a migration's switch)."""
+        if not rows:
+            if remove:
+                with self._writing(SPACES):
+                    self._spaces.delete(f"name IN {_in_list(remove)}")
+            return
+        data = pa.Table.from_pylist([r.__dict__ for r in rows], schema=SPACES_SCHEMA)
+        merge = self._spaces.merge_insert("name").when_matched_update_all()
+        merge = merge.when_not_matched_insert_all()
+        if remove:
+            merge = merge.when_not_matched_by_source_delete(f"name IN {_in_list(remove)}")
+        with self._writing(SPACES):
+            merge.execute(data)
+
+    def drop_table(self, name: str) -> bool:
+        """Delete a segments table no space names any more (a migration's old or
+        abandoned one), or a ledger; False when there was none."""
+        if name in CORE_TABLES or name in {s.segments_table for s in self.all_spaces()}:
+            raise StoreError(f"the table {name} is in use in {self.path}: not dropped")
+        with self._writing(name):
+            if name not in self._table_names():
+                return False
+            self._db.drop_table(name)
+        self._segment_tables.pop(name, None)
+        self._versions.pop(name, None)
+        return True
+
+    def segments_table_of(self, space: str) -> str:
+        """The name of the LanceDB table holding a space's segments: the one its row in
+        the spaces table names (a migration's switch points it to another), or the one
+        this store is pinned to (`pinned`)."""
+        pinned = self._pins.get(space)
+        if pinned is not None:
+            return pinned
+        record = self.space(space)
+        return record.segments_table if record is not None else segments_table_name(space)
+
+    def pinned(self, space: str) -> Store:
+        """This store with `space` read from the table it resolves to now, whatever the
+        spaces table says later: an engine's space answers from the vectors of its own
+        model until a new one replaces it after a migration's switch (search/engine.py).
+        Shares everything else (connection, caches, writer lock) with this store."""
+        view = copy.copy(self)
+        view._pins = {**self._pins, space: self.segments_table_of(space)}
+        return view
+
+    def _segments(self, space: str, table: str | None = None) -> Any:
+        """The open segments table of a space (`table`: its name, already resolved)."""
+        name = table or self.segments_table_of(space)
+        handle = self._segment_tables.get(name)
+        if handle is None:
             if name not in self._table_names():
                 raise StoreError(f"space {space!r} does not exist in {self.path}")
-            table = self._segment_tables[space] = self._open(name)
-        return table
+            handle = self._segment_tables[name] = self._open(name)
+        return handle
+
+    # -- a migration's ledger (search/store/migration.py) ------------------
+    def ledger(self, segments_table: str) -> dict[str, LedgerEntry]:
+        """What a migration embedded into a segments table, by item id ({} when none)."""
+        name = ledger_table_name(segments_table)
+        if name not in self._table_names():
+            return {}
+        with self._reading(name):
+            rows = self._db.open_table(name).to_arrow().to_pylist()
+        return {
+            r["item_id"]: LedgerEntry(
+                r["item_id"], r["content_hash"] or "", int(r["segments"] or 0), r["error"] or ""
+            )
+            for r in rows
+        }
+
+    def record_ledger(
+        self, segments_table: str, entries: Sequence[LedgerEntry], replace: bool = False
+    ) -> None:
+        """Add or replace these items' entries in a segments table's ledger (`replace`:
+        the ledger becomes exactly `entries`)."""
+        name = ledger_table_name(segments_table)
+        data = pa.Table.from_pylist([e.__dict__ for e in entries], schema=LEDGER_SCHEMA)
+        with self._writing(name):
+            if name not in self._table_names():
+                self._db.create_table(name, data=data, schema=LEDGER_SCHEMA)
+            elif replace:
+                self._db.create_table(name, data=data, schema=LEDGER_SCHEMA, mode="overwrite")
+            elif entries:
+                table = self._db.open_table(name)
+                table.merge_insert(
+                    "item_id"
+                ).when_matched_update_all().when_not_matched_insert_all().execute(data)
+
+    def ledger_version(self, segments_table: str) -> int | None:
+        """The version of a segments table's ledger; None when it has none."""
+        name = ledger_table_name(segments_table)
+        if name not in self._table_names():
+            return None
+        with self._reading(name):
+            return int(self._db.open_table(name).version)
+
+    def forget_ledger(self, segments_table: str, item_ids: Sequence[str]) -> None:
+        """Remove these items' entries from a segments table's ledger."""
+        name = ledger_table_name(segments_table)
+        if not item_ids or name not in self._table_names():
+            return
+        table = self._db.open_table(name)
+        for start in range(0, len(item_ids), _ID_CHUNK):
+            with self._writing(name):
+                table.delete(f"item_id IN {_in_list(item_ids[start : start + _ID_CHUNK])}")
 
     # -- roots -----------------------------------------------------------
     def roots(self) -> list[str]:
@@ -385,7 +540,7 @@ class Store:
         """Remove items and their segments in every space (segments first), and the
         kept media no other catalog item holds."""
         held = {r.content_hash for r in self.items(item_ids).values() if r.root == CATALOG_ROOT}
-        for space in self.spaces():
+        for space in self.all_spaces():
             self.delete_segments(space.name, item_ids)
         for start in range(0, len(item_ids), _ID_CHUNK):
             with self._writing(ITEMS):
@@ -433,26 +588,30 @@ class Store:
             },
             schema=segments_schema(dim),
         )
-        table = self._segments(space)
-        with self._writing(segments_table_name(space)):
+        name = self.segments_table_of(space)
+        table = self._segments(space, name)
+        with self._writing(name):
             table.merge_insert(
                 "id"
             ).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
     def delete_segments(self, space: str, item_ids: Sequence[str]) -> None:
-        table = self._segments(space)
+        name = self.segments_table_of(space)
+        table = self._segments(space, name)
         for start in range(0, len(item_ids), _ID_CHUNK):
-            with self._writing(segments_table_name(space)):
+            with self._writing(name):
                 table.delete(f"item_id IN {_in_list(item_ids[start : start + _ID_CHUNK])}")
 
     def count_segments(self, space: str) -> int:
-        with self._reading(segments_table_name(space)):
-            return int(self._segments(space).count_rows())
+        name = self.segments_table_of(space)
+        with self._reading(name):
+            return int(self._segments(space, name).count_rows())
 
     def segments_table(self, space: str) -> pa.Table:
         """All segments of a space (ids, spans, vectors) as Arrow."""
-        with self._reading(segments_table_name(space)):
-            return self._segments(space).to_arrow()
+        name = self.segments_table_of(space)
+        with self._reading(name):
+            return self._segments(space, name).to_arrow()
 
     def segment_batches(
         self,
@@ -464,8 +623,8 @@ class Store:
         """A space's segments, `columns` only, in record batches of at most `batch_rows`
         rows, so that a caller never holds every vector at once (export.py). `version`:
         that version of the segments table (see segments_version), not the latest."""
-        name = segments_table_name(space)
-        table = self._segments(space)
+        name = self.segments_table_of(space)
+        table = self._segments(space, name)
         with self._reading(name):
             if version is not None:
                 # A handle of its own: checking out the shared one would pin every reader.
@@ -473,10 +632,6 @@ class Store:
                 table.checkout(version)
             reader = table.search().select(list(columns)).limit(None).to_batches(batch_rows)
             yield from reader
-
-    def segments_table_of(self, space: str) -> str:
-        """The name of the LanceDB table holding a space's segments."""
-        return segments_table_name(space)
 
     def dataset(self, table: str, version: int | None = None) -> Any:
         """A Lance dataset of one table, at `version` or the latest: readers that apply a
@@ -488,15 +643,16 @@ class Store:
 
     def segments_version(self, space: str) -> int:
         """The segments table's current version (one LanceDB commit each)."""
-        name = segments_table_name(space)
+        name = self.segments_table_of(space)
         with self._reading(name):
-            return int(self._segments(space).version)
+            return int(self._segments(space, name).version)
 
     def item_vectors(self, space: str, item_id: str) -> np.ndarray:
         """(n, dim) vectors of one item's segments in a space."""
-        with self._reading(segments_table_name(space)):
+        name = self.segments_table_of(space)
+        with self._reading(name):
             rows = (
-                self._segments(space)
+                self._segments(space, name)
                 .search()
                 .where(f"item_id = {sql_quote(item_id)}")
                 .select(["id", "vector"])
@@ -530,9 +686,10 @@ class Store:
             by_item = {row["id"]: row["content_hash"] for row in rows}
             if not by_item:
                 continue
-            with self._reading(segments_table_name(space)):
+            name = self.segments_table_of(space)
+            with self._reading(name):
                 segments = (
-                    self._segments(space)
+                    self._segments(space, name)
                     .search()
                     .where(f"item_id IN {_in_list(list(by_item))}")
                     .select(["item_id", "vector"])
@@ -549,8 +706,11 @@ class Store:
     def segment_item_ids(self, space: str) -> list[str]:
         """The item id of every segment of a space (repeated per segment)."""
         # Only the item_id column: reading the whole table would load every vector.
-        with self._reading(segments_table_name(space)):
-            item_ids = self._segments(space).search().select(["item_id"]).limit(None).to_arrow()
+        name = self.segments_table_of(space)
+        with self._reading(name):
+            item_ids = (
+                self._segments(space, name).search().select(["item_id"]).limit(None).to_arrow()
+            )
         return item_ids.column("item_id").to_pylist()
 
     def remove_orphan_segments(self, space: str) -> int:
@@ -578,11 +738,11 @@ class Store:
             surplus_items = _surplus(items.column("id"))
             affected = set(items.column("id").take(pa.array(surplus_items)).to_pylist())
             segment_surplus: dict[str, int] = {}
-            for space in self.spaces():
-                name = segments_table_name(space.name)
+            for space in self.all_spaces():
+                name = space.segments_table
                 with self._reading(name):
                     ids = (
-                        self._segments(space.name)
+                        self._segments(space.name, name)
                         .search()
                         .select(["id", "item_id"])
                         .limit(None)
@@ -595,7 +755,7 @@ class Store:
             if not affected:
                 return DuplicateRepair()
             self._replace_item_rows(items, sorted(affected))
-            for space in self.spaces():
+            for space in self.all_spaces():
                 if space.name in segment_surplus:
                     self._dedupe_segments(space.name, sorted(affected))
             return DuplicateRepair(len(surplus_items), sum(segment_surplus.values()), len(affected))
@@ -620,8 +780,8 @@ class Store:
             self._items.add(kept)
 
     def _dedupe_segments(self, space: str, item_ids: list[str]) -> None:
-        name = segments_table_name(space)
-        table = self._segments(space)
+        name = self.segments_table_of(space)
+        table = self._segments(space, name)
         rows = []
         for start in range(0, len(item_ids), _ID_CHUNK):
             chunk = _in_list(item_ids[start : start + _ID_CHUNK])
@@ -665,20 +825,13 @@ class Store:
         if token is not None and cached is not None and cached[0] == token:
             return cached[1]
         with self._reading(f"{ITEMS} or {name}"):
-            version = (self._items.version, self._segments_by_name(space, name).version)
+            version = (self._items.version, self._segments(space, name).version)
         if token is not None and time.time_ns() - max(token) > MTIME_MARGIN_NS:
             self._versions[name] = (token, version)
         return version
 
-    def _segments_by_name(self, space: str, table: str) -> Any:
-        if table == self.segments_table_of(space):
-            return self._segments(space)
-        handle = self._segment_tables.get(table)
-        if handle is None:
-            handle = self._segment_tables[table] = self._open(table)
-        return handle
-
     def _change_token(self, table: str) -> tuple[int, int] | None:
+        """mtimes of the items table's and a segments table's `_versions` folders."""
         folders = self._version_folders.get(table)
         if folders is None:
             folders = self._version_folders[table] = tuple(
@@ -691,8 +844,8 @@ class Store:
 
     def table_versions(self) -> dict[str, int]:
         tables = {ITEMS: self._items}
-        for space in self.spaces():
-            tables[segments_table_name(space.name)] = self._segments(space.name)
+        for space in self.all_spaces():
+            tables[space.segments_table] = self._segments(space.name, space.segments_table)
         versions = {}
         for name, table in tables.items():
             with self._reading(name):
@@ -702,11 +855,18 @@ class Store:
     def compact(self) -> None:
         """Merge the small fragments that batched writes leave behind."""
         tables = {ITEMS: self._items}
-        for space in self.spaces():
-            tables[segments_table_name(space.name)] = self._segments(space.name)
+        for space in self.all_spaces():
+            tables[space.segments_table] = self._segments(space.name, space.segments_table)
         for name, table in tables.items():
             with self._writing(name):
                 table.optimize(cleanup_older_than=timedelta(days=1))
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:  # not a local folder layout we know: always ask LanceDB
+        return None
 
 
 def _surplus(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:

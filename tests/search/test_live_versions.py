@@ -16,8 +16,8 @@ from tests.search.test_ann import clustered
 from tests.search.test_space_index import DIM, open_engine, top_ids, write_items
 from xmodal.search.ann.synced import IndexDirectory
 from xmodal.search.encoders import IMAGE_TEXT
-from xmodal.search.space.index import index_root
 from xmodal.search.store.records import ItemRecord, SegmentRecord, segment_id_for
+from xmodal.search.store.schema import index_root
 
 QUERIES = clustered(12, dim=DIM, seed=21)
 FILTERS = [None, {"group": "rare"}, {"group": {"$ne": "rare"}}]

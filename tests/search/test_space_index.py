@@ -12,8 +12,8 @@ from tests.search.test_ann import clustered
 from xmodal.search import AnnSettings, Engine, Store
 from xmodal.search.ann.synced import IndexDirectory, SyncedIndex, segment_keys
 from xmodal.search.encoders import IMAGE_TEXT
-from xmodal.search.space.index import index_root
 from xmodal.search.store.records import ItemRecord, SegmentRecord, item_id_for, segment_id_for
+from xmodal.search.store.schema import index_root
 
 DIM = 32
 

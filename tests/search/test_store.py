@@ -114,6 +114,7 @@ def test_version_sees_every_commit_even_when_cached(engine, monkeypatch):
     # and the next commit still shows.
     monkeypatch.setattr(store_module, "MTIME_MARGIN_NS", 0)
     before = store.version(space)
-    assert store.version(space) == before and store._versions[store.segments_table_of(space)][1] == before
+    table = store.segments_table_of(space)  # versions are cached per table
+    assert store.version(space) == before and store._versions[table][1] == before
     store.upsert_segments(space, [SegmentRecord("s", "i0", vector)])
     assert store.version(space) != before

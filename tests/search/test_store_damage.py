@@ -17,8 +17,8 @@ from xmodal.indexer import index_paths
 from xmodal.search import AnnSettings, Engine, Store
 from xmodal.search.ann.synced import IndexDirectory
 from xmodal.search.errors import StoreDamagedError
-from xmodal.search.space.index import index_root
 from xmodal.search.store.repair import repair_store
+from xmodal.search.store.schema import index_root
 
 FILES = 10
 
