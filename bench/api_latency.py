@@ -127,6 +127,7 @@ def build_store(data: Path, items: int, seed: int, model: str = "xmodal-ref") ->
                 for n, i in enumerate(chunk, start)
             ]
         )
+    engine.store.compact()  # as `xmodal index` ends a run: fragments merged, lookups indexed
     return ids
 
 

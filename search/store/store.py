@@ -20,6 +20,7 @@ import copy
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -859,7 +860,30 @@ class Store:
             tables[space.segments_table] = self._segments(space.name, space.segments_table)
         for name, table in tables.items():
             with self._writing(name):
+                _ensure_lookup_index(table, name)
+                # Also brings the lookup indexes up to the rows written since.
                 table.optimize(cleanup_older_than=timedelta(days=1))
+
+
+# The columns rows are found by: without an index, finding an item by id (GET /items,
+# by-id search of an item not served yet, upserts matching on id) scans the table, about
+# 0.1 s at a million items; with one, a few ms. Rows written since the last compaction
+# are scanned (few), and `compact` folds them in.
+LOOKUP_COLUMNS = {ITEMS: ("id",), "segments": ("id", "item_id")}
+
+
+def _ensure_lookup_index(table: Any, name: str) -> None:
+    """BTREE indexes on a table's lookup columns, created once (cheap: 0.3 s at 1M)."""
+    columns = LOOKUP_COLUMNS.get(name) or (
+        LOOKUP_COLUMNS["segments"] if name.startswith("segments_") else ()
+    )
+    present = {tuple(index.columns) for index in table.list_indices()}
+    for column in columns:
+        if (column,) not in present:
+            with warnings.catch_warnings():
+                # lancedb 0.40 marks it deprecated in favour of an async-style API.
+                warnings.simplefilter("ignore")
+                table.create_scalar_index(column, index_type="BTREE")
 
 
 def _mtime_ns(path: Path) -> int | None:

@@ -28,6 +28,7 @@ from xmodal.search.store.migration import (
     next_name,
     previous_name,
 )
+from xmodal.search.store.schema import index_root
 
 
 class Stop(Exception):
@@ -244,13 +245,14 @@ def test_rollback_returns_the_old_model_and_its_answers_and_drop_deletes_it(
     # Migrating to the rolled-back-from model again reuses its vectors.
     again = migrator(engine).migrate(other_tiny_spec)
     assert again.switched and again.embedded == 0
-    (store.path / "indexes" / old_table).mkdir(parents=True)  # a saved index of the old
+    old_index = index_root(store.path, IMAGE_TEXT, old_table)
+    old_index.mkdir(parents=True)  # a saved index of the old
     dropped = migrator(engine).drop_previous()
     assert dropped.segments_table == old_table and dropped.model_spec == tiny_spec
     assert store.space(previous_name(IMAGE_TEXT)) is None
     assert old_table not in store.table_versions()
     assert not (store.path / "lance" / f"{old_table}.lance").exists()
-    assert not (store.path / "indexes" / old_table).exists()
+    assert not old_index.exists()
     assert migration_status(store, IMAGE_TEXT) is None
     with pytest.raises(MigrationError, match="nothing to roll back"):
         migrator(engine).rollback()
