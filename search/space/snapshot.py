@@ -366,8 +366,19 @@ class Snapshot:
     def records(self, codes: Sequence[int]) -> list[ItemRecord]:
         """Item records by code, as of this snapshot's version."""
         rows = self.code_row[np.asarray(codes, np.int64)]
-        taken = self.item_table.take(pa.array(rows, type=pa.int64())).to_pylist()
-        return [item_from_row(row) for row in taken]
+        # Taken from each part on its own: `take` over a table of two chunks joins them
+        # first, a copy of every item row per query (a million: tens of ms).
+        sealed = self.sealed_items.num_rows
+        found: list[dict[str, Any]] = [{}] * len(rows)
+        for part, positions, offset in (
+            (self.sealed_items, np.flatnonzero(rows < sealed), 0),
+            (self.grown_items, np.flatnonzero(rows >= sealed), sealed),
+        ):
+            if len(positions):
+                taken = part.take(pa.array(rows[positions] - offset, type=pa.int64()))
+                for position, row in zip(positions.tolist(), taken.to_pylist(), strict=True):
+                    found[position] = row
+        return [item_from_row(row) for row in found]
 
     def item_rows(self, code: int) -> np.ndarray:
         """Servable rows of one item's segments."""
@@ -460,8 +471,13 @@ class Snapshot:
     @cached_property
     def live_items(self) -> ItemTable:
         """The indexed items, one row each (facets read them)."""
-        rows = self.code_row[self.code_row >= 0]
-        return ItemTable.of(self.item_table.take(pa.array(np.sort(rows), type=pa.int64())))
+        rows = np.sort(self.code_row[self.code_row >= 0])
+        sealed = self.sealed_items.num_rows
+        parts = [
+            self.sealed_items.take(pa.array(rows[rows < sealed], type=pa.int64())),
+            self.grown_items.take(pa.array(rows[rows >= sealed] - sealed, type=pa.int64())),
+        ]
+        return ItemTable.of(pa.concat_tables(parts).combine_chunks())
 
 
 def _guarded(
