@@ -113,6 +113,7 @@ class Snapshot:
     """Build the first with `Snapshot.read`, the next ones with `apply`."""
 
     version: tuple[int, int]  # (items, segments) table versions
+    lineage: object  # shared by the snapshots applied from one read: row numbers agree
     table: str  # the segments table
     item_fragments: dict[int, int]  # fragment_deletions of the items table version
     segment_fragments: dict[int, int]
@@ -163,6 +164,7 @@ class Snapshot:
         key (spaces with an ANN index need them to save it)."""
         self = cls.__new__(cls)
         self.version, self.table = version, table
+        self.lineage = object()
         with store.reading(ITEMS):
             items_set = store.dataset(ITEMS, version[0])
             self.item_fragments = fragment_deletions(items_set)
@@ -427,15 +429,21 @@ class Snapshot:
         scores[~self.servable] = -np.inf
         return scores
 
-    def best_scores(self, queries: np.ndarray) -> np.ndarray:
-        """Each query's best similarity over the servable rows (a block at a time)."""
+    def best_scores(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's best similarity over the servable rows (a block at a time), and
+        the row it came from (-1: no servable row)."""
         best = np.full(len(queries), -np.inf, np.float32)
+        where = np.full(len(queries), -1, np.int64)
         for start in range(0, self.rows, 65_536):
             rows = np.arange(start, min(start + 65_536, self.rows))
             rows = rows[self.servable[rows]]
             if len(rows):
-                best = np.maximum(best, (self.vectors_of(rows) @ queries.T).max(axis=0))
-        return best
+                block = self.vectors_of(rows) @ queries.T
+                top = block.argmax(axis=0)
+                scores = block[top, np.arange(len(queries))]
+                better = scores > best
+                best[better], where[better] = scores[better], rows[top[better]]
+        return best, where
 
     def ram_scores(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
         """Scores of rows whose vectors are in memory, from one product over the part of

@@ -11,6 +11,7 @@ a cache of text vectors, and the calibration of its scores.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
@@ -60,6 +61,7 @@ class Space(Generic[E]):
         self._exists = False
         self._null_vectors: np.ndarray | None = None
         self._calibration: tuple[tuple[int, int], Calibration] | None = None
+        self._null_best: NullBest | None = None  # what the last calibration was fitted on
         self._calibration_lock = threading.Lock()
 
     def ensure_space(self) -> SpaceRecord:
@@ -116,7 +118,9 @@ class Space(Generic[E]):
                 return cached[1]
             if self._null_vectors is None:
                 self._null_vectors = self.encoder.encode_texts(null_queries())
-            calibration = Calibration.fit(null_best_scores(view, self._null_vectors))
+            best = NullBest.after(self._null_best, view, self._null_vectors)
+            calibration = Calibration.fit(best.scores)
+            self._null_best = best
             self._calibration = (view.version, calibration)
             return calibration
 
@@ -127,11 +131,46 @@ class Space(Generic[E]):
             self.calibration(view)
 
 
-def null_best_scores(view: SpaceView, queries: np.ndarray) -> np.ndarray:
-    """Each query's best similarity over the view's segments."""
+@dataclass(frozen=True)
+class NullBest:
+    """Each calibration query's best similarity over a snapshot's servable rows, and the
+    row it came from. A newer snapshot of the same lineage (snapshot.py: rows only ever
+    appended) that still serves every best row needs only its new rows compared: a
+    commit of a thousand rows into a million refits the calibration from a thousand."""
+
+    lineage: object
+    rows: int  # the snapshot's row count when fitted
+    scores: np.ndarray
+    best_rows: np.ndarray  # -1: none (an empty space)
+
+    @classmethod
+    def after(cls, last: NullBest | None, view: SpaceView, queries: np.ndarray) -> NullBest:
+        snapshot = view.snapshot
+        held = last is not None and last.lineage is snapshot.lineage and last.rows <= snapshot.rows
+        if last is not None and held:
+            kept = last.best_rows[last.best_rows >= 0]
+            if snapshot.servable[kept].all():
+                new = np.arange(last.rows, snapshot.rows)
+                scores, rows = last.scores.copy(), last.best_rows.copy()
+                if len(new := new[snapshot.servable[new]]):
+                    block = snapshot.vectors_of(new) @ queries.T  # (new rows, queries)
+                    top = block.argmax(axis=0)
+                    better = block[top, np.arange(len(queries))] > scores
+                    scores[better] = block[top, np.arange(len(queries))][better]
+                    rows[better] = new[top[better]]
+                return cls(snapshot.lineage, snapshot.rows, scores, rows)
+        scores, rows = null_best_scores(view, queries)
+        return cls(snapshot.lineage, snapshot.rows, scores, rows)
+
+
+def null_best_scores(view: SpaceView, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best similarity over the view's segments, and its row (-1: none)."""
     snapshot = view.snapshot
     if len(snapshot) == 0:
-        return np.full(len(queries), -np.inf)
+        return np.full(len(queries), -np.inf), np.full(len(queries), -1, np.int64)
     if view.ann is None:
         return snapshot.best_scores(queries)
-    return np.array([ranked[0].score if (ranked := view.rank(q, 1)) else -np.inf for q in queries])
+    found = [view.rank(q, 1) for q in queries]
+    scores = np.array([r[0].score if r else -np.inf for r in found], np.float32)
+    rows = np.array([r[0].segment_rows[0] if r else -1 for r in found], np.int64)
+    return scores, rows

@@ -211,3 +211,35 @@ def test_past_max_growing_rows_are_merged_into_a_new_copy(tmp_path):
     assert view.ann is not before and len(view.label_map.growing) == 0
     assert len(before) == 600  # the copy queries were reading is unchanged
     assert not set(ids[:10]) & set(top_ids(served, vectors[3], k=50))
+
+
+def test_calibration_follows_added_rows_like_a_full_refit(tmp_path):
+    path = tmp_path / "data"
+    writer = open_engine(path, kind="exact")
+    vectors = clustered(900, dim=DIM, seed=16)
+    ids = write_items(writer.store, vectors[:600])
+    followed = open_engine(path, kind="exact")
+    followed._space(IMAGE_TEXT)._null_vectors = clustered(40, dim=DIM, seed=17)
+    followed.calibration()
+    write_items(writer.store, vectors[600:], start=600)  # only new rows to compare
+    refitted = followed.calibration()
+    fresh = open_engine(path, kind="exact")
+    fresh._space(IMAGE_TEXT)._null_vectors = clustered(40, dim=DIM, seed=17)
+    assert same_calibration(refitted, fresh.calibration())
+    # Deleting a row some calibration query found best forces a full refit: still equal.
+    best = followed._space(IMAGE_TEXT)._null_best
+    assert best is not None
+    row = int(best.best_rows[0])
+    snapshot = space_index(followed)._view.snapshot
+    writer.store.delete_items([snapshot.item_id(int(snapshot.item_codes[row]))])
+    again = open_engine(path, kind="exact")
+    again._space(IMAGE_TEXT)._null_vectors = clustered(40, dim=DIM, seed=17)
+    assert same_calibration(followed.calibration(), again.calibration())
+    assert ids[0]
+
+
+def same_calibration(a, b) -> bool:
+    """Equal but for float rounding (products in blocks of other sizes)."""
+    return a.center == pytest.approx(b.center, abs=1e-6) and a.spread == pytest.approx(
+        b.spread, abs=1e-6
+    )
