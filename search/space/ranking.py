@@ -171,7 +171,8 @@ class AnnSearch:
 
 class RowsInMemory:
     """Rows the ANN index does not hold yet (added since it was saved), ranked exactly
-    from one product over the memory they sit in."""
+    from one product over the memory they sit in. Only the best asked for are sorted:
+    tens of thousands of rows wait for a merge, every query scores them all."""
 
     def __init__(
         self,
@@ -182,15 +183,17 @@ class RowsInMemory:
     ):
         if exclude_code is not None:
             rows = rows[snapshot.item_codes[rows] != exclude_code]
-        scores = snapshot.ram_scores(rows, query)
-        order = np.argsort(-scores, kind="stable")
-        self.rows, self.scores = rows[order], scores[order]
+        self.rows, self.scores = rows, snapshot.ram_scores(rows, query)
 
     def first_take(self, needed: int) -> int:
         return max(needed * 4, 64)
 
     def best(self, take: int) -> tuple[np.ndarray, np.ndarray, bool]:
-        return self.rows[:take], self.scores[:take], take >= len(self.rows)
+        scores, n = self.scores, len(self.scores)
+        take = min(take, n)
+        top = np.argpartition(-scores, take - 1)[:take] if 0 < take < n else np.arange(take)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return self.rows[top], scores[top], take >= n
 
 
 class Merged:
