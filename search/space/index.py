@@ -279,9 +279,7 @@ class SpaceIndex:
             snapshot,
             self.settings,
             current.ann,
-            None
-            if current.label_map is None
-            else current.label_map.extended(snapshot.rows, snapshot.servable),
+            None if current.label_map is None else current.label_map.extended(snapshot),
         )
         view, merged = self._merged(view, version)
         self.last_refresh = RefreshReport(

@@ -47,17 +47,65 @@ from xmodal.search.store.store import item_from_row, last_of_each, newest_of_eac
 from .changes import ROW_ADDRESS, TableChange, fragment_deletions, read_rows
 
 SEGMENT_COLUMNS = ("id", "item_id", "start", "end", "vector")
+# Per-row arrays new versions append to (Appendable) rather than copy.
+APPENDABLE = (
+    "item_codes",
+    "segment_ids",
+    "starts",
+    "ends",
+    "addresses",
+    "slot",
+    "keys",
+    "live",
+    "ram",
+    "item_addresses",
+    "item_row_code",
+)
+
+
+class Appendable:
+    """An append-only column shared by a chain of snapshots, each seeing its own prefix:
+    appending writes past every existing snapshot's end (doubling the buffer when full),
+    so a commit of a thousand rows copies a thousand, not the column. A second append to
+    the same prefix (a failed apply retried) copies instead of overwriting the first's."""
+
+    __slots__ = ("_end", "data", "length")
+
+    def __init__(self, data: np.ndarray, length: int | None = None, end: list[int] | None = None):
+        self.data = data
+        self.length = len(data) if length is None else length
+        self._end = end if end is not None else [self.length]  # shared: the longest prefix
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.data[: self.length]
+
+    def appended(self, more: np.ndarray) -> Appendable:
+        need = self.length + len(more)
+        if need <= len(self.data) and self._end[0] == self.length:
+            self.data[self.length : need] = more
+            self._end[0] = need
+            return Appendable(self.data, need, self._end)
+        grown = np.empty((max(need, 2 * self.length, 1024), *self.data.shape[1:]), self.data.dtype)
+        grown[: self.length] = self.data[: self.length]
+        grown[self.length : need] = more
+        return Appendable(grown, need)
 
 
 class CodeLookup:
     """Item ids to codes, append-only: a big sealed index from the first read plus a
     small dict of ids met since, copied when it grows (never changed in place)."""
 
-    def __init__(self, sealed: pd.Index, grown: dict[str, int], ids: np.ndarray):
-        self.sealed, self.grown, self.ids = sealed, grown, ids
+    def __init__(self, sealed: pd.Index, grown: dict[str, int], ids: Appendable):
+        self.sealed, self.grown, self._ids = sealed, grown, ids
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Item id by code."""
+        return self._ids.values
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self._ids.length
 
     def get(self, item_id: str) -> int:
         code = self.grown.get(item_id)
@@ -85,10 +133,8 @@ class CodeLookup:
                 new.append(key)
             codes[position] = code
         if not new:
-            return CodeLookup(self.sealed, grown, self.ids), codes
-        return CodeLookup(
-            self.sealed, grown, np.concatenate([self.ids, np.array(new, object)])
-        ), codes
+            return CodeLookup(self.sealed, grown, self._ids), codes
+        return CodeLookup(self.sealed, grown, self._ids.appended(np.array(new, object))), codes
 
 
 @dataclass(frozen=True)
@@ -148,6 +194,9 @@ class Snapshot:
     _sealed_filters: ItemTable
     _grown_filters: ItemTable | None
     _score_lock: threading.Lock
+    _columns: dict[str, Appendable]
+    _gone: np.ndarray  # rows the last applied change deleted
+    flipped: np.ndarray  # rows that came to serve, or stopped, against the previous snapshot
 
     # -- reading a version whole ------------------------------------------------
     @classmethod
@@ -174,7 +223,8 @@ class Snapshot:
         keep = np.arange(len(ids))
         if not pd.Index(ids).is_unique:
             keep = newest_of_each(items.column("id"), items.column("indexed_at"))
-        lookup = CodeLookup(pd.Index(pd.unique(ids)), {}, pd.unique(ids).astype(object))
+        unique = pd.unique(ids).astype(object)
+        lookup = CodeLookup(pd.Index(unique), {}, Appendable(unique))
         codes = lookup.sealed.get_indexer(ids).astype(np.int64)
         self._set_items(items, ids, codes, keep, lookup)
 
@@ -231,7 +281,13 @@ class Snapshot:
         self._sealed_offsets = np.searchsorted(
             self.item_codes[order], np.arange(len(self.lookup) + 1)
         )
-        self._finish()
+        self._gone = np.zeros(0, np.int64)
+        self._columns = {
+            name: Appendable(getattr(self, name))
+            for name in APPENDABLE
+            if getattr(self, name) is not None
+        }
+        self._finish(None)
         return self
 
     def _set_items(
@@ -256,17 +312,46 @@ class Snapshot:
         self._sealed_filters = ItemTable.of(items, ids)
         self._grown_filters: ItemTable | None = None
 
-    def _finish(self) -> None:
-        """What follows from the rows: which serve, and the grown rows grouped by item."""
+    def _finish(self, before: Snapshot | None) -> None:
+        """What follows from the rows: which serve (from `before`'s, where it is given:
+        only new rows and rows of items that came or went are looked at), and the grown
+        rows grouped by item."""
         item_live = self.code_row >= 0
-        self.servable = self.live & item_live[self.item_codes]
-        self.servable.setflags(write=False)
-        self.count = int(self.servable.sum())
+        if before is None:
+            servable = self.live & item_live[self.item_codes]
+            self.flipped = np.zeros(0, np.int64)
+        else:
+            old = before.rows
+            servable = np.empty(self.rows, bool)
+            servable[:old] = before.servable
+            servable[old:] = self.live[old:] & item_live[self.item_codes[old:]]
+            known = len(before.code_row)
+            changed = np.flatnonzero((before.code_row >= 0) != item_live[:known])
+            touched = np.union1d(before.rows_of_codes(changed), self._gone)
+            servable[touched] = self.live[touched] & item_live[self.item_codes[touched]]
+            self.flipped = touched[servable[touched] != before.servable[touched]]
+        servable.setflags(write=False)
+        self.servable = servable
+        self.count = int(servable.sum())
         self.item_count = int(item_live.sum())
         grown_codes = self.item_codes[self.sealed_segments :]
         self._grown_order = self.sealed_segments + np.argsort(grown_codes, kind="stable")
         self._grown_sorted = self.item_codes[self._grown_order]
+        self._gone = np.zeros(0, np.int64)
         self._score_lock = threading.Lock()
+
+    def rows_of_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Every row (servable or not) of the items with these codes."""
+        if not len(codes):
+            return np.zeros(0, np.int64)
+        sealed = codes[codes + 1 < len(self._sealed_offsets)]
+        starts, ends = self._sealed_offsets[sealed], self._sealed_offsets[sealed + 1]
+        lengths = ends - starts
+        positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(
+            int(lengths.sum())
+        )
+        grown = self._grown_order[np.isin(self._grown_sorted, codes)]
+        return np.concatenate([self._sealed_order[positions], grown])
 
     # -- applying a newer version --------------------------------------------------
     def apply(
@@ -279,7 +364,7 @@ class Snapshot:
         new.item_fragments, new.segment_fragments = items.fragments, segments.fragments
         new._apply_items(items)
         new._apply_segments(segments)
-        new._finish()
+        new._finish(self)
         return new
 
     def _apply_items(self, change: TableChange) -> None:
@@ -301,17 +386,19 @@ class Snapshot:
             code_row[codes[latest]] = first + latest
             self.grown_items = pa.concat_tables([self.grown_items, added]).combine_chunks()
             self.item_table = pa.concat_tables([self.sealed_items, self.grown_items])
-            self.item_addresses = np.concatenate(
-                [self.item_addresses, added.column(ROW_ADDRESS).to_numpy().astype(np.uint64)]
-            )
-            self.item_row_code = np.concatenate([self.item_row_code, codes])
+            self._append("item_addresses", added.column(ROW_ADDRESS).to_numpy().astype(np.uint64))
+            self._append("item_row_code", codes)
             self._grown_filters = None
         self.code_row = code_row
 
     def _apply_segments(self, change: TableChange) -> None:
-        gone = change.deleted(self.addresses)
-        if gone.any():
-            self.live = self.live & ~gone
+        gone = np.flatnonzero(change.deleted(self.addresses))
+        if len(gone):
+            live = self.live.copy()
+            live[gone] = False
+            self._columns = {**self._columns, "live": Appendable(live)}
+            self.live = live
+        self._gone = gone
         added = change.added
         if added.num_rows:
             vectors = _vectors(added.column("vector"))
@@ -321,18 +408,22 @@ class Snapshot:
             )
             self.code_row = _padded(self.code_row, len(self.lookup))
             base = (self.mapped.rows if self.mapped is not None else 0) + len(self.ram)
-            self.item_codes = np.concatenate([self.item_codes, codes])
-            self.segment_ids = np.concatenate([self.segment_ids, segment_ids])
-            self.starts = np.concatenate([self.starts, _floats(added.column("start"))])
-            self.ends = np.concatenate([self.ends, _floats(added.column("end"))])
-            self.addresses = np.concatenate(
-                [self.addresses, added.column(ROW_ADDRESS).to_numpy().astype(np.uint64)]
-            )
-            self.slot = np.concatenate([self.slot, base + np.arange(len(vectors))])
+            self._append("item_codes", codes)
+            self._append("segment_ids", segment_ids)
+            self._append("starts", _floats(added.column("start")))
+            self._append("ends", _floats(added.column("end")))
+            self._append("addresses", added.column(ROW_ADDRESS).to_numpy().astype(np.uint64))
+            self._append("slot", base + np.arange(len(vectors)))
             if self.keys is not None:
-                self.keys = np.concatenate([self.keys, segment_keys(segment_ids, vectors)])
-            self.live = np.concatenate([self.live, np.ones(len(vectors), bool)])
-            self.ram = np.concatenate([self.ram, np.ascontiguousarray(vectors, dtype=np.float32)])
+                self._append("keys", segment_keys(segment_ids, vectors))
+            self._append("live", np.ones(len(vectors), bool))
+            self._append("ram", np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def _append(self, name: str, values: np.ndarray) -> None:
+        """Rows added to a column: appended past the previous snapshot's end."""
+        column = self._columns[name].appended(values)
+        self._columns = {**self._columns, name: column}
+        setattr(self, name, column.values)
 
     def with_mapped(self, mapped: Mapped, labels: np.ndarray, keys: np.ndarray) -> Snapshot:
         """The same version with the vectors of rows holding a label (`labels` per row,
@@ -345,6 +436,12 @@ class Snapshot:
         slots[kept] = mapped.rows + np.arange(len(kept))
         new.ram = np.ascontiguousarray(self.vectors_of(kept))
         new.slot, new.mapped, new.keys = slots, mapped, keys
+        new._columns = {
+            **self._columns,
+            "ram": Appendable(new.ram),
+            "slot": Appendable(slots),
+            "keys": Appendable(keys),
+        }
         return new
 
     # -- what queries read -----------------------------------------------------

@@ -11,8 +11,8 @@ a cache of text vectors, and the calibration of its scores.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
