@@ -550,8 +550,11 @@ class Snapshot:
         base = self.mapped.rows if self.mapped is not None else 0
         positions = self.slot[rows] - base
         low = int(positions.min())
-        with self._score_lock:
-            scores = self.ram[low : int(positions.max()) + 1] @ query.astype(np.float32, copy=False)
+        block = self.ram[low : int(positions.max()) + 1]
+        # einsum, not BLAS: a few thousand rows per query, beside the ANN search's own
+        # threads; BLAS starts threads of its own for each product, and with four
+        # queries at once on two cores that cost more than the product (bench/live_latency.py).
+        scores = np.einsum("ij,j->i", block, query.astype(np.float32, copy=False))
         return scores[positions - low]
 
     def item_mask(self, spec: dict[str, Any], kinds: Sequence[str] | None) -> np.ndarray:
