@@ -173,7 +173,17 @@ class IndexCollector(Collector):
             "Unix time a space's served vectors were last brought up to date with the store.",
             labels=["space"],
         )
+        memory = GaugeMetricFamily(
+            "xmodal_index_memory_bytes",
+            "Bytes a space's served view holds, by part: vectors_in_memory, vectors_mapped "
+            "(memory-mapped file, page cache), index_in_memory, index_mapped, rows (per-row "
+            "bookkeeping) and items (item rows and ids).",
+            labels=["space", "part"],
+        )
         for name, state in states.items():
+            if state.memory is not None:
+                for part, size in state.memory.as_dict().items():
+                    memory.add_metric([name, part], size)
             vectors.add_metric([name], state.segments)
             served.add_metric([name], state.items)
             kind.add_metric([name, state.kind], 1)
@@ -186,7 +196,7 @@ class IndexCollector(Collector):
                 behind.add_metric([name], lag)
             if state.refreshed_at is not None:
                 refreshed.add_metric([name], state.refreshed_at)
-        yield from (vectors, served, kind, up_to_date, behind, refreshed)
+        yield from (vectors, served, kind, up_to_date, behind, refreshed, memory)
 
 
 class IndexerMetrics:

@@ -202,6 +202,25 @@ def tiny_baseline(scratch: Path, args: argparse.Namespace) -> tuple[int, dict[st
         stop_server(server)
 
 
+def print_parts(base: str, vectors: int) -> None:
+    """The server's own split of what its view holds (`xmodal_index_memory_bytes`), when
+    it reports one (servers before issue 17 do not)."""
+    import httpx
+
+    parts = {}
+    for line in httpx.get(f"{base}/metrics", timeout=30).text.splitlines():
+        if line.startswith("xmodal_index_memory_bytes{") and 'space="image-text"' in line:
+            part = line.split('part="')[1].split('"')[0]
+            parts[part] = float(line.rsplit(" ", 1)[1])
+    if not parts:
+        return
+    print("  the server's own account (xmodal_index_memory_bytes), MB and bytes per vector:")
+    for part, size in parts.items():
+        print(f"    {part:18s} {size / 2**20:9.1f} MB  {size / max(1, vectors):8.1f} B/vector")
+    heap = parts.get("vectors_in_memory", 0) + parts.get("index_in_memory", 0)
+    print(f"    index + vectors in the heap: {heap / 2**20:.1f} MB (issue target < 512 MB)")
+
+
 def print_attribution(
     big: tuple[int, dict[str, int]], tiny: tuple[int, dict[str, int]], kind: str
 ) -> None:
@@ -474,6 +493,7 @@ def serve_and_measure(data: Path, ids: list[str], args, tiny) -> list[str]:
         print(f"  after warm-up:  {describe_memory(warm)}")
         if tiny is not None:
             print_attribution((len(ids), warm), tiny, args.kind)
+        print_parts(base, len(ids))
         if args.live:
             written = run_live(base, server.pid, data, ids, args)
     finally:

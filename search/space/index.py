@@ -39,6 +39,7 @@ from xmodal.search.store.schema import ITEMS, index_root
 
 from .changes import table_change
 from .labels import LabelMap
+from .memory import MemoryUse, release_memory, view_memory
 from .snapshot import SEGMENT_COLUMNS, Mapped, Snapshot
 from .view import SpaceView
 
@@ -60,6 +61,7 @@ class IndexState:
     store_version: tuple[int, int]  # the store's current versions
     refreshed_at: float | None  # Unix time the served view was brought up to date
     growing: int = 0  # segments ranked exactly beside the ANN index (added since its save)
+    memory: MemoryUse | None = None  # bytes the served view holds, by part
 
     @property
     def up_to_date(self) -> bool:
@@ -122,6 +124,7 @@ class SpaceIndex:
             store_version,
             built_at,
             growing,
+            view_memory(view),
         )
 
     # -- the view queries read ------------------------------------------------------
@@ -329,6 +332,7 @@ class SpaceIndex:
             labels = LabelMap(label_of_row, ann.labels, snapshot.servable)
         view = SpaceView(snapshot, self.settings, ann, labels)
         view, merged = self._merged(view, version)
+        release_memory()
         self.last_refresh = RefreshReport(
             view.kind,
             len(snapshot),

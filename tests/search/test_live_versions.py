@@ -243,3 +243,27 @@ def same_calibration(a, b) -> bool:
     return a.center == pytest.approx(b.center, abs=1e-6) and a.spread == pytest.approx(
         b.spread, abs=1e-6
     )
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+def test_a_served_view_reports_its_memory_by_part(tmp_path, kind):
+    path = tmp_path / "data"
+    writer = open_engine(path, kind="exact")
+    vectors = clustered(700, dim=DIM, seed=18)
+    write_items(writer.store, vectors[:600])
+    open_engine(path, kind=kind, nlist=16).refresh_indexes(save=True)
+    served = open_engine(path, kind=kind, nlist=16)
+    top_ids(served, vectors[0])
+    memory = served.index_states()[IMAGE_TEXT].memory
+    assert memory is not None
+    # Every vector is in the mapped file; none is kept in memory beside it.
+    assert (memory.vectors_in_memory, memory.vectors_mapped) == (0, 600 * DIM * 4)
+    if kind == "ivfpq":  # the lists stay mapped; only the coarse quantizer is heap
+        assert memory.index_mapped > 0 and memory.index_in_memory == 16 * DIM * 4
+    else:
+        assert memory.index_in_memory > 600 * DIM * 4 and memory.index_mapped == 0
+    assert memory.rows > 0 and memory.items > 0
+    write_items(writer.store, vectors[600:], start=600)
+    top_ids(served, vectors[0])
+    served.catch_up()
+    assert served.index_states()[IMAGE_TEXT].memory.vectors_in_memory == 100 * DIM * 4
