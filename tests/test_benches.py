@@ -22,6 +22,7 @@ FIGURES = {
     "index_throughput.py": "cold: steady state / model-only =",
     "ingest.py": "URL ingestion / local-file ingestion =",
     "live_latency.py": "live p99 / idle p99 =",
+    "migrate_load.py": "errors during the migration:",
     "ray_index.py": "Ray / local =",
     "rerank.py": "(target <= 150 ms):",
     "text_batching.py": "batched/plain",
