@@ -391,10 +391,11 @@ class Store:
     def ledger(self, segments_table: str) -> dict[str, LedgerEntry]:
         """What a migration embedded into a segments table, by item id ({} when none)."""
         name = ledger_table_name(segments_table)
-        if name not in self._table_names():
+        table = self._ledger_table(name)
+        if table is None:
             return {}
         with self._reading(name):
-            rows = self._db.open_table(name).to_arrow().to_pylist()
+            rows = table.to_arrow().to_pylist()
         return {
             r["item_id"]: LedgerEntry(
                 r["item_id"], r["content_hash"] or "", int(r["segments"] or 0), r["error"] or ""
@@ -423,10 +424,23 @@ class Store:
     def ledger_version(self, segments_table: str) -> int | None:
         """The version of a segments table's ledger; None when it has none."""
         name = ledger_table_name(segments_table)
-        if name not in self._table_names():
+        table = self._ledger_table(name)
+        if table is None:
             return None
         with self._reading(name):
-            return int(self._db.open_table(name).version)
+            return int(table.version)
+
+    def _ledger_table(self, name: str) -> Any:
+        """A ledger table, or None when there is none: also when a switch dropped it
+        between the listing and the opening (a status read racing a migration's end)."""
+        if name not in self._table_names():
+            return None
+        try:
+            return self._db.open_table(name)
+        except Exception as error:
+            if "not found" in str(error).lower() or "does not exist" in str(error).lower():
+                return None
+            raise
 
     def forget_ledger(self, segments_table: str, item_ids: Sequence[str]) -> None:
         """Remove these items' entries from a segments table's ledger."""
