@@ -42,7 +42,9 @@ from ..schemas import ErrorResponse
 
 router = APIRouter(tags=["catalog"], dependencies=[Depends(require_write)])
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 413, 503)
+    # 409: the space's model changed while a write embedded (a migration's switch).
+    code: {"model": ErrorResponse}
+    for code in (400, 404, 409, 413, 503)
 }
 ExternalId = Annotated[
     str,

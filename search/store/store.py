@@ -606,6 +606,14 @@ class Store:
         name = self.segments_table_of(space)
         table = self._segments(space, name)
         with self._writing(name):
+            held = int(table.schema.field("vector").type.list_size)
+            if held != dim:
+                # The space moved to another model (a migration's switch) while these
+                # vectors were embedded with the old one: refuse them, clearly.
+                raise ModelMismatchError(
+                    f"the {space} space now holds {held}-d vectors (its model changed, "
+                    f"e.g. a migration's switch), not {dim}-d ones: write again"
+                )
             table.merge_insert(
                 "id"
             ).when_matched_update_all().when_not_matched_insert_all().execute(data)
