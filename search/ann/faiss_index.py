@@ -74,6 +74,7 @@ class FaissIndex(VectorIndex):
         self._plain_params: tuple[IndexParams, Any] | None = None
         self._gpu: Any = None  # a GPU copy for unfiltered search, made on first use
         self.source: Path | None = None  # the file it was loaded from
+        self.heap_bytes: int | None = None  # its size once measured (search/space/memory.py)
 
     def _build_empty(self) -> Any:
         faiss, p = self._faiss, self.params
@@ -144,6 +145,7 @@ class FaissIndex(VectorIndex):
         if self._index is None:
             self._index = self._train_ivfpq(vectors)
         self._gpu = None
+        self.heap_bytes = None
         if self._removed:
             self._removed.difference_update(labels.tolist())
             self._removed_selector = None

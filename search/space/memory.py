@@ -104,7 +104,11 @@ def _index_bytes(index: Any) -> tuple[int, int]:
             return quantizer, max(0, total - quantizer)
     if total:
         return total, 0
-    return int(faiss.serialize_index(inner).nbytes), 0
+    # Built in memory (never saved): measured once, since a served index never changes;
+    # a metrics scrape must not serialize gigabytes each time.
+    if index.heap_bytes is None:
+        index.heap_bytes = int(faiss.serialize_index(inner).nbytes)
+    return index.heap_bytes, 0
 
 
 def release_memory() -> None:

@@ -42,7 +42,7 @@ from xmodal.search.ann.synced import segment_keys
 from xmodal.search.filters import ItemTable
 from xmodal.search.store import INDEXED, ItemRecord, Store
 from xmodal.search.store.schema import ITEMS
-from xmodal.search.store.store import item_from_row, last_of_each, newest_of_each
+from xmodal.search.store.store import item_from_row, last_of_each, newest_of_each, vector_matrix
 
 from .changes import ROW_ADDRESS, TableChange, fragment_deletions, read_rows
 
@@ -246,7 +246,7 @@ class Snapshot:
         ram: list[np.ndarray] = []
         ram_count, dim = 0, int(segments_set.schema.field("vector").type.list_size)
         for batch in _guarded(store, table, read_rows(segments_set, SEGMENT_COLUMNS)):
-            vectors = _vectors(batch.column("vector"))
+            vectors = vector_matrix(batch.column("vector"))
             segment_ids = batch.column("id").to_numpy(zero_copy_only=False)
             keys = segment_keys(segment_ids, vectors) if keyed or mapped else None
             labels = mapped.label_of(keys) if mapped is not None and keys is not None else None
@@ -413,7 +413,7 @@ class Snapshot:
         self._gone = gone
         added = change.added
         if added.num_rows:
-            vectors = _vectors(added.column("vector"))
+            vectors = vector_matrix(added.column("vector"))
             segment_ids = added.column("id").to_numpy(zero_copy_only=False)
             self.lookup, codes = self.lookup.with_ids(
                 added.column("item_id").to_numpy(zero_copy_only=False)
@@ -612,13 +612,6 @@ def _padded(values: np.ndarray, length: int) -> np.ndarray:
     if len(values) >= length:
         return values
     return np.concatenate([values, np.full(length - len(values), -1, values.dtype)])
-
-
-def _vectors(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    dim = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 
 def _floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

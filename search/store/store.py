@@ -684,7 +684,7 @@ class Store:
             )
         if pc.count_distinct(rows.column("id")).as_py() < rows.num_rows:
             rows = rows.take(pa.array(last_of_each(rows.column("id"))))
-        return _vectors(rows.column("vector"))
+        return vector_matrix(rows.column("vector"))
 
     def vectors_by_hash(self, space: str, hashes: Iterable[str]) -> dict[str, np.ndarray]:
         """Vectors of already indexed items with these content hashes (exact duplicates)."""
@@ -719,7 +719,7 @@ class Store:
                     .limit(None)
                     .to_arrow()
                 )
-            vectors = _vectors(segments.column("vector"))
+            vectors = vector_matrix(segments.column("vector"))
             for item_id, vector in zip(
                 segments.column("item_id").to_pylist(), vectors, strict=True
             ):
@@ -944,7 +944,8 @@ def newest_of_each(
     return np.sort(chosen)
 
 
-def _vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def vector_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """(rows, dim) numpy of a fixed-size-list vector column."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     dim = column.type.list_size
