@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from xmodal.search.errors import MigrationError
+from xmodal.search.errors import MigrationError, StoreError
 
 from .records import INDEXED, LedgerEntry, SpaceRecord
 from .schema import index_root, ledger_table_name
 from .store import STAGED_MARK, Store
+
+T = TypeVar("T")
 
 NEXT = f"{STAGED_MARK}next"
 PREVIOUS = f"{STAGED_MARK}previous"
@@ -153,9 +155,35 @@ def migration_status(store: Store, space: str) -> MigrationStatus | None:
 def migration_statuses(store: Store) -> list[MigrationStatus]:
     """Every space's migration (building, ready to switch, or switched with the old
     space kept); [] when none, which costs one cached read of the spaces table."""
-    spaces = sorted({active_name(s.name) for s in store.all_spaces() if STAGED_MARK in s.name})
+    return following_switches(store, lambda staged: _statuses_of(store, staged))
+
+
+def _statuses_of(store: Store, staged: list[SpaceRecord]) -> list[MigrationStatus]:
+    spaces = sorted({active_name(s.name) for s in staged})
     found = (migration_status(store, space) for space in spaces)
     return [status for status in found if status is not None]
+
+
+READ_ATTEMPTS = 5  # listings a status read follows before a store error stands
+
+
+def following_switches(store: Store, read: Callable[[list[SpaceRecord]], T]) -> T:
+    """`read(staged spaces)`, taken again from a new listing when a switch, rollback or
+    drop committed between the listing and the reads that follow it (a status asked for
+    while a migration ends: the staged space it reads no longer exists). A store error
+    while the listing stands still is a real one."""
+    for attempt in range(READ_ATTEMPTS):
+        staged = _staged(store)
+        try:
+            return read(staged)
+        except StoreError:
+            if staged == _staged(store) or attempt == READ_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _staged(store: Store) -> list[SpaceRecord]:
+    return [s for s in store.all_spaces() if STAGED_MARK in s.name]
 
 
 class MigrationWatch:
@@ -167,14 +195,16 @@ class MigrationWatch:
         self._cached: tuple[tuple[Any, ...], list[MigrationStatus]] | None = None
 
     def statuses(self) -> list[MigrationStatus]:
-        staged = [s for s in self.store.all_spaces() if STAGED_MARK in s.name]
+        return following_switches(self.store, self._statuses)
+
+    def _statuses(self, staged: list[SpaceRecord]) -> list[MigrationStatus]:
         if not staged:
             return []
         key = self._key(staged)
         cached = self._cached
         if cached is not None and cached[0] == key:
             return cached[1]
-        statuses = migration_statuses(self.store)
+        statuses = _statuses_of(self.store, staged)
         self._cached = (key, statuses)
         return statuses
 

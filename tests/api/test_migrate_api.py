@@ -122,6 +122,26 @@ def test_refusals(settings, engine, indexed, tiny_spec, other_tiny_spec):
         assert wait_for_job(client.get)["state"] == "completed"
 
 
+def test_the_state_answers_while_the_migration_switches(
+    settings, engine, indexed, other_tiny_spec
+):
+    # Asked without pause, GET /admin/migrate reads the staged space while the job's
+    # switch removes it; the read follows the switch instead of answering 503.
+    app = create_app(settings, engine)
+    refused: list[str] = []
+    with TestClient(app) as client:
+        assert client.post("/admin/migrate", json={"model": other_tiny_spec}).status_code == 202
+        for _ in range(5000):
+            state = client.get("/admin/migrate")
+            if state.status_code != 200:
+                refused.append(state.text)
+            elif state.json()["job"]["state"] != "running":
+                break
+        assert refused == []
+        assert state.json()["job"]["state"] == "completed"
+        assert [m["state"] for m in state.json()["migrations"]] == ["switched"]
+
+
 @pytest.fixture
 def secrets(settings) -> dict[str, str]:
     ring = KeyRing.of_data(settings.data)
