@@ -122,9 +122,7 @@ def test_refusals(settings, engine, indexed, tiny_spec, other_tiny_spec):
         assert wait_for_job(client.get)["state"] == "completed"
 
 
-def test_the_state_answers_while_the_migration_switches(
-    settings, engine, indexed, other_tiny_spec
-):
+def test_the_state_answers_while_the_migration_switches(settings, engine, indexed, other_tiny_spec):
     # Asked without pause, GET /admin/migrate reads the staged space while the job's
     # switch removes it; the read follows the switch instead of answering 503.
     app = create_app(settings, engine)
