@@ -89,9 +89,12 @@ class MigrationReport:
     removed: int = 0  # items gone from the space: their new segments were removed
     switched: bool = False
     seconds: float = 0.0
+    index: str = ""  # the index saved for the new space before the switch ("exact": none)
 
     def summary(self) -> str:
         done = "switched" if self.switched else "not switched"
+        if self.index and self.index != "exact":
+            done = f"its {self.index} index saved, {done}"
         return (
             f"{self.space}: {self.old_model} -> {self.new_model}: embedded {self.embedded}, "
             f"already done {self.skipped}, failed {len(self.failed)}, removed "
@@ -269,6 +272,12 @@ class Migrator:
         plan = plan_migration(self.store, space, target)
         report.total, report.skipped = len(plan.items), plan.done
         self._embed(plan, plan.todo, space, target, encoder, report)
+        # The new space's index, saved before the switch from what is embedded so far: a
+        # server then loads it when it takes the new model up, where it would otherwise
+        # build it first (32 s for 100k vectors on 2 cores), answering from the old
+        # model meanwhile. What the switch's catch-up adds, it serves as growing rows.
+        saved = self.engine.save_staged_index(target.name)
+        report.index = saved.kind
         with self._committing():
             # Under the writer lock: what was indexed, changed or removed meanwhile.
             plan = plan_migration(self.store, space, target)

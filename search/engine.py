@@ -55,6 +55,7 @@ from xmodal.search.space import (
     IndexState,
     RankedItem,
     RefreshReport,
+    SpaceIndex,
     RowFilter,
     Space,
     SpaceView,
@@ -257,6 +258,14 @@ class Engine:
         for space in self._spaces():
             if self._store.space(space.name) is not None:
                 space.index.view(wait=True)
+
+    def save_staged_index(self, staged: str) -> RefreshReport:
+        """Build and save the index of a space a migration is building (`image-text@next`)
+        with this engine's ANN settings, before the switch: a server then takes the new
+        model up by loading that index rather than building it. The caller holds the
+        migration lock, which covers the staged space's index; indexing and catalog
+        writes go on meanwhile (the writer lock is not taken)."""
+        return SpaceIndex(self._store, staged, self._ann).refresh(save=True, locked=False)
 
     def index_reports(self) -> dict[str, RefreshReport | None]:
         """Per space, how its vector index was last brought up to date: the kind it

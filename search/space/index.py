@@ -189,12 +189,15 @@ class SpaceIndex:
         return self.settings.kind_for(self.store.count_segments(self.space))
 
     # -- saving (a writer) ----------------------------------------------------------
-    def refresh(self, save: bool = False, rebuild: bool = False) -> RefreshReport:
+    def refresh(
+        self, save: bool = False, rebuild: bool = False, *, locked: bool = True
+    ) -> RefreshReport:
         """Bring the index to the store's current version now; `save` persists it (with
         the rows added since merged in), `rebuild` starts from an empty index instead of
         the saved one. Saving is a write: it holds the data directory's writer lock
-        (re-entrant within an indexing run)."""
-        if save:
+        (re-entrant within an indexing run), unless `locked` is False because the caller
+        holds a lock that covers this index alone (a migration, its staged space's)."""
+        if save and locked:
             with self.store.writing():
                 return self._refresh(save, rebuild)
         return self._refresh(save, rebuild)

@@ -16,9 +16,11 @@ from tests.media import videos
 from xmodal.indexer import IndexOptions, index_paths
 from xmodal.indexer.migrate import MigrationProgress, Migrator
 from xmodal.search import Engine, Store, create_encoder
+from xmodal.search.ann.synced import IndexDirectory
 from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT
 from xmodal.search.encoders.open_clip_encoder import OpenClipEncoder
 from xmodal.search.errors import MigrationError, ModelLoadError, ModelSpecError
+from xmodal.search.settings import AnnSettings
 from xmodal.search.store import item_id_for
 from xmodal.search.store.migration import (
     BUILDING,
@@ -328,3 +330,38 @@ def test_the_audio_text_space_moves_with_its_own_model(
     assert store.segments_table(IMAGE_TEXT).equals(pictures)  # the pictures' space untouched
     engine.follow_store()
     assert engine.audio_encoder is not None and engine.audio_encoder.spec == spec
+
+
+def test_the_new_space_index_is_saved_before_the_switch(
+    tmp_path, library, tiny_encoder, other_tiny_spec, monkeypatch
+):
+    # A server takes the new model up by loading its index, not by building it; what
+    # was indexed between the save and the switch it serves beside the loaded index.
+    ann = AnnSettings(kind="hnsw")
+    engine = Engine(Store(tmp_path / "data"), tiny_encoder, ann=ann)
+    assert index_paths(engine, [library]).indexed == 6
+    late = library / "late.jpg"
+    save = engine.save_staged_index
+
+    def save_then_index_one_more(staged: str):
+        saved = save(staged)
+        photo(9).save(late)
+        assert index_paths(engine, [library]).indexed == 1
+        return saved
+
+    monkeypatch.setattr(engine, "save_staged_index", save_then_index_one_more)
+    report = migrator(engine).migrate(other_tiny_spec)
+    assert report.switched and report.index == "hnsw" and "hnsw index saved" in report.summary()
+    assert report.embedded == 7 and report.total == 7
+    store = engine.store
+    table = store.space(IMAGE_TEXT).segments_table
+    saved = IndexDirectory(index_root(store.path, IMAGE_TEXT, table)).state()
+    assert saved is not None and saved["kind"] == "hnsw" and saved["count"] == 7  # 5 + 2 shots
+
+    server = Engine.open(store.path, device="cpu", audio_model="none", ann=ann)
+    answer = server.search_text("a photo", k=20)
+    loaded = server.index_reports()[IMAGE_TEXT]
+    assert loaded is not None and loaded.kind == "hnsw" and not loaded.built
+    assert loaded.added == 1  # the late picture, embedded by the switch's catch-up
+    assert {hit.item.id for hit in answer.hits} == items_in(store, IMAGE_TEXT)
+    assert item_id_for(str(late)) in {hit.item.id for hit in answer.hits}
