@@ -418,6 +418,59 @@ def run_live(base: str, server_pid: int, data: Path, ids: list[str], args) -> li
     return phase["written"]
 
 
+# -- what applying one version costs -----------------------------------------
+def apply_cost(data: Path, args) -> None:
+    """In this process: an engine over the store (read whole, the baseline), then
+    --live-items items in commits of --live-commit. Each commit's two writes are
+    applied one at a time (segments, then items: a refresher woken between them) and
+    then, for as many commits again, together (both writes in one applied version).
+    Prints milliseconds of wall and of the applying thread's CPU per applied version."""
+    from xmodal.search import Engine
+    from xmodal.search.settings import AnnSettings
+    from xmodal.search.store import ItemRecord, SegmentRecord, segment_id_for
+
+    engine = Engine.open(data, model=model_spec(args.model), ann=AnnSettings(kind=args.kind))
+    index = engine._space(SPACE).index  # the bench looks inside: what a server's refresher runs
+    store = engine.store
+    dim = store.space(SPACE).dim
+    rng = np.random.default_rng(args.seed + 3)
+
+    def applied() -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        index.view(wait=True)
+        return 1000 * (time.perf_counter() - wall), 1000 * (time.thread_time() - cpu)
+
+    read_whole = applied()
+    written: list[str] = []
+    costs: dict[str, list[tuple[float, float]]] = {"segments": [], "items": [], "together": []}
+    commits = max(1, args.live_items // args.live_commit)
+    for n in range(2 * commits):
+        ids = [f"{LIVE_PREFIX}apply-{n:04d}-{i:06d}" for i in range(args.live_commit)]
+        vectors = rng.standard_normal((len(ids), dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        store.upsert_segments(
+            SPACE,
+            [SegmentRecord(segment_id_for(i, 0), i, v) for i, v in zip(ids, vectors, strict=True)],
+        )
+        if n < commits:
+            costs["segments"].append(applied())
+        store.upsert_items(
+            [ItemRecord(i, f"/bench/live/{i}.jpg", "image", "/bench/live") for i in ids]
+        )
+        costs["items" if n < commits else "together"].append(applied())
+        written += ids
+    print(f"\napplying a version, {len(index.view().snapshot):,} segments ({args.kind}), ms:")
+    print(f"  read whole (the first view): wall {read_whole[0]:9.1f}  cpu {read_whole[1]:9.1f}")
+    for name, runs in costs.items():
+        wall = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        print(f"  {name:<28} wall {wall:9.1f}  cpu {cpu:9.1f}  (median of {len(runs)})")
+    alone = sum(statistics.median(r[1] for r in costs[k]) for k in ("segments", "items"))
+    together = statistics.median(r[1] for r in costs["together"])
+    print(f"  a commit's two writes: cpu {alone:.1f} applied apart, {together:.1f} together")
+    print(f"store: the {remove_live_items(data, written)} items added deleted again")
+
+
 # -- the run -----------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -425,6 +478,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["auto", "exact", "flat", "hnsw", "ivfpq"], default="hnsw")
     p.add_argument("--live", action="store_true", help="latency while a writer adds items")
     p.add_argument("--memory", action="store_true", help="the server's memory, and the index's")
+    p.add_argument(
+        "--apply-cost", action="store_true", help="what applying one version costs, in process"
+    )
     p.add_argument("--requests", type=int, default=2000, help="idle phase and warm-up")
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--k", type=int, default=10)
@@ -463,12 +519,16 @@ def main(argv: list[str] | None = None) -> int:
             args.writer, args.live_items, args.live_commit, args.live_pause, args.tag, args.seed
         )
         return 0
-    if not (args.live or args.memory):
+    if not (args.live or args.memory or args.apply_cost):
         args.live = args.memory = True
     with tempfile.TemporaryDirectory(prefix="xmodal-live-bench-") as scratch:
         data = args.data_dir or Path(scratch) / "data"
         ids = prepare_store(data, args.items, args.seed, args.reuse, model_spec(args.model))
         prepare_index(data, args.kind, args.reuse_index, model_spec(args.model))
+        if args.apply_cost:
+            apply_cost(data, args)
+            if not (args.live or args.memory):
+                return 0
         tiny = tiny_baseline(Path(scratch), args) if args.memory else None
         written = serve_and_measure(data, ids, args, tiny)
         if args.data_dir and written:

@@ -60,6 +60,7 @@ APPENDABLE = (
     "ram",
     "item_addresses",
     "item_row_code",
+    "code_row",  # per code: codes only ever added (CodeLookup); see _set_code_rows
 )
 
 
@@ -206,6 +207,7 @@ class Snapshot:
     _score_lock: threading.Lock
     _columns: dict[str, Appendable]
     _gone: np.ndarray  # rows the last applied change deleted
+    _assigned: list[np.ndarray]  # codes the change being applied pointed elsewhere
     flipped: np.ndarray  # rows that came to serve, or stopped, against the previous snapshot
 
     # -- reading a version whole ------------------------------------------------
@@ -292,6 +294,7 @@ class Snapshot:
             self.item_codes[order], np.arange(len(self.lookup) + 1)
         )
         self._gone = np.zeros(0, np.int64)
+        self._assigned = []
         self._columns = {
             name: Appendable.with_room(getattr(self, name))
             for name in APPENDABLE
@@ -328,28 +331,40 @@ class Snapshot:
         """What follows from the rows: which serve (from `before`'s, where it is given:
         only new rows and rows of items that came or went are looked at), and the grown
         rows grouped by item."""
-        item_live = self.code_row >= 0
         if before is None:
+            item_live = self.code_row >= 0
             servable = self.live & item_live[self.item_codes]
             self.flipped = np.zeros(0, np.int64)
+            self.item_count = int(item_live.sum())
         else:
-            old = before.rows
+            # Only what the change touched is looked at: new rows, rows deleted, rows of
+            # items whose code came to point at an item row or stopped (O(change), not
+            # O(rows): at a million rows each whole pass costs the queries beside it).
+            old, known = before.rows, len(before.code_row)
             servable = np.empty(self.rows, bool)
             servable[:old] = before.servable
-            servable[old:] = self.live[old:] & item_live[self.item_codes[old:]]
-            known = len(before.code_row)
-            changed = np.flatnonzero((before.code_row >= 0) != item_live[:known])
+            servable[old:] = self.live[old:] & (self.code_row[self.item_codes[old:]] >= 0)
+            assigned = np.unique(np.concatenate([np.zeros(0, np.int64), *self._assigned]))
+            earlier = assigned[assigned < known]
+            was, now = before.code_row[earlier] >= 0, self.code_row[earlier] >= 0
+            changed = earlier[was != now]
             touched = np.union1d(before.rows_of_codes(changed), self._gone)
-            servable[touched] = self.live[touched] & item_live[self.item_codes[touched]]
+            servable[touched] = self.live[touched] & (self.code_row[self.item_codes[touched]] >= 0)
             self.flipped = touched[servable[touched] != before.servable[touched]]
+            self.item_count = (
+                before.item_count
+                + int(now.sum())
+                - int(was.sum())
+                + int((self.code_row[known:] >= 0).sum())
+            )
         servable.setflags(write=False)
         self.servable = servable
         self.count = int(servable.sum())
-        self.item_count = int(item_live.sum())
         grown_codes = self.item_codes[self.sealed_segments :]
         self._grown_order = self.sealed_segments + np.argsort(grown_codes, kind="stable")
         self._grown_sorted = self.item_codes[self._grown_order]
         self._gone = np.zeros(0, np.int64)
+        self._assigned = []
         self._score_lock = threading.Lock()
 
     def rows_of_codes(self, codes: np.ndarray) -> np.ndarray:
@@ -374,34 +389,58 @@ class Snapshot:
         new.version = version
         new.__dict__.pop("live_items", None)
         new.item_fragments, new.segment_fragments = items.fragments, segments.fragments
+        new._assigned = []
         new._apply_items(items)
         new._apply_segments(segments)
         new._finish(self)
         return new
 
     def _apply_items(self, change: TableChange) -> None:
-        code_row = self.code_row.copy()
+        assignments: list[tuple[np.ndarray, np.ndarray]] = []  # (codes, rows), in order
         gone = np.flatnonzero(change.deleted(self.item_addresses))
         if len(gone):
             codes = self.item_row_code[gone]
-            current = code_row[codes] == gone
-            code_row[codes[current]] = -1
+            current = self.code_row[codes] == gone
+            assignments.append((codes[current], np.full(int(current.sum()), -1, np.int64)))
         added = change.added
         if added.num_rows:
             added = added.filter(pc.equal(added.column("status"), INDEXED))
         if added.num_rows:
             ids = added.column("id").to_numpy(zero_copy_only=False)
             self.lookup, codes = self.lookup.with_ids(ids)
-            code_row = _padded(code_row, len(self.lookup))
             first = self.item_table.num_rows
             latest = np.flatnonzero(~pd.Index(ids).duplicated(keep="last"))
-            code_row[codes[latest]] = first + latest
+            assignments.append((codes[latest], first + latest))
             self.grown_items = pa.concat_tables([self.grown_items, added]).combine_chunks()
             self.item_table = pa.concat_tables([self.sealed_items, self.grown_items])
             self._append("item_addresses", added.column(ROW_ADDRESS).to_numpy().astype(np.uint64))
             self._append("item_row_code", codes)
             self._grown_filters = None
-        self.code_row = code_row
+        self._set_code_rows(assignments)
+
+    def _set_code_rows(self, assignments: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """code_row[codes] = rows for each assignment in turn, with room for the codes
+        the lookup gained. Codes new to this snapshot are appended (the column is shared
+        with older snapshots, which never see past their end); pointing a code they
+        know elsewhere (an item re-indexed or removed) copies the column instead, so
+        that they go on answering as they did."""
+        known = len(self.code_row)
+        tail = np.full(len(self.lookup) - known, -1, np.int64)
+        copied: Appendable | None = None
+        for codes, rows in assignments:
+            new = codes >= known
+            tail[codes[new] - known] = rows[new]
+            if not new.all():
+                if copied is None:
+                    copied = Appendable.with_room(self.code_row)
+                copied.data[codes[~new]] = rows[~new]
+            self._assigned.append(codes)
+        if copied is not None:
+            column = copied.appended(tail)
+            self._columns = {**self._columns, "code_row": column}
+            self.code_row = column.values
+        elif len(tail):
+            self._append("code_row", tail)
 
     def _apply_segments(self, change: TableChange) -> None:
         gone = np.flatnonzero(change.deleted(self.addresses))
@@ -418,7 +457,7 @@ class Snapshot:
             self.lookup, codes = self.lookup.with_ids(
                 added.column("item_id").to_numpy(zero_copy_only=False)
             )
-            self.code_row = _padded(self.code_row, len(self.lookup))
+            self._set_code_rows([])  # codes of items not indexed yet: -1
             base = (self.mapped.rows if self.mapped is not None else 0) + len(self.ram)
             self._append("item_codes", codes)
             self._append("segment_ids", segment_ids)

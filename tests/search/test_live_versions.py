@@ -10,12 +10,15 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from tests.search.test_ann import clustered
 from tests.search.test_space_index import DIM, open_engine, top_ids, write_items
 from xmodal.search.ann.synced import IndexDirectory
 from xmodal.search.encoders import IMAGE_TEXT
+from xmodal.search.space import Snapshot
+from xmodal.search.store import item_id_for
 from xmodal.search.store.records import ItemRecord, SegmentRecord, segment_id_for
 from xmodal.search.store.schema import index_root
 
@@ -267,3 +270,45 @@ def test_a_served_view_reports_its_memory_by_part(tmp_path, kind):
     top_ids(served, vectors[0])
     served.catch_up()
     assert served.index_states()[IMAGE_TEXT].memory.vectors_in_memory == 100 * DIM * 4
+
+
+def described(snapshot: Snapshot) -> tuple:
+    """What a snapshot serves: its items, its servable segments' ids, its counts."""
+    ids = snapshot.lookup.ids
+    items = sorted(ids[np.flatnonzero(snapshot.code_row >= 0)])
+    segments = sorted(snapshot.segment_ids[snapshot.servable])
+    return items, segments, snapshot.item_count, snapshot.count
+
+
+def test_older_snapshots_keep_serving_what_they_served(tmp_path):
+    # Versions share their columns and append to them; each one applied, and each one
+    # before it, serves what a whole read of its version serves.
+    path = tmp_path / "data"
+    writer = open_engine(path, kind="exact")
+    vectors = clustered(400, dim=DIM, seed=8)
+    ids = write_items(writer.store, vectors[:300])
+    followed = open_engine(path, kind="exact")
+
+    def served() -> Snapshot:
+        top_ids(followed, QUERIES[0])
+        return space_index(followed)._view.snapshot
+
+    chain = [served()]
+    more = write_items(writer.store, vectors[300:350], start=300)  # segments, items: one view
+    chain.append(served())
+    late = [item_id_for(f"/lib/{n:06d}.jpg") for n in range(350, 360)]
+    segments = [
+        SegmentRecord(segment_id_for(i, 0), i, vectors[350 + n]) for n, i in enumerate(late)
+    ]
+    writer.store.upsert_segments(IMAGE_TEXT, segments)  # items not committed yet
+    chain.append(served())
+    write_items(writer.store, vectors[350:360], start=350)  # now their items
+    chain.append(served())
+    writer.store.delete_items(ids[:20] + more[:3])
+    chain.append(served())
+    write_items(writer.store, -vectors[20:30], start=20)  # re-indexed, and back after removal
+    chain.append(served())
+    assert len({snapshot.version for snapshot in chain}) == len(chain)
+    for snapshot in chain:
+        whole = Snapshot.read(writer.store, snapshot.table, snapshot.version)
+        assert described(snapshot) == described(whole), snapshot.version
