@@ -2,14 +2,16 @@
 for decoding and embedding.
 
 The driver does what a local run does around the models: it holds the store's writer
-lock for the whole run, plans with indexer/discover.plan_run (the same diff: new,
-changed, removed, unchanged) and writes with the local BatchWriter (per commit the
-segments, then the item rows that mark them committed). Between the two, the files
-to index stream through a Ray Dataset: decoded on CPU actors (indexer/ray_workers.
-DecodeWorker), then embedded on an actor pool whose actors load the models once, one
-GPU each when the cluster has GPUs (EmbedWorker). A run interrupted anywhere (the
-driver, a worker) leaves committed items and orphan segments: the next run removes
-the orphans and embeds only what is missing.
+lock for the whole run and plans with indexer/discover.plan_run (the same diff: new,
+changed, removed, unchanged). Between the two, the files to index stream through a Ray
+Dataset: decoded on CPU actors (indexer/ray_workers.DecodeWorker), then embedded on an
+actor pool whose actors load the models once, one GPU each when the cluster has GPUs
+(EmbedWorker). The embedding actors write the segment rows into the store's tables
+themselves, as uncommitted Lance fragments, and hand back their metadata, not the
+vectors; the driver commits them in the local run's order (indexer/fragments.
+FragmentWriter: per commit the segments, then the item rows that mark them committed).
+A run interrupted anywhere (the driver, a worker) leaves committed items and orphan
+segments: the next run removes the orphans and embeds only what is missing.
 
 Everything past the model calls is the local Indexer's own code (indexer/pipeline.py):
 the Ray stage hands back each file's Decoded with vectors where its model inputs were,
@@ -29,15 +31,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xmodal.search.encoders import IMAGE_TEXT
+from xmodal.search.encoders import AUDIO_TEXT, IMAGE_TEXT
 from xmodal.search.engine import Engine
 from xmodal.search.errors import ModelLoadError, SourceError
 from xmodal.search.media import kinds_in_space
+from xmodal.search.store import FragmentTarget
 
 from .audio_encode import EncodedAudio
 from .background import BackgroundLoad
 from .decode import Decoded
 from .discover import Candidate
+from .fragments import FragmentWriter
 from .options import DecodeOptions, IndexOptions
 from .pipeline import Indexer
 from .progress import Progress
@@ -126,15 +130,25 @@ class RayIndexer(Indexer):
         if not candidates:
             prepare()
             return
+        if writer is not None:
+            raise ValueError("a Ray run writes its own rows (its workers' fragments)")
+        targets = {IMAGE_TEXT: self.store.fragment_target(IMAGE_TEXT)} if pictures else {}
+        if self._audio is not None:
+            targets[AUDIO_TEXT] = self.store.fragment_target(AUDIO_TEXT)
+        fragments = FragmentWriter(
+            self.store,
+            self.options.write_batch_size,
+            {space: target.dim for space, target in targets.items()},
+        )
         address = self.ray_options.address
         started_cluster = _connect(ray, None if address == "local" else address)
         try:
-            dataset = self._dataset(ray, candidates, sound, pictures)
-            stream = self._embedded(dataset, candidates, report)
+            dataset = self._dataset(ray, candidates, sound, pictures, targets)
+            stream = self._embedded(dataset, candidates, report, fragments)
             # The store is changed (orphans, removed items) once the workers' models
             # loaded and the first files came back, so that a model that cannot load
             # fails the run before it changed anything, as a local run does.
-            self._index(_after_first(stream, prepare), metadata, report, len(candidates), writer)
+            self._index(_after_first(stream, prepare), metadata, report, len(candidates), fragments)
         finally:
             if started_cluster:
                 ray.shutdown()
@@ -144,7 +158,12 @@ class RayIndexer(Indexer):
         report.warnings.sort(key=lambda warning: order.get(warning[0], len(order)))
 
     def _dataset(
-        self, ray: Any, candidates: list[Candidate], sound: bool, pictures: bool
+        self,
+        ray: Any,
+        candidates: list[Candidate],
+        sound: bool,
+        pictures: bool,
+        targets: dict[str, FragmentTarget],
     ) -> Dataset:
         options, mine = self.options, self.ray_options
         resources = ray.cluster_resources()
@@ -185,7 +204,7 @@ class RayIndexer(Indexer):
         )
         return decoded.map_batches(
             self.embed_worker,
-            fn_constructor_args=(specs,),
+            fn_constructor_args=(specs, targets),
             batch_size=mine.batch_size or options.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=mine.actors),
@@ -194,10 +213,19 @@ class RayIndexer(Indexer):
         )
 
     def _embedded(
-        self, dataset: Dataset, candidates: list[Candidate], report: IndexReport
+        self,
+        dataset: Dataset,
+        candidates: list[Candidate],
+        report: IndexReport,
+        fragments: FragmentWriter,
     ) -> Iterator[Decoded]:
-        """Each file as it comes back; its sound's vectors are kept for `_encode_audio`."""
+        """Each file as it comes back, after the fragments its batch's actor wrote were
+        handed to the writer (to be committed before the files' item rows); its sound is
+        kept for `_encode_audio`."""
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            for written in batch["written"]:
+                if written:  # one per actor batch; Ray may hand several over together
+                    fragments.expect(pickle.loads(written))
             for position, row, failed in zip(
                 batch["position"], batch["embedded"], batch["model_error"], strict=True
             ):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,7 @@ from xmodal.search.store import (
     FAILED,
     INDEXED,
     ItemRecord,
-    SegmentRecord,
     location_of,
-    segment_id_for,
 )
 
 from .audio_encode import AudioEncoder, EncodedAudio
@@ -46,6 +44,7 @@ from .discover import Candidate, plan_run
 from .options import DecodeOptions, IndexOptions
 from .progress import NoProgress, Progress
 from .report import IndexReport
+from .segments import file_segments
 from .writer import BatchWriter, ItemWriter
 
 RECENT_VECTORS = 50_000  # content hash -> vector kept in memory to embed duplicates once
@@ -388,14 +387,17 @@ class Indexer:
                 vectors = list(video_vectors[offset : offset + len(decoded.prepared)])
                 offset += len(decoded.prepared)
             item = self._item_record(decoded, metadata, INDEXED)
-            segments = {IMAGE_TEXT: _segments(item.id, vectors, decoded.spans)} if vectors else {}
             sound = audio.get(id(decoded))
+            segments = file_segments(decoded, vectors, sound)
+            if segments is None:  # an audio file whose sound gave no vector
+                assert sound is not None
+                decoded.error = sound.error or (
+                    f"silent: no window louder than {self.decode.audio.silence_dbfs:g} dBFS"
+                )
+                self._record_failure(decoded, metadata, writer, report)
+                continue
             if sound is not None:
-                failure = self._merge_audio(decoded, item, sound, segments)
-                if failure:
-                    decoded.error = failure
-                    self._record_failure(decoded, metadata, writer, report)
-                    continue
+                self._note_sound(decoded, item, sound)
             report.segments += sum(len(rows) for rows in segments.values())
             if item.error:
                 report.warnings.append((c.uri, item.error))
@@ -417,33 +419,17 @@ class Indexer:
         encoded = self._audio.encode_files([d.candidate.path for d in sounds])
         return {id(d): e for d, e in zip(sounds, encoded, strict=True)}
 
-    def _merge_audio(
-        self,
-        decoded: Decoded,
-        item: ItemRecord,
-        sound: EncodedAudio,
-        segments: dict[str, list[SegmentRecord]],
-    ) -> str:
-        """Add a file's audio segments to its item; returns why an audio file failed
-        (a silent one too, so that the report says why it is not searchable). A video
-        whose sound fails keeps its pictures, with a note."""
-        is_audio_file = decoded.candidate.kind == MediaKind.AUDIO
-        if is_audio_file and (sound.error or not sound.vectors):
-            return (
-                sound.error
-                or f"silent: no window louder than {self.decode.audio.silence_dbfs:g} dBFS"
-            )
+    def _note_sound(self, decoded: Decoded, item: ItemRecord, sound: EncodedAudio) -> None:
+        """What a file's sound adds to its item: warnings, or why a video's sound was
+        not indexed (it keeps its pictures), and an audio file's duration."""
         notes = [item.error] if item.error else []
         if sound.error:
             notes.append(f"sound not indexed: {sound.error}")
         else:
             notes.extend(sound.warnings)
-            if sound.vectors:
-                segments[AUDIO_TEXT] = _segments(item.id, sound.vectors, sound.spans)
-        if is_audio_file:
+        if decoded.candidate.kind == MediaKind.AUDIO:
             item.duration = sound.duration or item.duration
         item.error = "; ".join(notes)
-        return ""
 
     def _encode_in_batches(self, prepared: list[np.ndarray]) -> np.ndarray:
         size = self.options.batch_size
@@ -562,17 +548,6 @@ def _metadata_of(
     if candidate.metadata is not None:
         return candidate.metadata
     return metadata.get(candidate.uri)
-
-
-def _segments(
-    item_id: str,
-    vectors: Sequence[np.ndarray],
-    spans: Sequence[tuple[float | None, float | None]] | Sequence[tuple[float, float]],
-) -> list[SegmentRecord]:
-    return [
-        SegmentRecord(segment_id_for(item_id, index), item_id, vector, start, end)
-        for index, (vector, (start, end)) in enumerate(zip(vectors, spans, strict=True))
-    ]
 
 
 def index_paths(

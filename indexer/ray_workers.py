@@ -4,7 +4,9 @@ on an actor pool whose actors load their models once.
 Rows travel between the stages as pickled bytes (a `candidate`, `decoded` or `embedded`
 column, beside the candidate's `position` in the run's list):
 a Candidate and a Decoded are plain dataclasses whose model inputs are numpy arrays,
-so a row needs no schema of its own. This module imports no Ray: the classes are
+so a row needs no schema of its own. The embedding stage writes the vectors into the
+store itself (fragments.py) and adds a `written` column: the fragments of its batch,
+on the batch's first row. This module imports no Ray: the classes are
 handed to `Dataset.map_batches`, which builds them on the workers.
 """
 
@@ -21,24 +23,31 @@ from xmodal.search.encoders import AudioTextEncoder, ImageTextEncoder
 from xmodal.search.encoders.registry import create_audio_encoder, create_encoder
 from xmodal.search.errors import ModelLoadError
 from xmodal.search.media import AudioOptions
+from xmodal.search.store import FragmentTarget, SegmentRecord
 
 from .audio_encode import AudioEncoder, EncodedAudio
 from .decode import Decoded, decode_candidate
+from .fragments import WrittenRows, write_fragments
 from .options import DecodeOptions
+from .segments import file_segments
 
 Batch = dict[str, np.ndarray]
 
 
 @dataclass
 class Embedded:
-    """One file as the embedding actors hand it back to the driver: its Decoded, whose
-    `prepared` now holds one vector per segment instead of the model inputs, and its
-    sound's vectors when it has some."""
+    """One file as the embedding actors hand it back to the driver: its Decoded and its
+    sound, their vectors written to the store's tables by the actor (fragments.py) and
+    replaced here by empty ones: one per segment, so that the driver counts and names
+    the segments as a local run does, without the vectors travelling to it."""
 
     decoded: Decoded
     sound: EncodedAudio | None = None
     encoded: int = 0  # inputs the models computed vectors for (pictures and windows)
     encode_seconds: float = 0.0  # this file's share of its batch's model time
+
+
+NO_VECTOR = np.zeros(0, np.float32)  # a segment's vector, written by the actor already
 
 
 @dataclass(frozen=True)
@@ -114,10 +123,13 @@ class _NoPictures:
 
 class EmbedWorker:
     """An embedding actor: the models load once, in the constructor (on its GPU when it
-    was given one); each batch of decoded files comes back with its vectors."""
+    was given one); each batch's segment rows are written as uncommitted fragments of
+    the spaces' tables (`targets`), and its files come back without their vectors, with
+    the fragments' metadata for the driver to commit."""
 
-    def __init__(self, specs: ModelSpecs):
+    def __init__(self, specs: ModelSpecs, targets: dict[str, FragmentTarget]):
         self._specs = specs
+        self._targets = targets
         self._error = ""
         self._images: ImageTextEncoder | None = None
         self._audio: AudioEncoder | None = None
@@ -134,7 +146,9 @@ class EmbedWorker:
     def __call__(self, batch: Batch) -> Batch:
         failed = next((e for e in batch["model_error"] if e), "") or self._error
         if failed:
-            return _failed_rows(batch, "embedded", failed)
+            answer = _failed_rows(batch, "embedded", failed)
+            answer["written"] = np.array([b""] * len(batch["position"]), dtype=object)
+            return answer
         files = [Embedded(pickle.loads(row)) for row in batch["decoded"]]
         started = time.perf_counter()
         pictures = [e for e in files if e.decoded.prepared and not e.decoded.failed]
@@ -156,12 +170,36 @@ class EmbedWorker:
         seconds = time.perf_counter() - started
         for embedded in files:
             embedded.encode_seconds = seconds / len(files)
+        written = self._write(files)
         rows = [pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL) for e in files]
+        # The batch's fragments ride on its first row (Ray Data has no per-batch field).
+        meta = [pickle.dumps(written, protocol=pickle.HIGHEST_PROTOCOL)] + [b""] * (len(rows) - 1)
         return {
             "position": batch["position"],
             "embedded": np.array(rows, dtype=object),
+            "written": np.array(meta, dtype=object),
             "model_error": batch["model_error"],
         }
+
+    def _write(self, files: list[Embedded]) -> WrittenRows:
+        """The batch's segment rows, by the driver's rule (segments.py), written as
+        fragments; the files' vectors emptied."""
+        rows: dict[str, list[SegmentRecord]] = {}
+        replaced = []
+        for embedded in files:
+            decoded = embedded.decoded
+            if decoded.failed or decoded.same_content:
+                continue  # the driver records these; they have no rows
+            made = file_segments(decoded, decoded.prepared, embedded.sound)
+            if made:
+                for space, records in made.items():
+                    rows.setdefault(space, []).extend(records)
+                if decoded.candidate.existed:
+                    replaced.append(decoded.candidate.item_id)
+            decoded.prepared = [NO_VECTOR] * len(decoded.prepared)
+            if embedded.sound is not None:
+                embedded.sound.vectors = [NO_VECTOR] * len(embedded.sound.vectors)
+        return WrittenRows(write_fragments(rows, self._targets), replaced)
 
     def _encode_pictures(self, inputs: list[np.ndarray]) -> np.ndarray:
         if not inputs:

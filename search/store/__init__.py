@@ -13,7 +13,7 @@ from .records import (
     item_id_for,
     segment_id_for,
 )
-from .schema import STORE_FORMAT
+from .schema import STORE_FORMAT, FragmentTarget, segments_arrow
 from .store import Store
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "FAILED",
     "INDEXED",
     "STORE_FORMAT",
+    "FragmentTarget",
     "ItemRecord",
     "MediaStore",
     "SegmentRecord",
@@ -33,4 +34,5 @@ __all__ = [
     "original_path",
     "path_of",
     "segment_id_for",
+    "segments_arrow",
 ]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
-from .records import ITEM_COLUMNS
+from .records import ITEM_COLUMNS, SegmentRecord
 
 STORE_FORMAT = 3  # 2: items.duration; 3: items.external_id, source_etag, source_modified
 
@@ -36,6 +39,32 @@ ROOTS_SCHEMA = pa.schema([pa.field("path", pa.string(), nullable=False)])
 META_SCHEMA = pa.schema(
     [pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())]
 )
+
+
+@dataclass(frozen=True)
+class FragmentTarget:
+    """A space's segments table as processes that write fragments for it need it."""
+
+    space: str
+    uri: str  # the Lance dataset
+    dim: int
+    storage_version: str  # the dataset's data storage version: new files must match it
+
+
+def segments_arrow(segments: Sequence[SegmentRecord]) -> pa.Table:
+    """Segment rows as the segments table holds them (one non-empty list)."""
+    dim = int(segments[0].vector.shape[-1])
+    vectors = np.stack([s.vector for s in segments]).astype(np.float32, copy=False)
+    return pa.table(
+        {
+            "id": pa.array([s.id for s in segments], pa.string()),
+            "item_id": pa.array([s.item_id for s in segments], pa.string()),
+            "start": pa.array([s.start for s in segments], pa.float64()),
+            "end": pa.array([s.end for s in segments], pa.float64()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+        },
+        schema=segments_schema(dim),
+    )
 
 
 def segments_schema(dim: int) -> pa.Schema:

@@ -64,7 +64,9 @@ from .schema import (
     SPACES,
     SPACES_SCHEMA,
     STORE_FORMAT,
+    FragmentTarget,
     ledger_table_name,
+    segments_arrow,
     segments_schema,
     segments_table_name,
 )
@@ -591,32 +593,55 @@ class Store:
     def upsert_segments(self, space: str, segments: Sequence[SegmentRecord]) -> None:
         if not segments:
             return
-        dim = int(segments[0].vector.shape[-1])
-        vectors = np.stack([s.vector for s in segments]).astype(np.float32, copy=False)
-        data = pa.table(
-            {
-                "id": pa.array([s.id for s in segments], pa.string()),
-                "item_id": pa.array([s.item_id for s in segments], pa.string()),
-                "start": pa.array([s.start for s in segments], pa.float64()),
-                "end": pa.array([s.end for s in segments], pa.float64()),
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
-            },
-            schema=segments_schema(dim),
-        )
+        data = segments_arrow(segments)
+        dim = int(data.schema.field("vector").type.list_size)
         name = self.segments_table_of(space)
         table = self._segments(space, name)
         with self._writing(name):
-            held = int(table.schema.field("vector").type.list_size)
-            if held != dim:
-                # The space moved to another model (a migration's switch) while these
-                # vectors were embedded with the old one: refuse them, clearly.
-                raise ModelMismatchError(
-                    f"the {space} space now holds {held}-d vectors (its model changed, "
-                    f"e.g. a migration's switch), not {dim}-d ones: write again"
-                )
+            self._check_dim(space, table, dim)
             table.merge_insert(
                 "id"
             ).when_matched_update_all().when_not_matched_insert_all().execute(data)
+
+    @staticmethod
+    def _check_dim(space: str, table: Any, dim: int) -> None:
+        held = int(table.schema.field("vector").type.list_size)
+        if held != dim:
+            # The space moved to another model (a migration's switch) while these
+            # vectors were embedded with the old one: refuse them, clearly.
+            raise ModelMismatchError(
+                f"the {space} space now holds {held}-d vectors (its model changed, "
+                f"e.g. a migration's switch), not {dim}-d ones: write again"
+            )
+
+    # -- segments written elsewhere (Ray workers) ---------------------------------
+    def fragment_target(self, space: str) -> FragmentTarget:
+        """Where other processes write a space's segment rows as uncommitted Lance
+        fragments (indexer/fragments.py); `append_fragments` commits them. The data
+        directory must be at the same path for them (a shared file system)."""
+        name = self.segments_table_of(space)
+        dataset = self.dataset(name)
+        dim = int(dataset.schema.field("vector").type.list_size)
+        return FragmentTarget(space, dataset.uri, dim, str(dataset.data_storage_version))
+
+    def append_fragments(self, space: str, fragments: Sequence[str], dim: int) -> None:
+        """Commit fragments of segment rows written by other processes (JSON, as
+        lance's FragmentMetadata.to_json gives them), all in one commit. Rows are added,
+        not merged on their ids: the caller deleted the rows they replace first."""
+        if not fragments:
+            return
+        import lance
+        from lance.fragment import FragmentMetadata
+
+        name = self.segments_table_of(space)
+        with self._writing(name):
+            self._check_dim(space, self._segments(space, name), dim)
+            dataset = lance.dataset(str(self.path / "lance" / f"{name}.lance"))
+            lance.LanceDataset.commit(
+                dataset.uri,
+                lance.LanceOperation.Append([FragmentMetadata.from_json(f) for f in fragments]),
+                read_version=dataset.version,
+            )
 
     def delete_segments(self, space: str, item_ids: Sequence[str]) -> None:
         name = self.segments_table_of(space)
