@@ -87,8 +87,8 @@ class FragmentWriter:
         expected, self._expected = self._expected, []
         deletes = [i for rows in expected for i in rows.replaced] + self._deletes
         if deletes:
-            for space in self.store.spaces():
-                self.store.delete_segments(space.name, deletes)
+            for record in self.store.spaces():
+                self.store.delete_segments(record.name, deletes)
         by_space: dict[str, list[str]] = {}
         for rows in expected:
             for space, fragments in rows.fragments.items():
