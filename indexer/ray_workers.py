@@ -61,11 +61,16 @@ class ModelSpecs:
     batch_size: int = 32  # model inputs per forward pass
 
 
-def _image_encoder(specs: ModelSpecs, device: str) -> ImageTextEncoder | None:
+def _image_encoder(
+    specs: ModelSpecs, device: str, preprocessing_only: bool = False
+) -> ImageTextEncoder | None:
     if specs.image is None:
         return None
     encoder = create_encoder(specs.image, device=device)
-    encoder.load()  # here, once per actor
+    if preprocessing_only:
+        encoder.load_preprocessing()  # the weights only where that needs them
+    else:
+        encoder.load()  # here, once per actor
     return encoder
 
 
@@ -83,14 +88,15 @@ def _failed_rows(batch: Batch, column: str, error: str) -> Batch:
 
 class DecodeWorker:
     """A CPU actor: reads, hashes and decodes files, and prepares pictures for the model
-    (which needs the model's preprocessing: loaded once, on the CPU)."""
+    with the model's preprocessing (set up once, on the CPU, without the weights where
+    the model's preprocessing is known without them)."""
 
     def __init__(self, specs: ModelSpecs, options: DecodeOptions):
         self._options = options
         self._error = ""
         self._encoder: ImageTextEncoder | None = None
         try:
-            self._encoder = _image_encoder(specs, "cpu")
+            self._encoder = _image_encoder(specs, "cpu", preprocessing_only=True)
         except ModelLoadError as error:
             self._error = str(error)
 

@@ -116,6 +116,12 @@ class ImageTextEncoder(TwoTowerEncoder):
     def prepare_image(self, image: Image.Image) -> np.ndarray:
         """Resize and crop an RGB image to the model input; thread-safe."""
 
+    def load_preprocessing(self) -> None:
+        """Make `prepare_image` ready: without the weights where the model's
+        preprocessing is known without them (a process that only prepares pictures, a
+        Ray decode actor, then holds no model); otherwise by loading the model."""
+        self.load()
+
     @abstractmethod
     def encode_prepared(self, batch: Sequence[np.ndarray]) -> np.ndarray:
         """Encode prepared images; returns (n, dim) float32, unit length."""

@@ -16,7 +16,7 @@ import json
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -264,13 +264,39 @@ class OpenClipEncoder(ImageTextEncoder):
         return DEFAULT_LOGIT_SCALE if scale is None else float(scale.detach().exp())
 
     # -- images ----------------------------------------------------------
+    def load_preprocessing(self) -> None:
+        """An open_clip architecture's preprocessing as open_clip sets it on the model
+        it builds (its defaults, the pretrained tag's settings over them, the vision
+        config's image size), without building the model; hub and folder specs, whose
+        settings come with their weights, load."""
+        if self._preprocess is not None:
+            return
+        config = self._arch_config()
+        if config is None:
+            self.load()
+            return
+        register_builtin_configs()
+        import open_clip
+        from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+
+        cfg = asdict(PreprocessCfg())
+        if self.parsed.tag:
+            cfg = merge_preprocess_dict(
+                cfg, open_clip.get_pretrained_cfg(self.parsed.arch, self.parsed.tag)
+            )
+        cfg["size"] = _pair(config.get("vision_cfg", {}).get("image_size", cfg["size"]))
+        transform = image_transform_v2(PreprocessCfg(**cfg), is_train=False)
+        self._preprocess_cfg = cfg
+        self._preprocess = transform  # last: its presence says the two are ready
+
     def prepare_image(self, image: Image.Image) -> np.ndarray:
         """Replicates open_clip's PIL preprocessing geometry, stopping before normalisation.
 
         Returns uint8 HxWxC for the 'shortest' and 'squash' resize modes (normalised
         later, batched, on the device) and open_clip's own float CHW tensor otherwise.
         """
-        self.load()
+        if self._preprocess is None:
+            self.load()
         cfg = self._preprocess_cfg
         height, width = self.input_size
         mode = cfg.get("resize_mode", "shortest")

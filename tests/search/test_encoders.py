@@ -202,6 +202,48 @@ def test_input_size_answers_from_the_config_without_loading(
     assert tuple(tensor.shape[-2:]) == expected == encoder.input_size
 
 
+@pytest.mark.parametrize("model", ["tiny", "xmodal-ref", "rect"])
+def test_preprocessing_without_the_weights_prepares_as_the_loaded_model(
+    model, tiny_checkpoint, rect_checkpoint
+):
+    # What a Ray decode actor holds: the preprocessing, not the model.
+    spec = {
+        "tiny": f"open_clip:{TINY_ARCH}/{tiny_checkpoint}",
+        "rect": f"open_clip:{RECT_ARCH}/{rect_checkpoint}",
+    }.get(model, model)
+    light = create_encoder(spec, device="cpu")
+    light.load_preprocessing()
+    assert light._model is None
+    loaded = create_encoder(spec, device="cpu")
+    loaded.load()
+    # The same settings (a size of 64 and of (64, 64) are one, as open_clip reads them).
+    assert same_size(light._preprocess_cfg) == same_size(loaded._preprocess_cfg)
+    for picture in (photo(1, (200, 90)), photo(2, (64, 64)), photo(3, (31, 300))):
+        np.testing.assert_array_equal(light.prepare_image(picture), loaded.prepare_image(picture))
+    assert light._model is None
+
+
+def same_size(cfg: dict) -> dict:
+    size = cfg["size"]
+    return {**cfg, "size": tuple(size) if isinstance(size, (tuple, list)) else (size, size)}
+
+
+def test_a_pretrained_tag_sets_its_preprocessing_without_its_weights():
+    # SigLIP's tag squashes to 224 and normalises around 0.5: no download needed to know.
+    encoder = create_encoder("open_clip:ViT-B-16-SigLIP/webli", device="cpu")
+    encoder.load_preprocessing()
+    assert encoder._model is None
+    cfg = encoder._preprocess_cfg
+    assert (cfg["resize_mode"], cfg["mean"], cfg["size"]) == ("squash", (0.5, 0.5, 0.5), (224, 224))
+    assert encoder.prepare_image(photo(1, (300, 100))).shape == (224, 224, 3)
+
+
+def test_a_hub_model_loads_for_its_preprocessing(tiny_hub_model):
+    encoder = create_encoder("open_clip:hf-hub:xmodal-test/tiny-clip", device="cpu")
+    encoder.load_preprocessing()  # its settings come with its weights
+    assert encoder._model is not None
+
+
 def test_input_size_of_a_hub_model_loads_it(tiny_hub_model):
     encoder = create_encoder("open_clip:hf-hub:xmodal-test/tiny-clip", device="cpu")
     assert encoder.input_size == (64, 64)  # no architecture to look up: the model answers
