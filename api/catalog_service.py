@@ -36,4 +36,20 @@ def job_runner_for(catalog: Catalog, settings: Settings) -> JobRunner:
                 else:
                     yield row.line, entry_of_row(row)
 
-    return JobRunner(JobStore(settings.data / "jobs"), catalog, manifest_rows)
+    on_ray = None
+    if settings.catalog.ray_address is not None:
+        from xmodal.indexer.distributed import RayJobs, RayOptions
+
+        on_ray = RayJobs(
+            catalog.engine,
+            settings.indexing,
+            DecodeOptions.from_settings(settings),
+            RayOptions(settings.catalog.ray_address, actors=settings.catalog.ray_actors),
+        )
+    return JobRunner(
+        JobStore(settings.data / "jobs"),
+        catalog,
+        manifest_rows,
+        on_ray,
+        settings.catalog.ray_chunk_items,
+    )

@@ -268,15 +268,18 @@ class Catalog:
         if chunk:
             yield from self.put_chunk(chunk)
 
-    def put_chunk(self, entries: Sequence[CatalogEntry]) -> list[EntryResult]:
-        """Write a chunk of entries (a later entry with the same id wins)."""
+    def put_chunk(
+        self, entries: Sequence[CatalogEntry], indexer: Indexer | None = None
+    ) -> list[EntryResult]:
+        """Write a chunk of entries (a later entry with the same id wins); `indexer`:
+        another one than the catalog's for this chunk (a job's on Ray)."""
         with self._lock:
-            results = self._put(entries)
+            results = self._put(entries, indexer or self.indexer)
         self.engine.catch_up()  # searchable when the write returns, also in a live server
         self.counters.count(results)
         return results
 
-    def _put(self, entries: Sequence[CatalogEntry]) -> list[EntryResult]:
+    def _put(self, entries: Sequence[CatalogEntry], indexer: Indexer) -> list[EntryResult]:
         results: list[EntryResult | None] = [None] * len(entries)
         last_of: dict[str, int] = {}
         for position, entry in enumerate(entries):
@@ -312,7 +315,7 @@ class Catalog:
         if rows:
             self.store.upsert_items(rows)
         if candidates:
-            report = self.indexer.index_catalog(list(candidates.values()))
+            report = indexer.index_catalog(list(candidates.values()))
             self.counters.encoded += report.encoded
             for position, candidate in candidates.items():
                 results[position] = _indexed(entries[position], candidate)

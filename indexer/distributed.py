@@ -271,6 +271,35 @@ def _after_first(items: Iterable[Decoded], first: Callable[[], None]) -> Iterato
         first()
 
 
+class RayJobs:
+    """The Ray indexer of a long-lived process's catalog jobs (a server's): it joins the
+    cluster at the first job, not at start-up, and stays joined until closed, so that
+    each chunk finds the cluster there."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        options: IndexOptions,
+        decode: DecodeOptions,
+        ray_options: RayOptions,
+    ):
+        self.ray_options = ray_options
+        self._indexer = RayIndexer(engine, options, None, decode, ray_options)
+        self._started = False  # this process started Ray: it shuts it down
+
+    def indexer(self) -> RayIndexer:
+        ray = import_ray()
+        if not ray.is_initialized():
+            address = self.ray_options.address
+            self._started = _connect(ray, None if address == "local" else address)
+        return self._indexer
+
+    def close(self) -> None:
+        if self._started:
+            import_ray().shutdown()
+            self._started = False
+
+
 @contextmanager
 def connected(address: str | None) -> Iterator[None]:
     """Within: this process is joined to the Ray cluster at `address` ("local" or None:

@@ -16,6 +16,7 @@ already stored is `unchanged` and never re-embedded.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import threading
@@ -23,11 +24,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xmodal.search.errors import SourceError, XmodalError
 
 from .catalog import Catalog, CatalogEntry, EntryResult
+
+if TYPE_CHECKING:
+    from .distributed import RayJobs
+
+log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = frozenset({DONE, FAILED, CANCELLED})
@@ -169,12 +175,22 @@ ManifestRows = Callable[[Job], Iterator[tuple[int, CatalogEntry | str]]]
 
 
 class JobRunner:
-    """Runs jobs one at a time in a thread of its own, oldest first."""
+    """Runs jobs one at a time in a thread of its own, oldest first. With `on_ray`, each
+    chunk (of `ray_chunk` entries) is decoded and embedded on that Ray cluster."""
 
-    def __init__(self, store: JobStore, catalog: Catalog, manifest_rows: ManifestRows):
+    def __init__(
+        self,
+        store: JobStore,
+        catalog: Catalog,
+        manifest_rows: ManifestRows,
+        on_ray: RayJobs | None = None,
+        ray_chunk: int = 4096,
+    ):
         self.store = store
         self.catalog = catalog
         self.manifest_rows = manifest_rows
+        self.on_ray = on_ray
+        self.chunk_size = catalog.chunk_size if on_ray is None else ray_chunk
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancelled: set[str] = set()
@@ -195,6 +211,8 @@ class JobRunner:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self.on_ray is not None:
+            self.on_ray.close()
 
     def submit(self, job: Job) -> None:
         """Have a job run (created in the store): the worker starts if it has not."""
@@ -238,7 +256,7 @@ class JobRunner:
             chunk: list[tuple[int, CatalogEntry | str]] = []
             for row in rows:
                 chunk.append(row)
-                if len(chunk) >= self.catalog.chunk_size:
+                if len(chunk) >= self.chunk_size:
                     if not self._write(job, chunk):
                         return
                     chunk = []
@@ -246,6 +264,11 @@ class JobRunner:
                 return
         except SourceError as error:
             job.error = str(error)
+            self._finish(job, FAILED)
+            return
+        except Exception as error:  # the job fails and says why; the runner goes on
+            log.exception("job %s failed", job.id)
+            job.error = f"{type(error).__name__}: {error}"
             self._finish(job, FAILED)
             return
         job.total = job.done
@@ -275,7 +298,8 @@ class JobRunner:
         if self._stop.is_set():
             return False
         entries = [(line, e) for line, e in chunk if isinstance(e, CatalogEntry)]
-        written = iter(self.catalog.put_chunk([e for _, e in entries]))
+        indexer = None if self.on_ray is None else self.on_ray.indexer()
+        written = iter(self.catalog.put_chunk([e for _, e in entries], indexer))
         results: list[tuple[int, EntryResult]] = []
         for line, entry in chunk:
             if isinstance(entry, CatalogEntry):

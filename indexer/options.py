@@ -189,3 +189,20 @@ class CatalogSettings(SettingsGroup):
     chunk_items: int = Field(
         256, ge=1, le=10_000, description="Entries fetched, embedded and written together."
     )
+    ray_address: str | None = Field(
+        None,
+        description="Run catalog jobs (batches past inline_batch_items, manifests) on this "
+        "Ray cluster: `local` starts one on this machine, `auto` joins the one it belongs "
+        "to, `ray://HEAD:10001` a remote one; none: in the server's process. The data "
+        "directory must be at the same path on every node. Needs pip install 'xmodal[ray]'.",
+    )
+    ray_actors: int = Field(
+        1, ge=1, description="Embedding actors of a job on Ray (one GPU each on a GPU cluster)."
+    )
+    ray_chunk_items: int = Field(
+        4096,
+        ge=1,
+        le=100_000,
+        description="Entries per chunk of a job on Ray: each chunk starts the cluster's "
+        "actors and loads the model in them, so it is larger than chunk_items.",
+    )

@@ -45,8 +45,8 @@ def test_a_job_stopped_mid_way_resumes_on_the_next_start(engine):
     runner, catalog = first.state.jobs, first.state.catalog
     put_chunk = catalog.put_chunk
 
-    def then_stop(entries):  # the server goes down right after its first chunk
-        results = put_chunk(entries)
+    def then_stop(entries, indexer=None):  # the server goes down right after its first chunk
+        results = put_chunk(entries, indexer)
         runner._stop.set()
         return results
 
@@ -127,8 +127,8 @@ def test_cancel_a_queued_job_and_a_running_one(engine):
     put_chunk = app.state.catalog.put_chunk
     running: list[str] = []
 
-    def then_cancel(entries):
-        results = put_chunk(entries)
+    def then_cancel(entries, indexer=None):
+        results = put_chunk(entries, indexer)
         runner.cancel(running[0])
         return results
 
@@ -139,3 +139,24 @@ def test_cancel_a_queued_job_and_a_running_one(engine):
     assert (job["state"], job["done"]) == ("cancelled", 10)
     assert engine.store.count_items() == 10  # what was written stays
     runner.stop()
+
+
+def test_a_job_that_breaks_fails_with_why_and_the_next_one_runs(engine):
+    app = create_app(settings_for(engine), engine)
+    put_chunk = app.state.catalog.put_chunk
+    broken = {"yes": True}
+
+    def breaking(entries, indexer=None):
+        if broken.pop("yes", False):
+            raise RuntimeError("the disk went away")
+        return put_chunk(entries, indexer)
+
+    app.state.catalog.put_chunk = breaking
+    with TestClient(app) as client:
+        first = [{"id": f"B{i}", "data": b64(jpeg(600 + i))} for i in range(6)]
+        failed = wait_for(client, client.post("/items/batch", json={"items": first}).json()["id"])
+        assert failed["state"] == "failed"
+        assert failed["error"] == "RuntimeError: the disk went away"
+        second = [{"id": f"N{i}", "data": b64(jpeg(700 + i))} for i in range(6)]
+        done = wait_for(client, client.post("/items/batch", json={"items": second}).json()["id"])
+        assert done["state"] == "done" and done["counts"] == {"created": 6}

@@ -1,10 +1,13 @@
-"""`xmodal index --ray`: the same run as without it, decoded and embedded on Ray."""
+"""`xmodal index --ray`, and a server's catalog jobs on Ray: the same runs as without
+it, decoded and embedded on Ray."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from PIL import Image
 
 from xmodal.search.store import catalog_item_id
 
@@ -45,3 +48,31 @@ def test_a_manifest_on_ray_writes_its_items(xmodal, make_image, tiny_spec, tmp_p
 
     code, out, _ = xmodal("search", "--image", str(paths[1]), "-k", "1", "--json")
     assert code == 0 and json.loads(out)["hits"][0]["id"] == catalog_item_id("p1")
+
+
+def test_a_server_runs_its_catalog_jobs_on_ray(engine, ray_cluster, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from tests.api.test_catalog_api import b64, jpeg
+    from tests.api.test_catalog_jobs import settings_for, wait_for
+    from xmodal.api import create_app
+    from xmodal.search import Store
+    from xmodal.search.encoders import IMAGE_TEXT
+
+    def refuse(self, space, segments):
+        raise AssertionError("the server wrote segment rows: the job did not run on Ray")
+
+    monkeypatch.setattr(Store, "upsert_segments", refuse)  # the workers write them
+    # `auto`: the cluster this process joined (the fixture's).
+    settings = settings_for(engine, ray_address="auto", ray_chunk_items=8)
+    items = [{"id": f"R{i}", "data": b64(jpeg(400 + i)), "metadata": {"n": i}} for i in range(12)]
+    with TestClient(create_app(settings, engine)) as client:
+        job_id = client.post("/items/batch", json={"items": items}).json()["id"]
+        job = wait_for(client, job_id)
+        assert job["state"] == "done" and job["counts"] == {"created": 12}, job
+        similar = client.post("/search", json={"item_id": "R5", "k": 11}).json()["hits"]
+        assert len(similar) == 11  # every other item, each searchable by its vector
+    picture = Image.open(io.BytesIO(jpeg(405))).convert("RGB")
+    assert engine.search_image(picture, k=1).hits[0].item.id == catalog_item_id("R5")
+    assert engine.store.count_items() == 12 == engine.store.count_segments(IMAGE_TEXT)
+    assert ray_cluster.is_initialized()  # the server did not start it: it leaves it
