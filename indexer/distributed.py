@@ -123,6 +123,9 @@ class RayIndexer(Indexer):
         audio_encoder = self._load_audio(report) if sound else None
         report.times.load = time.perf_counter() - loading
         preparing = time.perf_counter()
+        # The driver binds the space without the weights (identity and dimension need
+        # none); one it created is removed again when the workers cannot load the model.
+        new_space = pictures and self.store.space(IMAGE_TEXT) is None
         if pictures:
             self.engine.bind_space(IMAGE_TEXT)
         self._audio = None if audio_encoder is None else self._bind_audio(audio_encoder)
@@ -149,6 +152,11 @@ class RayIndexer(Indexer):
             # loaded and the first files came back, so that a model that cannot load
             # fails the run before it changed anything, as a local run does.
             self._index(_after_first(stream, prepare), metadata, report, len(candidates), fragments)
+        except ModelLoadError:
+            # Raised at the first batch, before anything was written.
+            if new_space:
+                self.store.forget_empty_space(IMAGE_TEXT)
+            raise
         finally:
             if started_cluster:
                 ray.shutdown()

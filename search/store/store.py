@@ -347,6 +347,17 @@ class Store:
         with self._writing(SPACES):
             merge.execute(data)
 
+    def forget_empty_space(self, space: str) -> bool:
+        """Remove a space that holds no segment, with its table: one a run bound and
+        could not fill (its model did not load where it runs). False, and nothing
+        changed, when the space holds segments or does not exist."""
+        record = self.space(space)
+        if record is None or self.count_segments(space) > 0:
+            return False
+        self.set_spaces([], remove=[space])
+        self.drop_table(record.segments_table)
+        return True
+
     def drop_table(self, name: str) -> bool:
         """Delete a segments table no space names any more (a migration's old or
         abandoned one), or a ledger; False when there was none."""

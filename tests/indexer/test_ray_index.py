@@ -265,3 +265,8 @@ def test_a_model_the_workers_cannot_load_fails_the_run_before_any_write(ray_clus
     with pytest.raises(ModelLoadError, match="on the Ray workers: could not load"):
         index_on_ray(Engine(store, encoder), [lib])
     assert store.count_items(None) == 0
+    # Nor is the store bound to that model: another indexes it as a first run would.
+    assert store.space(IMAGE_TEXT) is None and store.all_spaces() == []
+    assert (
+        index_on_ray(Engine(store, create_encoder("xmodal-ref", device="cpu")), [lib]).indexed == 1
+    )
