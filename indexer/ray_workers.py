@@ -22,7 +22,7 @@ import numpy as np
 from xmodal.search.encoders import AudioTextEncoder, ImageTextEncoder
 from xmodal.search.encoders.registry import create_audio_encoder, create_encoder
 from xmodal.search.errors import ModelLoadError
-from xmodal.search.media import AudioOptions
+from xmodal.search.media import AudioOptions, MediaKind
 from xmodal.search.store import FragmentTarget, SegmentRecord
 
 from .audio_encode import AudioEncoder, EncodedAudio
@@ -158,14 +158,30 @@ class EmbedWorker:
         files = [Embedded(pickle.loads(row)) for row in batch["decoded"]]
         started = time.perf_counter()
         pictures = [e for e in files if e.decoded.prepared and not e.decoded.failed]
-        inputs = [p for e in pictures for p in e.decoded.prepared]
+        # Pictures of the same bytes in a batch (one image under two names) are embedded
+        # once, as a local run embeds them; each file keeps its own rows.
+        first: dict[str, Embedded] = {}
+        copies: list[tuple[Embedded, Embedded]] = []
+        computed = []
+        for embedded in pictures:
+            decoded = embedded.decoded
+            if decoded.candidate.kind == MediaKind.IMAGE:
+                same = first.get(decoded.content_hash)
+                if same is not None:
+                    copies.append((embedded, same))
+                    continue
+                first[decoded.content_hash] = embedded
+            computed.append(embedded)
+        inputs = [p for e in computed for p in e.decoded.prepared]
         vectors = self._encode_pictures(inputs)
         offset = 0
-        for embedded in pictures:
+        for embedded in computed:
             count = len(embedded.decoded.prepared)
             embedded.decoded.prepared = list(vectors[offset : offset + count])
             embedded.encoded = count
             offset += count
+        for copy, original in copies:
+            copy.decoded.prepared = list(original.decoded.prepared)
         sounds = [e for e in files if e.decoded.has_audio and self._audio is not None]
         if sounds:
             assert self._audio is not None

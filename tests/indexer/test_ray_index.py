@@ -132,6 +132,7 @@ def test_the_workers_write_the_vectors_and_the_driver_commits_them(
     lib.mkdir()
     for seed in range(5):
         photo(seed).save(lib / f"{seed}.jpg")
+    (lib / "copy.jpg").write_bytes((lib / "3.jpg").read_bytes())  # the same bytes twice
     engine = Engine(Store(tmp_path / "data"), tiny_encoder)
 
     def refuse(self, space, segments):
@@ -146,16 +147,24 @@ def test_the_workers_write_the_vectors_and_the_driver_commits_them(
 
     monkeypatch.setattr(Store, "upsert_segments", refuse)
     monkeypatch.setattr(FragmentWriter, "add", counting_add)
-    options = IndexOptions(batch_size=2, write_batch_size=2, decode_workers=1)
-    report = index_on_ray(engine, [lib], options)
-    assert (report.indexed, report.segments, report.failed) == (5, 5, [])
-    assert handed == [0] * 5  # ids and counts only: the vectors stayed with the workers
+    from xmodal.indexer.distributed import index_on_ray as on_ray
+
+    options = IndexOptions(batch_size=8, write_batch_size=2, decode_workers=1)
+    # One embedding call for the six files: the copy is embedded once, as locally.
+    report = on_ray(engine, [lib], options, ray_options=ray_options(batch_size=8))
+    assert (report.indexed, report.segments, report.failed) == (6, 6, [])
+    assert (report.encoded, report.duplicates) == (5, 1)
+    assert handed == [0] * 6  # ids and counts only: the vectors stayed with the workers
     store = engine.store
+    by_uri = items_by_uri(store)
+    copy = store.item_vectors(IMAGE_TEXT, by_uri[str(lib / "copy.jpg")])[0]
+    original = store.item_vectors(IMAGE_TEXT, by_uri[str(lib / "3.jpg")])[0]
+    assert np.array_equal(copy, original)
     expected = tiny_encoder.encode_images([Image.open(lib / "3.jpg").convert("RGB")])[0]
     stored = store.item_vectors(IMAGE_TEXT, items_by_uri(store)[str(lib / "3.jpg")])[0]
     assert float(stored @ expected / np.linalg.norm(stored) / np.linalg.norm(expected)) >= 0.9999
     searched = engine.search_image(photo(3), k=1).hits[0].item.uri
-    assert searched == str(lib / "3.jpg")
+    assert searched in {str(lib / "3.jpg"), str(lib / "copy.jpg")}  # the same vector
 
 
 def items_by_uri(store: Store) -> dict[str, str]:
