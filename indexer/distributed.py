@@ -143,8 +143,7 @@ class RayIndexer(Indexer):
             self.options.write_batch_size,
             {space: target.dim for space, target in targets.items()},
         )
-        address = self.ray_options.address
-        started_cluster = _connect(ray, None if address == "local" else address)
+        started_cluster = _connect(ray, self.ray_options.address)
         try:
             dataset = self._dataset(ray, candidates, sound, pictures, targets)
             stream = self._embedded(dataset, candidates, report, fragments)
@@ -296,10 +295,7 @@ class RayJobs:
         self._started = False  # this process started Ray: it shuts it down
 
     def indexer(self) -> RayIndexer:
-        ray = import_ray()
-        if not ray.is_initialized():
-            address = self.ray_options.address
-            self._started = _connect(ray, None if address == "local" else address)
+        self._started = _connect(import_ray(), self.ray_options.address) or self._started
         return self._indexer
 
     def close(self) -> None:
@@ -314,7 +310,7 @@ def connected(address: str | None) -> Iterator[None]:
     a new one on this machine; "auto": the one this machine belongs to; "ray://HEAD:
     10001": a remote one). Runs inside reuse it instead of each joining its own."""
     ray = import_ray()
-    started = _connect(ray, None if address == "local" else address)
+    started = _connect(ray, address)
     try:
         yield
     finally:
@@ -323,9 +319,11 @@ def connected(address: str | None) -> Iterator[None]:
 
 
 def _connect(ray: Any, address: str | None) -> bool:
-    """Join the cluster (or start a local one); True when this call started Ray."""
+    """Join the cluster at `address` (None or "local": start one on this machine); True
+    when this call started Ray."""
     if ray.is_initialized():
         return False
+    address = None if address == "local" else address
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
     return True
 

@@ -647,7 +647,7 @@ class Store:
         name = self.segments_table_of(space)
         with self._writing(name):
             self._check_dim(space, self._segments(space, name), dim)
-            dataset = lance.dataset(str(self.path / "lance" / f"{name}.lance"))
+            dataset = self.dataset(name)
             lance.LanceDataset.commit(
                 dataset.uri,
                 lance.LanceOperation.Append([FragmentMetadata.from_json(f) for f in fragments]),
