@@ -415,6 +415,8 @@ def warm_up_vision(
         optimizer.step()
         loss = value.item() if step == 0 else 0.98 * loss + 0.02 * value.item()
         step += 1
+        if not max_steps and time.time() - started >= seconds:
+            break  # the budget holds even before the first plan, or if the pace drops
         if not max_steps and (step == 30 or step % 100 == 0):
             pace = (time.time() - started) / step
             planned = max(step + 1, int(seconds / pace))

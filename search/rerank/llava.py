@@ -326,8 +326,8 @@ class LlavaReranker(Reranker):
         A hidden square shows the picture heavily blurred, not a flat colour: a flat
         square is an object of its own to a model (on plain backgrounds it is "a grey
         square"), and hiding empty background with one lowered one-object captions more
-        than hiding the object did (peak inside the named object 0.73 of held-out
-        single-object scenes with a flat fill, 0.875 blurred, 0.935 blurred and spread)."""
+        than hiding the object did (xmodal-ref-vlm's peak lies inside the named object on
+        0.72 of 200 held-out single-object scenes with a flat fill, 0.94 blurred)."""
         view = self.view(image).convert("RGB")
         width, height = view.size
         blurred = view.filter(ImageFilter.GaussianBlur(OCCLUSION_BLUR * max(width, height)))

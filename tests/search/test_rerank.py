@@ -168,7 +168,7 @@ def test_occlusion_heat_is_where_hiding_lowers_the_score(
 def test_reference_heatmap_points_at_the_named_object() -> None:
     """xmodal-ref-vlm's occlusion heatmap on held-out single-object scenes (drawn by code
     that is not the trainer's): the hottest cell lies inside the object's box (0.94 of 200
-    scenes in docs/rerank.md; a flat-colour occluder gave 0.73 with this model)."""
+    scenes in docs/rerank.md; a flat-colour occluder gave 0.72 with this model)."""
     reranker = create_reranker("xmodal-ref-vlm", device="cpu")
     items = single_objects(16, seed=21)
     inside = 0
